@@ -1,0 +1,3 @@
+"""ferlab: reproducible facial-emotion recognition on FER2013."""
+
+__version__ = "0.1.0"

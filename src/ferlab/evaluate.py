@@ -1,0 +1,36 @@
+"""Scores from one set of predictions in dataset order: accuracy, F1, report, confusion matrix."""
+
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix, f1_score
+
+from ferlab.image import normalize
+from ferlab.labels import EMOTIONS, NUM_CLASSES
+
+
+def predict_proba(model, faces: np.ndarray, batch_size: int = 256, flip: bool = False) -> np.ndarray:
+    """Class probabilities for uint8 faces (N, 48, 48), in input order; `flip` averages with the mirror image."""
+    x = normalize(faces)
+    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    if flip:
+        probs = (probs + model.predict(x[:, :, ::-1, :], batch_size=batch_size, verbose=0)) / 2.0
+    return np.asarray(probs, dtype=np.float64)
+
+
+def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Every number derives from the same (y_true, y_pred) pairs, so they agree with each other."""
+    labels = list(range(NUM_CLASSES))
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    report = classification_report(y_true, y_pred, labels=labels, target_names=list(EMOTIONS),
+                                   output_dict=True, zero_division=0)
+    text = classification_report(y_true, y_pred, labels=labels, target_names=list(EMOTIONS), digits=4, zero_division=0)
+    row_sums = cm.sum(axis=1, keepdims=True)
+    return {
+        "accuracy": float(np.mean(y_true == y_pred)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
+        "n": int(len(y_true)),
+        "per_class": {name: {k: report[name][k] for k in ("precision", "recall", "f1-score", "support")} for name in EMOTIONS},
+        "confusion_matrix": cm.tolist(),
+        "confusion_matrix_normalized": np.divide(cm, np.maximum(row_sums, 1)).round(4).tolist(),
+        "report_text": text,
+    }

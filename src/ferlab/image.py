@@ -1,0 +1,16 @@
+"""Image contract shared by training and inference: size and normalisation."""
+
+import numpy as np
+
+IMAGE_SIZE = 48
+PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
+# Model inputs are grey levels divided by this: [0, 255] -> [0, 1].
+PIXEL_SCALE = 255.0
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+    """uint8 faces (N, 48, 48) or (N, 48, 48, 1) -> float32 (N, 48, 48, 1) in [0, 1]."""
+    x = np.asarray(images, dtype=np.float32) / PIXEL_SCALE
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    return x

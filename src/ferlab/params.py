@@ -1,0 +1,144 @@
+"""Typed loading of params.yaml: one dataclass per section, unknown keys are errors."""
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ferlab.errors import FerlabError
+
+
+@dataclass(frozen=True)
+class Paths:
+    raw_table: str = "data/raw/fer2013.parquet"
+    raw_summary: str = "data/raw/summary.json"
+    processed: str = "data/processed"
+    validation_report: str = "reports/validation"
+    preprocess_report: str = "reports/preprocess"
+    model: str = "models/model.h5"
+    train_report: str = "reports/train"
+    train_state: str = ".ferlab/train-state"
+    evaluate_report: str = "reports/evaluate"
+    metrics: str = "reports/metrics.json"
+
+
+@dataclass(frozen=True)
+class Fetch:
+    source: str = "auto"
+    drop_folder: str = "data/external"
+    candidates: list[str] = field(default_factory=list)
+    kaggle_cache: str = "data/external/kaggle"
+    sha256: dict[str, str] = field(default_factory=dict)
+    limit_per_class: int | None = None
+    max_unreadable: int = 0
+
+
+@dataclass(frozen=True)
+class Validate:
+    blank_std_max: float = 2.0
+    exact_counts: str = "auto"  # auto | yes | no
+    max_blank_fraction: float = 0.01
+    minority_share_warn: float = 0.05  # classes below this share of a split are reported as imbalance
+
+
+@dataclass(frozen=True)
+class Augment:
+    horizontal_flip: bool = True
+    rotation_degrees: float = 10.0
+    zoom: float = 0.1
+    shift: float = 0.1
+    brightness: float = 0.2
+    contrast: float = 0.2
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    drop_blank_train: bool = True
+    drop_test_leaks: bool = False
+    class_weights: str = "none"  # none | balanced | sqrt
+    oversample_min_count: int = 0  # offline oversampling of minority classes up to this count
+    augment: Augment = field(default_factory=Augment)
+    sample_sheet_faces: int = 8
+
+
+@dataclass(frozen=True)
+class Train:
+    model: str = "ferlab_cnn"
+    model_options: dict = field(default_factory=dict)
+    epochs: int = 18
+    batch_size: int = 64
+    optimizer: str = "adamw"  # adam | adamw | sgd
+    learning_rate: float = 0.002
+    weight_decay: float = 0.0001
+    schedule: str = "cosine"  # constant | cosine (with linear warm-up)
+    warmup_epochs: int = 1
+    label_smoothing: float = 0.1
+    class_weights: bool = False  # weight the loss with preprocess' class weights
+    early_stopping_patience: int = 8  # epochs without a better PublicTest accuracy
+    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
+    experiment: str = "ferlab"  # MLflow experiment name
+
+
+@dataclass(frozen=True)
+class Evaluate:
+    tta_flip: bool = True  # also report horizontal-flip test-time augmentation, separately
+    batch_size: int = 256
+    example_faces: int = 32
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 42
+    paths: Paths = field(default_factory=Paths)
+    fetch: Fetch = field(default_factory=Fetch)
+    validate: Validate = field(default_factory=Validate)
+    preprocess: Preprocess = field(default_factory=Preprocess)
+    train: Train = field(default_factory=Train)
+    evaluate: Evaluate = field(default_factory=Evaluate)
+    extra: dict = field(default_factory=dict)  # later stages' sections, read by their own loaders
+
+
+def _build(cls, data, where: str):
+    if not isinstance(data, dict):
+        raise FerlabError(f"params.yaml: `{where}` must be a mapping, not {data!r}.")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise FerlabError(f"params.yaml: unknown key(s) {', '.join(unknown)} in `{where}`; known: {', '.join(sorted(names))}.")
+    values = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            value = _build(hint, value, f"{where}.{name}")
+        values[name] = value
+    return cls(**values)
+
+
+def load(path: str | os.PathLike = "params.yaml") -> Params:
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise FerlabError(f"{path} not found; run the stages from the project root.") from None
+    except yaml.YAMLError as err:
+        raise FerlabError(f"{path} is not valid YAML: {err}") from None
+    own = {f.name for f in dataclasses.fields(Params)} - {"extra"}
+    params = _build(Params, {k: v for k, v in data.items() if k in own}, "params")
+    return dataclasses.replace(params, extra={k: v for k, v in data.items() if k not in own})
+
+
+def as_flat_dict(obj, prefix: str = "") -> dict[str, object]:
+    """Flatten params for experiment trackers: {"preprocess.augment.zoom": 0.1, ...}."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    flat: dict[str, object] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(as_flat_dict(value, name + "."))
+        else:
+            flat[name] = value
+    return flat

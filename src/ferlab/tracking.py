@@ -1,0 +1,107 @@
+"""MLflow: where runs go, and what every run is tagged with.
+
+The embedded default is SQLite in the project root (`mlflow.db`, artifacts in
+`mlartifacts/`). DVC sets DVC_ROOT for the stages it runs; `dvc exp run --temp`
+and queued experiments run in a copy under <project>/.dvc/tmp/exps/, so the
+project root is recovered from that path and every experiment lands in the same
+database. MLFLOW_TRACKING_URI overrides all of this (a team server).
+"""
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Mapping
+
+_TEMP_EXPS = f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}"
+
+
+def project_root(env: Mapping[str, str] = os.environ) -> Path:
+    root = env.get("DVC_ROOT") or os.getcwd()
+    if _TEMP_EXPS in root:
+        root = root.split(_TEMP_EXPS)[0]
+    return Path(root).resolve()
+
+
+def tracking_uri(env: Mapping[str, str] = os.environ) -> str:
+    if env.get("MLFLOW_TRACKING_URI"):
+        return env["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{project_root(env) / 'mlflow.db'}"
+
+
+def artifact_location(env: Mapping[str, str] = os.environ) -> str | None:
+    """Artifacts next to the embedded database; a server decides its own."""
+    if env.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (project_root(env) / "mlartifacts").as_uri()
+
+
+def setup(experiment: str, env: Mapping[str, str] = os.environ):
+    """Point MLflow at the project's store and return the experiment id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(env))
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    return mlflow.create_experiment(experiment, artifact_location=artifact_location(env))
+
+
+def git_commit(cwd: str | os.PathLike = ".") -> str:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_name(env: Mapping[str, str] = os.environ) -> str | None:
+    return env.get("DVC_EXP_NAME") or None
+
+
+class RunTracker:
+    """One MLflow run across stages and restarts: train starts or resumes it, evaluate reopens it."""
+
+    def __init__(self, experiment: str, tags: dict[str, str] | None = None, env: Mapping[str, str] = os.environ):
+        self.experiment_id = setup(experiment, env)
+        self.tags = tags or {}
+        self.env = env
+        self.run_id: str | None = None
+
+    def start(self, run_id: str | None = None, resumed_epochs: int = 0) -> str:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.end_run()
+        if run_id:
+            run = mlflow.start_run(run_id=run_id)
+        else:
+            run = mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name(self.env))
+        mlflow.set_tags(self.tags)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def log_params(self, params: dict) -> None:
+        import mlflow
+
+        # MLflow refuses to change a logged param, which a resumed run would try
+        existing = mlflow.get_run(self.run_id).data.params
+        fresh = {k: ("null" if v is None else str(v))[:6000] for k, v in params.items() if k not in existing}
+        if fresh:
+            mlflow.log_params(fresh)
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+
+    def log_artifact(self, path, folder: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path=folder)
+
+    def end(self) -> None:
+        import mlflow
+
+        mlflow.end_run()

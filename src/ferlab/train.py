@@ -1,0 +1,240 @@
+"""Training: data pipeline, optimiser and schedule, resumable epochs, MLflow logging.
+
+Selection uses PublicTest only (the `val` arrays); PrivateTest is never seen here.
+An interrupted run resumes from the last finished epoch: weights, optimiser state,
+best-so-far and history live in `paths.train_state` until the run completes.
+"""
+
+import csv
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ferlab import augment, image, precision
+from ferlab.data.arrays import Arrays
+from ferlab.labels import NUM_CLASSES
+from ferlab.params import Params, as_flat_dict
+
+HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+
+
+def fingerprint(params: Params, data_digest: str) -> str:
+    """What a resumable state belongs to: the train and preprocess params and the data."""
+    payload = json.dumps(
+        {"train": dataclasses.asdict(params.train), "preprocess": dataclasses.asdict(params.preprocess),
+         "seed": params.seed, "data": data_digest},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augmenter=None,
+                 weights: dict[int, float] | None = None, shuffle: bool = False):
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    weight_table = tf.constant([weights.get(i, 1.0) for i in range(NUM_CLASSES)], tf.float32) if weights else None
+
+    def prepare(faces, labels):
+        faces = tf.cast(faces[..., tf.newaxis], tf.float32) / image.PIXEL_SCALE
+        if augmenter is not None:
+            faces = augmenter(faces, training=True)
+        targets = tf.one_hot(labels, NUM_CLASSES)
+        if weight_table is not None:
+            return faces, targets, tf.gather(weight_table, labels)
+        return faces, targets
+
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_optimizer(cfg, steps_per_epoch: int):
+    import keras
+
+    lr = cfg.learning_rate
+    if cfg.schedule == "cosine":
+        total = max(cfg.epochs * steps_per_epoch, 1)
+        warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=cfg.learning_rate * 0.1 if warmup else cfg.learning_rate,
+            decay_steps=total - warmup, alpha=0.01,
+            warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup,
+        )
+    elif cfg.schedule != "constant":
+        raise ValueError(f"train.schedule must be constant or cosine, not {cfg.schedule!r}")
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    if cfg.optimizer == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    raise ValueError(f"train.optimizer must be adam, adamw or sgd, not {cfg.optimizer!r}")
+
+
+def current_lr(optimizer) -> float:
+    lr = optimizer.learning_rate
+    return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
+
+
+def strategy():
+    """MirroredStrategy over several GPUs; the default (one device) strategy otherwise."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_logical_devices("GPU")
+    return (tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()), len(gpus)
+
+
+def model_summary(model) -> str:
+    lines: list[str] = []
+    model.summary(line_length=100, print_fn=lambda text, **_: lines.append(text))
+    return "\n".join(lines) + "\n"
+
+
+class EpochState:
+    """The resumable state of one training run, on disk under `state_dir`."""
+
+    def __init__(self, state_dir: Path, print_fn):
+        self.dir = state_dir
+        self.print = print_fn
+        self.history_path = state_dir / "history.csv"
+        self.best_path = state_dir / "best.weights.h5"
+        self.meta_path = state_dir / "state.json"
+
+    def prepare(self, fingerprint_: str) -> dict:
+        """Load a matching state, or start fresh (a state for other params or data is discarded)."""
+        if self.meta_path.is_file():
+            meta = json.loads(self.meta_path.read_text())
+            if meta.get("fingerprint") == fingerprint_:
+                return meta
+            self.print("params or data changed since the interrupted run: starting over")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        meta = {"fingerprint": fingerprint_, "run_id": None, "best_val_accuracy": -1.0, "best_epoch": 0}
+        self.save_meta(meta)
+        return meta
+
+    def save_meta(self, meta: dict) -> None:
+        tmp = self.meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(meta))
+        tmp.replace(self.meta_path)
+
+    def history(self) -> list[dict]:
+        if not self.history_path.is_file():
+            return []
+        with open(self.history_path) as f:
+            return list(csv.DictReader(f))
+
+    def append(self, row: dict) -> None:
+        """Add an epoch's row; an epoch re-run after an interruption replaces its old row."""
+        rows = [r for r in self.history() if int(r["epoch"]) < row["epoch"]] + [row]
+        tmp = self.history_path.with_suffix(".tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+            writer.writeheader()
+            writer.writerows({k: r[k] for k in HISTORY_FIELDS} for r in rows)
+        tmp.replace(self.history_path)
+
+
+def epoch_callback(state: EpochState, meta: dict, patience: int, total_epochs: int, log_metrics):
+    import keras
+
+    class Callback(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = logs or {}
+            number = epoch + 1
+            row = {"epoch": number, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
+                   "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
+                   "learning_rate": current_lr(self.model.optimizer), "seconds": round(time.monotonic() - self.started, 1)}
+            improved = row["val_accuracy"] > meta["best_val_accuracy"]
+            if improved:
+                self.model.save_weights(state.best_path)
+                meta.update(best_val_accuracy=row["val_accuracy"], best_epoch=number)
+            state.append(row)
+            state.save_meta(meta)
+            log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=number)
+            state.print(
+                f"epoch {number}/{total_epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
+                f"val_loss {row['val_loss']:.4f} val_acc {row['val_accuracy']:.4f} "
+                f"lr {row['learning_rate']:.2e} {row['seconds']:.0f}s{' *best' if improved else ''}"
+            )
+            if number - meta["best_epoch"] >= patience:
+                state.print(f"early stop: no better PublicTest accuracy for {patience} epochs")
+                self.model.stop_training = True
+
+    return Callback()
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: object
+    history: list[dict]
+    run_id: str | None
+    best_epoch: int
+    best_val_accuracy: float
+    precision: str
+    summary: str
+
+
+def train(params: Params, arrays: Arrays, class_weights: dict | None, data_digest: str, state_dir: Path,
+          tracker=None, print_fn=print) -> TrainResult:
+    """Train `params.train.model`; `tracker` (a tracking.RunTracker) receives params and metrics."""
+    import keras
+
+    from ferlab import models
+
+    cfg = params.train
+    keras.utils.set_random_seed(params.seed)
+    dist, gpus = strategy()
+    policy = precision.resolve(cfg.precision, gpus)
+    keras.mixed_precision.set_global_policy(policy)
+    print_fn(f"precision {policy}, {dist.num_replicas_in_sync} replica(s), model {cfg.model}")
+
+    state = EpochState(state_dir, print_fn)
+    meta = state.prepare(fingerprint(params, data_digest))
+    done = len(state.history())
+    batch = cfg.batch_size * dist.num_replicas_in_sync
+    steps = int(np.ceil(len(arrays.y["train"]) / batch))
+
+    with dist.scope():
+        model = models.build(cfg.model, **cfg.model_options)
+        model.compile(
+            optimizer=make_optimizer(cfg, steps),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+            metrics=["accuracy"],
+        )
+    summary = model_summary(model)
+    augmenter = augment.build(params.preprocess.augment, params.seed)
+    train_ds = make_dataset(arrays.x["train"], arrays.y["train"], batch, params.seed, augmenter,
+                            class_weights if cfg.class_weights else None, shuffle=True)
+    val_ds = make_dataset(arrays.x["val"], arrays.y["val"], batch, params.seed)
+
+    if tracker is not None:
+        meta["run_id"] = tracker.start(meta.get("run_id"), done)
+        state.save_meta(meta)
+        tracker.log_params(as_flat_dict({"seed": params.seed, "train": dataclasses.asdict(cfg),
+                                         "preprocess": dataclasses.asdict(params.preprocess)})
+                           | {"train.resolved_precision": policy, "model.parameters": model.count_params()})
+    if done:
+        print_fn(f"resuming after epoch {done} (best PublicTest accuracy so far {meta['best_val_accuracy']:.4f})")
+    callbacks = [  # history and best weights first, so the backup never runs ahead of them
+        epoch_callback(state, meta, cfg.early_stopping_patience, cfg.epochs,
+                       tracker.log_metrics if tracker else (lambda *a, **k: None)),
+        keras.callbacks.BackupAndRestore(str(state_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
+    ]
+    if not meta.get("finished"):
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=0)
+        meta["finished"] = True
+        state.save_meta(meta)
+    model.load_weights(state.best_path)
+    print_fn(f"best epoch {meta['best_epoch']}: PublicTest accuracy {meta['best_val_accuracy']:.4f}")
+    return TrainResult(model, state.history(), meta.get("run_id"), meta["best_epoch"], meta["best_val_accuracy"], policy, summary)

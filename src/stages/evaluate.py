@@ -1,0 +1,78 @@
+"""DVC stage `evaluate`: models/model.h5 on Training, PublicTest, PrivateTest -> reports/ + the MLflow run."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from ferlab import model_io, plots, tracking
+from ferlab import params as params_mod
+from ferlab.data import arrays as arrays_mod
+from ferlab.evaluate import predict_proba, scores
+from ferlab.fileio import atomic_path, read_json, write_json
+from ferlab.labels import EMOTIONS
+from ferlab.stage import log, run
+
+SPLIT_NAMES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
+
+
+def main() -> None:
+    params = params_mod.load()
+    paths, cfg = params.paths, params.evaluate
+    arrays = arrays_mod.load(Path(paths.processed) / arrays_mod.ARRAY_FILE)
+    model = model_io.load_h5(paths.model)
+    results, test_probs = {}, None
+    for key in ("train", "val", "test"):
+        x, y = arrays.x[key], arrays.y[key].astype(int)
+        if key == "train":  # the oversampled copies would count twice
+            _, first = np.unique(arrays.ids[key], return_index=True)
+            x, y = x[np.sort(first)], y[np.sort(first)]
+        probs = predict_proba(model, x, cfg.batch_size)
+        results[key] = scores(y, probs.argmax(1))
+        log(f"{SPLIT_NAMES[key]}: accuracy {results[key]['accuracy']:.4f}, macro-F1 {results[key]['macro_f1']:.4f}")
+        if key == "test":
+            test_probs = probs
+            if cfg.tta_flip:
+                results["test_tta_flip"] = scores(y, predict_proba(model, x, cfg.batch_size, flip=True).argmax(1))
+                log(f"PrivateTest with flip TTA: accuracy {results['test_tta_flip']['accuracy']:.4f}")
+
+    test = results["test"]
+    metrics = {name: {k: round(results[name][k], 4) for k in ("accuracy", "macro_f1", "weighted_f1")}
+               for name in results}
+    metrics["test"]["per_class_f1"] = {e: round(test["per_class"][e]["f1-score"], 4) for e in EMOTIONS}
+    write_json(paths.metrics, metrics)
+
+    y_test = arrays.y["test"].astype(int)
+    y_pred = test_probs.argmax(1)
+    with atomic_path(paths.evaluate_report) as staged:
+        staged.mkdir()
+        write_json(staged / "scores.json", {k: {m: v for m, v in r.items() if m != "report_text"} for k, r in results.items()})
+        (staged / "classification_report.txt").write_text(
+            "".join(f"== {SPLIT_NAMES.get(k, k)} ==\n{r['report_text']}\n" for k, r in results.items()))
+        with open(staged / "test_predictions.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "actual", "predicted", *[f"p_{e}" for e in EMOTIONS]])
+            for i, (t, p) in enumerate(zip(y_test, y_pred)):
+                writer.writerow([arrays.ids["test"][i], EMOTIONS[t], EMOTIONS[p], *np.round(test_probs[i], 4)])
+        plots.confusion(test["confusion_matrix"], staged / "confusion_matrix.png",
+                        f"PrivateTest (accuracy {test['accuracy']:.3f})")
+        plots.per_class_f1(test["per_class"], staged / "per_class_f1.png", f"PrivateTest F1 (macro {test['macro_f1']:.3f})")
+        picks = np.random.default_rng(params.seed).choice(len(y_test), min(cfg.example_faces, len(y_test)), replace=False)
+        plots.labelled_faces([arrays.x["test"][i] for i in picks], [EMOTIONS[y_test[i]] for i in picks],
+                             [EMOTIONS[y_pred[i]] for i in picks], staged / "test_examples.png")
+
+    run_file = Path(paths.train_report) / "run.json"
+    run_info = read_json(run_file)
+    tracker = tracking.RunTracker(params.train.experiment)
+    tracker.start(run_info["run_id"])
+    flat = {f"{split}_{k}": v for split, m in metrics.items() for k, v in m.items() if not isinstance(v, dict)}
+    flat |= {f"test_f1_{e}": v for e, v in metrics["test"]["per_class_f1"].items()}
+    tracker.log_metrics(flat)
+    for name in ("classification_report.txt", "confusion_matrix.png", "per_class_f1.png", "test_examples.png", "scores.json"):
+        tracker.log_artifact(Path(paths.evaluate_report) / name, "evaluate")
+    tracker.end()
+    log(f"wrote {paths.metrics}; logged to MLflow run {run_info['run_id']}")
+
+
+if __name__ == "__main__":
+    run(main)

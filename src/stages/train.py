@@ -1,0 +1,58 @@
+"""DVC stage `train`: data/processed/ -> models/model.h5 + reports/train/, one MLflow run."""
+
+import csv
+import shutil
+from pathlib import Path
+
+from ferlab import model_io, plots, tracking
+from ferlab import params as params_mod
+from ferlab.data import arrays as arrays_mod
+from ferlab.fileio import atomic_path, read_json, write_json
+from ferlab.stage import log, run
+from ferlab.train import HISTORY_FIELDS, train
+
+
+def main() -> None:
+    params = params_mod.load()
+    paths = params.paths
+    processed = Path(paths.processed)
+    arrays = arrays_mod.load(processed / arrays_mod.ARRAY_FILE)
+    meta = read_json(processed / arrays_mod.META_FILE)
+    data_digest = read_json(paths.raw_summary)["table_sha256"]
+    tracker = tracking.RunTracker(params.train.experiment, tags={
+        "git_commit": tracking.git_commit(), "data_sha256": data_digest,
+        "model": params.train.model, "dvc_exp": tracking.run_name() or "workspace",
+    })
+    result = train(params, arrays, meta["class_weights"], data_digest, Path(paths.train_state), tracker, print_fn=log)
+
+    model_io.save_h5(result.model, paths.model)
+    with atomic_path(paths.train_report) as staged:
+        staged.mkdir()
+        (staged / "model_summary.txt").write_text(result.summary)
+        with open(staged / "history.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
+            writer.writeheader()
+            writer.writerows(result.history)
+        plots.learning_curves(result.history, staged / "learning_curves.png")
+        write_json(staged / "run.json", {
+            "run_id": result.run_id, "tracking_uri": tracking.tracking_uri(), "experiment": params.train.experiment,
+            "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
+            "epochs_run": len(result.history), "precision": result.precision,
+            "parameters": int(result.model.count_params()),
+        })
+    report = Path(paths.train_report)
+    tracker.log_metrics({"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch})
+    for name in ("model_summary.txt", "history.csv", "learning_curves.png"):
+        tracker.log_artifact(report / name, "train")
+    tracker.log_artifact(paths.model, "model_h5")
+    import mlflow
+
+    mlflow.keras.log_model(result.model, name="keras_model", signature=model_io.signature())
+    tracker.end()
+    shutil.rmtree(paths.train_state, ignore_errors=True)  # finished: nothing left to resume
+    log(f"wrote {paths.model} (best epoch {result.best_epoch}, PublicTest accuracy {result.best_val_accuracy:.4f}); "
+        f"MLflow run {result.run_id}")
+
+
+if __name__ == "__main__":
+    run(main)
