@@ -40,7 +40,7 @@ class Fetch:
 class Validate:
     blank_std_max: float = 2.0
     exact_counts: str = "auto"  # auto | yes | no
-    max_blank_fraction: float = 0.01
+    max_blank_fraction: float = 0.05
     minority_share_warn: float = 0.05  # classes below this share of a split are reported as imbalance
 
 

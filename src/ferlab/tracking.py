@@ -39,11 +39,12 @@ def setup(experiment: str, env: Mapping[str, str] = os.environ):
     """Point MLflow at the project's store and return the experiment id."""
     import mlflow
 
+    location = artifact_location(env)  # before set_tracking_uri, which exports MLFLOW_TRACKING_URI
     mlflow.set_tracking_uri(tracking_uri(env))
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
-    return mlflow.create_experiment(experiment, artifact_location=artifact_location(env))
+    return mlflow.create_experiment(experiment, artifact_location=location)
 
 
 def git_commit(cwd: str | os.PathLike = ".") -> str:

@@ -65,8 +65,9 @@ def main() -> None:
     run_info = read_json(run_file)
     tracker = tracking.RunTracker(params.train.experiment)
     tracker.start(run_info["run_id"])
-    flat = {f"{split}_{k}": v for split, m in metrics.items() for k, v in m.items() if not isinstance(v, dict)}
-    flat |= {f"test_f1_{e}": v for e, v in metrics["test"]["per_class_f1"].items()}
+    # "eval/" keeps these apart from the per-epoch training metrics (val_accuracy, ...)
+    flat = {f"eval/{split}_{k}": v for split, m in metrics.items() for k, v in m.items() if not isinstance(v, dict)}
+    flat |= {f"eval/test_f1_{e}": v for e, v in metrics["test"]["per_class_f1"].items()}
     tracker.log_metrics(flat)
     for name in ("classification_report.txt", "confusion_matrix.png", "per_class_f1.png", "test_examples.png", "scores.json"):
         tracker.log_artifact(Path(paths.evaluate_report) / name, "evaluate")

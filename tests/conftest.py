@@ -1,0 +1,76 @@
+"""Shared fixtures: the real FER2013 archive (never downloaded) and small archives built from it."""
+
+import io
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def archive_path() -> Path:
+    return Path(os.environ.get("FERLAB_FER2013_ARCHIVE", REPO.parent / "shared" / "fer2013" / "archive.zip"))
+
+
+@pytest.fixture(scope="session")
+def archive() -> Path:
+    path = archive_path()
+    if not path.is_file():
+        pytest.skip(f"needs the FER2013 archive at {path} (set FERLAB_FER2013_ARCHIVE to its path)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def archive_members(archive) -> dict[str, bytes]:
+    """Four real images per (folder, emotion, split), by archive path."""
+    picked: dict[str, bytes] = {}
+    taken: dict[tuple, int] = {}
+    with zipfile.ZipFile(archive) as zf:
+        for name in sorted(zf.namelist()):
+            if not name.endswith(".jpg"):
+                continue
+            folder, emotion, file = name.split("/")
+            key = (folder, emotion, file.split("_")[0])
+            if taken.get(key, 0) < 4:
+                taken[key] = taken.get(key, 0) + 1
+                picked[name] = zf.read(name)
+    return picked
+
+
+def write_zip(path: Path, members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def small_zip(tmp_path, archive_members) -> Path:
+    return write_zip(tmp_path / "archive.zip", archive_members)
+
+
+def csv_text(rows: list[tuple[int, np.ndarray, str]]) -> str:
+    out = io.StringIO()
+    out.write("emotion,pixels,Usage\n")
+    for label, pixels, usage in rows:
+        out.write(f"{label},{' '.join(map(str, np.asarray(pixels).ravel()))},{usage}\n")
+    return out.getvalue()
+
+
+@pytest.fixture
+def small_csv_rows(archive_members):
+    """fer2013.csv rows made from the small archive's images."""
+    import cv2
+
+    from ferlab.labels import emotion_id
+
+    rows = []
+    for name, data in archive_members.items():
+        _, emotion, file = name.split("/")
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+        rows.append((emotion_id(emotion), pixels, file.split("_")[0]))
+    return rows

@@ -1,0 +1,77 @@
+"""The real pipeline, through `dvc repro` and `dvc exp run`, on a stratified slice of FER2013."""
+
+import csv
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from integration.conftest import run
+
+pytestmark = pytest.mark.slow
+
+
+def mlflow_runs(root):
+    with sqlite3.connect(root / "mlflow.db") as db:
+        return db.execute("select run_uuid, name, status from runs order by start_time").fetchall()
+
+
+def test_dvc_repro_on_a_slice_produces_consistent_outputs(project):
+    root, env = project
+    out = run(["dvc", "repro"], root, env)
+    for stage in ("fetch", "validate", "preprocess", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in out.stdout
+
+    summary = json.loads((root / "data/raw/summary.json").read_text())
+    assert summary["rows"] == 12 * 7 * 3 and summary["source"]["sha256_verified"]
+    report = json.loads((root / "reports/validation/report.json").read_text())
+    assert report["success"] and not report["exact_counts"]
+    assert (root / "reports/validation/class_distribution.png").stat().st_size > 0
+    assert (root / "reports/validation/data_docs/index.html").is_file()
+    assert (root / "reports/preprocess/augmentation_samples.png").stat().st_size > 0
+
+    assert (root / "models/model.h5").stat().st_size > 0
+    history = list(csv.DictReader(open(root / "reports/train/history.csv")))
+    assert [int(r["epoch"]) for r in history] == [1, 2]
+    assert "Total params" in (root / "reports/train/model_summary.txt").read_text()
+
+    metrics = json.loads((root / "reports/metrics.json").read_text())
+    scores = json.loads((root / "reports/evaluate/scores.json").read_text())
+    cm = np.array(scores["test"]["confusion_matrix"])
+    assert cm.sum() == 12 * 7
+    assert metrics["test"]["accuracy"] == round(np.trace(cm) / cm.sum(), 4)
+    with open(root / "reports/evaluate/test_predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert np.mean([r["actual"] == r["predicted"] for r in rows]) == pytest.approx(scores["test"]["accuracy"])
+    assert "test_tta_flip" in metrics
+
+    run_id = json.loads((root / "reports/train/run.json").read_text())["run_id"]
+    assert [r[0] for r in mlflow_runs(root)] == [run_id]
+    with sqlite3.connect(root / "mlflow.db") as db:
+        keys = {k for (k,) in db.execute("select distinct key from metrics where run_uuid=?", (run_id,))}
+        tags = dict(db.execute("select key, value from tags where run_uuid=?", (run_id,)))
+        epochs = db.execute("select count(*) from metrics where run_uuid=? and key='val_accuracy'", (run_id,)).fetchone()[0]
+    assert {"accuracy", "val_accuracy", "eval/test_accuracy", "eval/test_macro_f1", "eval/test_f1_disgust"} <= keys
+    assert epochs == 2
+    assert tags["data_sha256"] == summary["table_sha256"] and len(tags["git_commit"]) >= 40
+    artifacts = list((root / "mlartifacts").rglob("model.h5"))
+    assert artifacts and artifacts[0].stat().st_size == (root / "models/model.h5").stat().st_size
+
+    shown = run(["dvc", "metrics", "show"], root, env).stdout
+    assert "test.accuracy" in shown
+
+    # nothing changed: nothing re-runs
+    again = run(["dvc", "repro"], root, env).stdout
+    assert "Running stage" not in again
+
+
+def test_dvc_exp_run_lands_in_the_project_database(project):
+    root, env = project
+    run(["dvc", "repro"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "baseline"], root, env)
+    run(["dvc", "exp", "run", "-n", "one-epoch", "-S", "train.epochs=1"], root, env)
+    runs = mlflow_runs(root)
+    assert len(runs) == 2
+    assert runs[-1][1] == "one-epoch" and runs[-1][2] == "FINISHED"

@@ -1,0 +1,68 @@
+import keras
+import pytest
+
+from ferlab import models, precision
+from ferlab.errors import FerlabError
+
+# The paper's Table 2: layer type, output shape, parameters.
+PAPER_TABLE_2 = [
+    ("Conv2D", (48, 48, 32), 320),
+    ("Conv2D", (46, 46, 64), 18496),
+    ("MaxPooling2D", (23, 23, 64), 0),
+    ("Dropout", (23, 23, 64), 0),
+    ("Conv2D", (21, 21, 128), 73856),
+    ("MaxPooling2D", (10, 10, 128), 0),
+    ("Dropout", (10, 10, 128), 0),
+    ("Conv2D", (8, 8, 256), 295168),
+    ("MaxPooling2D", (4, 4, 256), 0),
+    ("Dropout", (4, 4, 256), 0),
+    ("Flatten", (4096,), 0),
+    ("Dense", (512,), 2097664),
+    ("Dropout", (512,), 0),
+    ("Dense", (7,), 3591),
+]
+
+
+def test_paper_cnn_matches_table_2():
+    model = models.build("paper_cnn")
+    assert model.count_params() == 2_489_095
+    got = [(type(l).__name__, tuple(l.output.shape[1:]), l.count_params()) for l in model.layers]
+    assert got == PAPER_TABLE_2
+    assert [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)] == [0.1, 0.1, 0.1, 0.2]
+
+
+def test_default_model_outputs_seven_probabilities():
+    model = models.build("ferlab_cnn")
+    assert tuple(model.output.shape) == (None, 7)
+    assert model.layers[-1].activation.__name__ == "softmax"
+
+
+def test_softmax_stays_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        for name in models.ARCHITECTURES:
+            model = models.build(name)
+            assert model.layers[1].compute_dtype == "bfloat16"
+            assert model.layers[-1].compute_dtype == "float32"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_unknown_model_name():
+    with pytest.raises(FerlabError, match="unknown train.model 'resnet'"):
+        models.build("resnet")
+
+
+@pytest.mark.parametrize(
+    "flags, gpus, expected",
+    [({"avx2"}, 0, "float32"), ({"avx2", "amx_bf16"}, 0, "mixed_bfloat16"), ({"avx512_bf16"}, 0, "mixed_bfloat16"),
+     ({"avx2"}, 1, "mixed_float16")],
+)
+def test_auto_precision(flags, gpus, expected):
+    assert precision.resolve("auto", gpus, flags) == expected
+
+
+def test_explicit_precision_is_kept_and_checked():
+    assert precision.resolve("float32", 1, set()) == "float32"
+    with pytest.raises(ValueError):
+        precision.resolve("float8", 0, set())
