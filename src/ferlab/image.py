@@ -6,6 +6,15 @@ IMAGE_SIZE = 48
 PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
 # Model inputs are grey levels divided by this: [0, 255] -> [0, 1].
 PIXEL_SCALE = 255.0
+# A detected face box is grown by this fraction of its size on each side before the
+# 48x48 crop: FER2013 faces include some forehead, chin and background.
+FACE_MARGIN = 0.1
+
+
+def contract() -> dict:
+    """The preprocessing contract written into the model bundle."""
+    return {"input_size": [IMAGE_SIZE, IMAGE_SIZE], "channels": 1, "color": "grayscale",
+            "normalize": f"pixel / {PIXEL_SCALE:g}", "face_margin": FACE_MARGIN, "dtype": "float32"}
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ class Paths:
     train_state: str = ".ferlab/train-state"
     evaluate_report: str = "reports/evaluate"
     metrics: str = "reports/metrics.json"
+    bundle: str = "models/bundle"
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,14 @@ class Evaluate:
 
 
 @dataclass(frozen=True)
+class Package:
+    registered_model: str = "ferlab-emotion"
+    tflite: str = "float16"  # float16 | dynamic | none
+    max_tflite_drop: float = 0.005  # PrivateTest accuracy the TFLite export may lose
+    register: bool = True  # register a new MLflow model version (alias `candidate`)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 42
     paths: Paths = field(default_factory=Paths)
@@ -98,6 +107,7 @@ class Params:
     preprocess: Preprocess = field(default_factory=Preprocess)
     train: Train = field(default_factory=Train)
     evaluate: Evaluate = field(default_factory=Evaluate)
+    package: Package = field(default_factory=Package)
     extra: dict = field(default_factory=dict)  # later stages' sections, read by their own loaders
 
 

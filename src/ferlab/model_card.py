@@ -1,0 +1,63 @@
+"""The model card (Markdown) shipped in the bundle."""
+
+from ferlab.labels import EMOTIONS, SPLITS
+
+
+def _metrics_table(scores: dict) -> str:
+    rows = ["| emotion | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+    for e in EMOTIONS:
+        c = scores["per_class"][e]
+        rows.append(f"| {e} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1-score']:.3f} | {int(c['support'])} |")
+    return "\n".join(rows)
+
+
+def _confusion_table(matrix) -> str:
+    rows = ["| true \\ predicted | " + " | ".join(EMOTIONS) + " |", "|---|" + "---:|" * len(EMOTIONS)]
+    rows += [f"| {e} | " + " | ".join(str(v) for v in row) + " |" for e, row in zip(EMOTIONS, matrix)]
+    return "\n".join(rows)
+
+
+def render(name: str, architecture: str, parameters: int, scores: dict, fetch_summary: dict,
+           validation: dict, export: dict, run: dict) -> str:
+    test, f = scores["test"], validation["findings"]
+    counts = {s: sum(fetch_summary["counts"][s].values()) for s in SPLITS}
+    tta = scores.get("test_tta_flip")
+    return f"""# Model card: {name}
+
+## Model
+- Architecture: `{architecture}`, {parameters:,} parameters, Keras (`model.h5`, HDF5) and TensorFlow Lite ({export['quantization']}).
+- Input: one 48x48 grayscale face, grey levels / 255; faces found by a detector are grown by the
+  margin in `preprocessing.json` before cropping. Output: a probability for each of
+  {', '.join(EMOTIONS)}.
+- Trained in MLflow run `{run['run_id']}` (best epoch {run['best_epoch']} of {run['epochs_run']}, {run['precision']}).
+
+## Data
+FER2013 (Goodfellow et al., 2013): {sum(counts.values()):,} web-sourced 48x48 grey faces labelled with 7 emotions;
+Training {counts['Training']:,} (fit), PublicTest {counts['PublicTest']:,} (model selection), PrivateTest {counts['PrivateTest']:,}
+(the numbers below; never used for selection). Data checksum `{fetch_summary['table_sha256'][:16]}...`.
+
+Known issues, measured by the validation stage: {sum(f['near_blank'].values())} near-blank frames;
+exact duplicate images within splits ({', '.join(f"{s} {d['images']}" for s, d in f['duplicates_within_split'].items())});
+test images that also appear in Training ({', '.join(f"{k} {v}" for k, v in f['duplicates_across_splits'].items())});
+class imbalance (disgust is {f['class_share']['Training']['disgust']:.1%} of Training). FER2013 labels are noisy
+(human accuracy on it is estimated at about 65%).
+
+## Results on PrivateTest ({test['n']:,} faces)
+Accuracy **{test['accuracy']:.4f}**, macro-F1 {test['macro_f1']:.4f}, weighted-F1 {test['weighted_f1']:.4f}.
+{f"With horizontal-flip test-time augmentation (reported separately): accuracy {tta['accuracy']:.4f}, macro-F1 {tta['macro_f1']:.4f}." if tta else ""}
+TensorFlow Lite export: accuracy {export['tflite_accuracy']:.4f} (the `.h5`: {export['h5_accuracy']:.4f}).
+
+{_metrics_table(test)}
+
+Confusion matrix (counts):
+
+{_confusion_table(test['confusion_matrix'])}
+
+## Intended use and limits
+- For research, teaching and aggregate, consented uses (e.g. how an audience reacts overall, with its consent).
+- **Not for decisions about people**: hiring, policing, security, health, education or credit. A facial
+  expression is not a reliable readout of what a person feels, and this model errs on about a third of faces.
+- FER2013 faces are mostly frontal, web-sourced and skewed in age and ethnicity; expect lower accuracy on
+  profiles, occlusions, low light, children, older people and under-represented groups. Disgust and fear are
+  recognised worst (see the table).
+"""

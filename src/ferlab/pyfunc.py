@@ -1,0 +1,56 @@
+"""The registered MLflow model: a pyfunc that takes faces and returns a probability per emotion.
+
+Input: grey faces as a float32 tensor (N, 48, 48) of grey levels 0..255 (FER2013 pixels,
+or crops made by ferlab's detector). Output: a DataFrame with one column per emotion
+(in ferlab.labels order) and `emotion`, the most likely one.
+"""
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from ferlab.image import IMAGE_SIZE, normalize
+from ferlab.labels import EMOTIONS
+
+MODEL_ARTIFACT = "keras_h5"
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, IMAGE_SIZE, IMAGE_SIZE))]),
+        outputs=Schema([*(ColSpec("double", e) for e in EMOTIONS), ColSpec("string", "emotion")]),
+    )
+
+
+def faces_array(model_input) -> np.ndarray:
+    """Accept (N, 48, 48), (N, 48, 48, 1) or (N, 2304) grey levels, as arrays, lists or DataFrames."""
+    x = model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else np.asarray(model_input)
+    x = x.astype(np.float32)
+    if x.ndim == 2 and x.shape[1] == IMAGE_SIZE * IMAGE_SIZE:
+        x = x.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim != 3 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+        raise ValueError(f"expected grey faces of shape (N, {IMAGE_SIZE}, {IMAGE_SIZE}), got {x.shape}")
+    return x
+
+
+def probabilities_frame(probs: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(EMOTIONS))
+    frame["emotion"] = [EMOTIONS[i] for i in np.argmax(probs, axis=1)]
+    return frame
+
+
+class EmotionModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        from ferlab.model_io import load_h5
+
+        self.model = load_h5(context.artifacts[MODEL_ARTIFACT])
+
+    def predict(self, context, model_input, params=None):
+        faces = faces_array(model_input)
+        probs = self.model.predict(normalize(faces), batch_size=256, verbose=0) if len(faces) else np.zeros((0, len(EMOTIONS)))
+        return probabilities_frame(probs)

@@ -1,0 +1,174 @@
+"""The MLflow model registry: register a candidate, promote it behind a gate, roll back.
+
+Aliases, not the deprecated stages: `candidate` is the newest packaged version,
+`production` the one inference tools load (models:/<name>@production). Every promotion
+and rollback is written on the versions as tags, so the history survives the moving alias.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+
+from ferlab.errors import FerlabError
+
+CANDIDATE, PRODUCTION = "candidate", "production"
+GATE_METRICS = ("test_accuracy", "test_macro_f1")
+
+
+def _client():
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _call(what: str, fn, *args, **kwargs):
+    """Run a registry call; turn 'not found' and 'unreachable' into one clear sentence."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return fn(*args, **kwargs)
+    except MlflowException as err:
+        text = str(err)
+        if "API request to" in text and ("Max retries" in text or "Connection" in text):
+            import mlflow
+
+            raise FerlabError(f"{what}: cannot reach the MLflow registry at {mlflow.get_tracking_uri()}; "
+                              "is the server running and MLFLOW_TRACKING_URI right?") from None
+        if "RESOURCE_DOES_NOT_EXIST" in getattr(err, "error_code", "") or "not found" in text.lower() or "does not exist" in text.lower():
+            raise FerlabError(f"{what}: not found in the registry.") from None
+        raise FerlabError(f"{what}: the MLflow registry refused ({text.splitlines()[0]}).") from None
+    except OSError as err:  # connection refused, DNS, timeouts (requests errors are OSErrors)
+        import mlflow
+
+        raise FerlabError(f"{what}: cannot reach the MLflow registry at {mlflow.get_tracking_uri()} ({err}).") from None
+
+
+@dataclass
+class VersionInfo:
+    version: str
+    aliases: list[str]
+    created: str
+    tags: dict[str, str]
+    run_id: str | None
+
+    def metric(self, name: str) -> float | None:
+        value = self.tags.get(name)
+        return float(value) if value not in (None, "") else None
+
+
+def _info(mv) -> VersionInfo:
+    created = dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+    return VersionInfo(str(mv.version), list(mv.aliases or []), created, dict(mv.tags or {}), mv.run_id)
+
+
+def register(name: str, model_uri: str, tags: dict[str, str], run_id: str | None = None) -> VersionInfo:
+    """A new version of `name` from `model_uri`, tagged, with the alias `candidate`."""
+    import mlflow
+
+    mv = _call(f"registering {model_uri} as {name}", mlflow.register_model, model_uri, name, tags=tags)
+    client = _client()
+    client.set_registered_model_alias(name, CANDIDATE, mv.version)
+    return _info(client.get_model_version(name, mv.version))
+
+
+def versions(name: str) -> list[VersionInfo]:
+    client = _client()
+    _call(f"registered model {name!r}", client.get_registered_model, name)
+    found = _call(f"versions of {name!r}", client.search_model_versions, f"name='{name}'")
+    # search results leave out aliases; a version fetched on its own has them
+    return sorted((_info(client.get_model_version(name, mv.version)) for mv in found),
+                  key=lambda v: int(v.version), reverse=True)
+
+
+def by_alias(name: str, alias: str) -> VersionInfo | None:
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    _call(f"registered model {name!r}", client.get_registered_model, name)
+    try:
+        return _info(client.get_model_version_by_alias(name, alias))
+    except MlflowException:
+        return None
+
+
+def get(name: str, version: str) -> VersionInfo:
+    return _info(_call(f"version {version} of {name!r}", _client().get_model_version, name, str(version)))
+
+
+def gate(candidate: VersionInfo, current: VersionInfo | None) -> list[str]:
+    """Reasons the candidate is worse than production on PrivateTest (empty: it may go)."""
+    if current is None:
+        return []
+    reasons = []
+    for metric in GATE_METRICS:
+        new, old = candidate.metric(metric), current.metric(metric)
+        if new is None:
+            reasons.append(f"version {candidate.version} has no {metric} tag")
+        elif old is not None and new < old:
+            reasons.append(f"{metric} {new:.4f} is below production's {old:.4f} (version {current.version})")
+    return reasons
+
+
+def promote(name: str, version: str | None = None, force: bool = False, reason: str | None = None) -> tuple[VersionInfo, VersionInfo | None]:
+    """Move `production` to `version` (default: the candidate) if the gate allows or `force` with a reason."""
+    if force and not reason:
+        raise FerlabError("--force needs --reason \"...\" so the override is on record.")
+    if version is None:
+        chosen = by_alias(name, CANDIDATE)
+        if chosen is None:
+            raise FerlabError(f"{name!r} has no candidate version; run `dvc repro` to package one or name a version.")
+    else:
+        chosen = get(name, version)
+    current = by_alias(name, PRODUCTION)
+    if current is not None and current.version == chosen.version:
+        raise FerlabError(f"version {chosen.version} of {name!r} is already in production.")
+    refusals = gate(chosen, current)
+    if refusals and not force:
+        raise FerlabError(f"not promoting version {chosen.version}: " + "; ".join(refusals) + " (override with --force --reason \"...\").")
+    client = _client()
+    client.set_registered_model_alias(name, PRODUCTION, chosen.version)
+    record = {"promoted_at": _now(), "promoted_from": current.version if current else "none",
+              "promotion_reason": reason or ("forced" if force else "passed the gate")}
+    if refusals:
+        record["promotion_overrode"] = "; ".join(refusals)
+    for key, value in record.items():
+        client.set_model_version_tag(name, chosen.version, key, value)
+    return get(name, chosen.version), current
+
+
+def rollback(name: str, reason: str | None = None) -> tuple[VersionInfo, VersionInfo]:
+    """Return `production` to the version it was promoted from."""
+    current = by_alias(name, PRODUCTION)
+    if current is None:
+        raise FerlabError(f"{name!r} has no production version to roll back.")
+    previous = current.tags.get("promoted_from")
+    if not previous or previous == "none":
+        raise FerlabError(f"version {current.version} of {name!r} was the first in production; there is nothing to roll back to.")
+    target = get(name, previous)
+    client = _client()
+    client.set_registered_model_alias(name, PRODUCTION, target.version)
+    when = _now()
+    client.set_model_version_tag(name, current.version, "rolled_back_at", when)
+    client.set_model_version_tag(name, current.version, "rollback_reason", reason or "rollback")
+    # target keeps its own promoted_from, so a second rollback goes one step further back
+    client.set_model_version_tag(name, target.version, "restored_at", when)
+    return get(name, target.version), current
+
+
+def local_model_file(name: str, alias: str) -> str:
+    """Download models:/<name>@<alias> and return the path of its .h5 (for the inference tools)."""
+    import mlflow
+
+    if by_alias(name, alias) is None:
+        raise FerlabError(f"no version of {name!r} has the alias {alias!r}; "
+                          f"promote one with `ferlab models promote` (or run `dvc repro` to package one).")
+    local = _call(f"models:/{name}@{alias}", mlflow.artifacts.download_artifacts, f"models:/{name}@{alias}")
+    from pathlib import Path
+
+    found = sorted(Path(local).rglob("*.h5"))
+    if not found:
+        raise FerlabError(f"models:/{name}@{alias} holds no .h5 model; package it again with `dvc repro`.")
+    return str(found[0])

@@ -1,0 +1,76 @@
+"""DVC stage `package`: the deployable bundle under models/bundle/ and a new registry version (alias `candidate`)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from ferlab import image, model_card, model_io, pyfunc, registry, tracking
+from ferlab import params as params_mod
+from ferlab.data import arrays as arrays_mod
+from ferlab.errors import FerlabError
+from ferlab.evaluate import predict_proba
+from ferlab.export import tflite_predict, to_tflite
+from ferlab.fileio import atomic_path, read_json, write_json
+from ferlab.labels import EMOTIONS
+from ferlab.stage import log, run
+
+
+def main() -> None:
+    params = params_mod.load()
+    paths, cfg = params.paths, params.package
+    model = model_io.load_h5(paths.model)
+    arrays = arrays_mod.load(Path(paths.processed) / arrays_mod.ARRAY_FILE)
+    scores = read_json(Path(paths.evaluate_report) / "scores.json")
+    run_info = read_json(Path(paths.train_report) / "run.json")
+    fetch_summary = read_json(paths.raw_summary)
+    validation = read_json(Path(paths.validation_report) / "report.json")
+    x_test, y_test = arrays.x["test"], arrays.y["test"].astype(int)
+
+    with atomic_path(paths.bundle) as bundle:
+        bundle.mkdir()
+        shutil.copy(paths.model, bundle / "model.h5")
+        h5_accuracy = float(np.mean(predict_proba(model, x_test).argmax(1) == y_test))
+        to_tflite(model, bundle / "model.tflite", cfg.tflite)
+        tflite_accuracy = float(np.mean(tflite_predict(bundle / "model.tflite", x_test).argmax(1) == y_test))
+        drop = h5_accuracy - tflite_accuracy
+        log(f"PrivateTest accuracy: .h5 {h5_accuracy:.4f}, TFLite ({cfg.tflite}) {tflite_accuracy:.4f}")
+        if drop > cfg.max_tflite_drop:
+            raise FerlabError(f"the TFLite export loses {drop * 100:.2f} points of PrivateTest accuracy "
+                              f"(limit {cfg.max_tflite_drop * 100:.2f}); try package.tflite=none or float16.")
+        export = {"quantization": cfg.tflite, "h5_accuracy": round(h5_accuracy, 4), "tflite_accuracy": round(tflite_accuracy, 4),
+                  "tflite_bytes": (bundle / "model.tflite").stat().st_size, "h5_bytes": (bundle / "model.h5").stat().st_size}
+        write_json(bundle / "labels.json", {"emotions": [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]})
+        write_json(bundle / "preprocessing.json", image.contract())
+        write_json(bundle / "metrics.json", read_json(paths.metrics) | {"export": export})
+        (bundle / "MODEL_CARD.md").write_text(model_card.render(
+            cfg.registered_model, params.train.model, int(model.count_params()), scores, fetch_summary, validation, export, run_info))
+
+    if not cfg.register:
+        log(f"wrote {paths.bundle}; registration is off (package.register: false)")
+        return
+    import mlflow
+
+    tracker = tracking.RunTracker(params.train.experiment)
+    tracker.start(run_info["run_id"])
+    info = mlflow.pyfunc.log_model(
+        name="emotion_model", python_model=pyfunc.EmotionModel(),
+        artifacts={pyfunc.MODEL_ARTIFACT: str(Path(paths.bundle) / "model.h5")},
+        code_paths=[str(Path(pyfunc.__file__).parent)], signature=pyfunc.signature(),
+        pip_requirements=["tensorflow", "keras", "numpy", "pandas", "opencv-python-headless", "pyyaml"],
+    )
+    mlflow.log_artifacts(paths.bundle, "bundle")
+    tracker.end()
+    test = scores["test"]
+    version = registry.register(cfg.registered_model, info.model_uri, tags={
+        "test_accuracy": f"{test['accuracy']:.4f}", "test_macro_f1": f"{test['macro_f1']:.4f}",
+        "tflite_accuracy": f"{tflite_accuracy:.4f}", "data_sha256": fetch_summary["table_sha256"],
+        "git_commit": tracking.git_commit(), "architecture": params.train.model,
+    }, run_id=run_info["run_id"])
+    log(f"wrote {paths.bundle}; registered {cfg.registered_model} version {version.version} (alias candidate). "
+        f"Promote it with `ferlab models promote`.")
+
+
+if __name__ == "__main__":
+    run(main)

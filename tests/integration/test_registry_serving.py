@@ -1,0 +1,87 @@
+"""Package, register, promote and serve: against the embedded SQLite store and a real `mlflow server`."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+
+import numpy as np
+import pytest
+
+from integration.conftest import free_port, run, wait_http
+
+pytestmark = pytest.mark.slow
+NAME = "ferlab-emotion"
+
+
+def post_json(url, payload):
+    request = urllib.request.Request(url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_package_bundle_and_candidate_then_mlflow_serves_it(project):
+    root, env = project
+    run(["dvc", "repro"], root, env)
+    bundle = root / "models/bundle"
+    for name in ("model.h5", "model.tflite", "labels.json", "preprocessing.json", "metrics.json", "MODEL_CARD.md"):
+        assert (bundle / name).stat().st_size > 0, name
+    metrics = json.loads((bundle / "metrics.json").read_text())
+    assert metrics["export"]["h5_accuracy"] - metrics["export"]["tflite_accuracy"] <= 0.05
+    assert [e["name"] for e in json.loads((bundle / "labels.json").read_text())["emotions"]][:2] == ["angry", "disgust"]
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert "Not for decisions about people" in card and "| disgust |" in card
+
+    listed = run(["ferlab", "models", "list"], root, env).stdout
+    assert "candidate" in listed and "   1  " in listed
+    missing = run(["ferlab", "models", "promote", "9"], root, env, check=False)
+    assert missing.returncode != 0 and "version 9 of 'ferlab-emotion': not found" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    promoted = run(["ferlab", "models", "promote"], root, env)
+    assert "version 1 is now in production" in promoted.stdout
+
+    port = free_port()
+    serve_env = env | {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", f"models:/{NAME}@production", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=root, env=serve_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/ping", server, seconds=180)
+        with np.load(root / "data/processed/arrays.npz") as data:
+            faces = data["x_test"][:5].astype(np.float32)
+        answer = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": faces.tolist()})
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    rows = answer["predictions"]
+    assert len(rows) == 5
+    emotions = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    for row in rows:
+        assert sum(row[e] for e in emotions) == pytest.approx(1.0, abs=1e-4)
+        assert row["emotion"] == max(emotions, key=lambda e: row[e])
+
+
+def test_pipeline_and_registry_against_a_real_mlflow_server(project, tmp_path):
+    root, env = project
+    port = free_port()
+    server = subprocess.Popen(
+        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts")],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", server, seconds=120)
+        remote = env | {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        run(["dvc", "repro"], root, remote)
+        assert not (root / "mlflow.db").exists()  # everything went to the server
+        run(["ferlab", "models", "promote"], root, remote)
+        code = ("import mlflow, sys; from ferlab import registry; "
+                f"print(registry.local_model_file('{NAME}', 'production'))")
+        path = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]
+        assert path.endswith(".h5") and os.path.getsize(path) > 0
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+    assert list((tmp_path / "artifacts").rglob("model.h5"))
