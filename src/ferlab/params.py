@@ -108,7 +108,6 @@ class Params:
     train: Train = field(default_factory=Train)
     evaluate: Evaluate = field(default_factory=Evaluate)
     package: Package = field(default_factory=Package)
-    extra: dict = field(default_factory=dict)  # later stages' sections, read by their own loaders
 
 
 def _build(cls, data, where: str):
@@ -135,9 +134,7 @@ def load(path: str | os.PathLike = "params.yaml") -> Params:
         raise FerlabError(f"{path} not found; run the stages from the project root.") from None
     except yaml.YAMLError as err:
         raise FerlabError(f"{path} is not valid YAML: {err}") from None
-    own = {f.name for f in dataclasses.fields(Params)} - {"extra"}
-    params = _build(Params, {k: v for k, v in data.items() if k in own}, "params")
-    return dataclasses.replace(params, extra={k: v for k, v in data.items() if k not in own})
+    return _build(Params, data, "params")
 
 
 def as_flat_dict(obj, prefix: str = "") -> dict[str, object]:

@@ -60,6 +60,9 @@ def test_dvc_repro_on_a_slice_produces_consistent_outputs(project):
 
     shown = run(["dvc", "metrics", "show"], root, env).stdout
     assert "test.accuracy" in shown
+    run(["dvc", "plots", "show", "-o", "plots_html"], root, env)
+    page = (root / "plots_html/index.html").read_text()
+    assert "PrivateTest confusion matrix" in page and "Accuracy, train vs PublicTest" in page
 
     # nothing changed: nothing re-runs
     again = run(["dvc", "repro"], root, env).stdout
@@ -75,3 +78,8 @@ def test_dvc_exp_run_lands_in_the_project_database(project):
     runs = mlflow_runs(root)
     assert len(runs) == 2
     assert runs[-1][1] == "one-epoch" and runs[-1][2] == "FINISHED"
+    # --temp runs in a copy under .dvc/tmp/exps/ and still logs to the project's database
+    run(["dvc", "exp", "run", "--temp", "-n", "in-temp-dir", "-S", "train.epochs=1", "-S", "seed=7"], root, env)
+    runs = mlflow_runs(root)
+    assert len(runs) == 3 and runs[-1][1] == "in-temp-dir" and runs[-1][2] == "FINISHED"
+    assert not list((root / ".dvc" / "tmp").rglob("mlflow.db"))
