@@ -1,0 +1,301 @@
+"""The `ferlab` command: emotions of the faces in images, video files and live sources
+(`detect`, `video`, `webcam`), and the model registry (`models`, from ferlab.cli_models).
+
+Heavy libraries (TensorFlow, OpenCV) are imported only by the commands that need
+them, so `ferlab --help` answers at once. A FerlabError ends the command with
+`error: <message>` on stderr and exit status 1; never a traceback.
+"""
+
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+from pathlib import Path
+
+from ferlab.errors import FerlabError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}  # looked for in folders; --annotate keeps them
+CHUNK = 32  # images whose faces go through the model together
+
+
+def _error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+# ---- detect ---------------------------------------------------------------------------------
+
+def expand_inputs(patterns: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files, folders (searched recursively for images) and globs -> (files, [(input, problem)])."""
+    files, problems = [], []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                problems.append((pattern, f"{pattern} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})."))
+            files.extend(found)
+        elif path.exists() or not glob.has_magic(pattern):
+            files.append(pattern)  # a missing file is reported when it is read
+        else:
+            found = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            if not found:
+                problems.append((pattern, f"{pattern} matches no file."))
+            files.extend(found)
+    return files, problems
+
+
+def _annotated_name(path: str, out_dir: Path, used: set[str]) -> Path:
+    p = Path(path)
+    suffix = p.suffix.lower() if p.suffix.lower() in IMAGE_SUFFIXES else ".png"
+    name, n = f"{p.stem}{suffix}", 1
+    while name in used:
+        n += 1
+        name = f"{p.stem}_{n}{suffix}"
+    used.add(name)
+    return out_dir / name
+
+
+def _print_table(results: list[dict]) -> None:
+    rows = [("file", "face", "x", "y", "w", "h", "emotion", "prob", "confidence")]
+    for result in results:
+        if "error" in result:
+            continue
+        if not result["faces"]:
+            rows.append((result["path"], "-", "", "", "", "", "no face", "", ""))
+        for i, face in enumerate(result["faces"]):
+            box = face["box"]
+            conf = "" if face["confidence"] is None else f"{face['confidence']:.2f}"
+            rows.append((result["path"], str(i), *(str(box[k]) for k in "xywh"), face["emotion"],
+                         f"{face['probabilities'][face['emotion']]:.2f}", conf))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def _print_csv(results: list[dict]) -> None:
+    from ferlab.labels import EMOTIONS
+
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["path", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS])
+    for result in results:
+        for i, face in enumerate(result.get("faces", [])):
+            box = face["box"]
+            writer.writerow([result["path"], i, *(box[k] for k in "xywh"),
+                             "" if face["confidence"] is None else f"{face['confidence']:.4f}", face["emotion"],
+                             *(f"{face['probabilities'][e]:.4f}" for e in EMOTIONS)])
+
+
+def cmd_detect(args) -> int:
+    import cv2
+    import numpy as np
+    from tqdm import tqdm
+
+    from ferlab.predict import assemble, load_image
+    from ferlab.video import draw_faces
+
+    files, problems = expand_inputs(args.paths)
+    for _, message in problems:
+        _error(message)
+    recognizer = _recognizer(args)
+    if args.annotate:
+        out_dir = Path(args.annotate)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    results: list[dict] = []
+    failed = len(problems)
+    bar = tqdm(total=len(files), unit="image", disable=len(files) < 2 or args.quiet or None, file=sys.stderr)
+    for start in range(0, len(files), CHUNK):
+        chunk, done = files[start:start + CHUNK], []
+        for path in chunk:
+            try:
+                done.append((path, *recognizer.crops(path, face_crop=args.face_crop)))
+            except FerlabError as err:
+                failed += 1
+                bar.clear()
+                _error(str(err))
+                results.append({"path": path, "error": str(err)})
+            bar.update(1)
+        if not done:
+            continue
+        probabilities = recognizer.classify(np.concatenate([faces for _, _, faces in done]))
+        for (path, _, _), faces in zip(done, assemble([d for _, d, _ in done], probabilities)):
+            results.append({"path": path, "faces": [face.to_dict() for face in faces]})
+            if args.annotate:
+                image = load_image(path, max_pixels=recognizer.max_pixels)
+                target = _annotated_name(path, out_dir, used)
+                if not cv2.imwrite(str(target), draw_faces(image, faces)):
+                    raise FerlabError(f"cannot write {target}; check that {out_dir} is writable.")
+    bar.close()
+    order = {path: i for i, path in enumerate(files)}
+    results.sort(key=lambda r: order.get(r["path"], -1))
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    elif args.csv:
+        _print_csv(results)
+    else:
+        _print_table(results)
+    if failed:
+        _error(f"{failed} of {len(files) + len(problems)} inputs failed; the others were processed.")
+    return 1 if failed else 0
+
+
+# ---- video and webcam -----------------------------------------------------------------------
+
+def cmd_video(args) -> int:
+    from ferlab.video import analyse_video
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise FerlabError(f"{path}: no such video file; check the path.")
+    out_dir = Path(args.out) if args.out else Path(f"{path.stem}_emotions")
+    recognizer = _recognizer(args)
+    summary = analyse_video(recognizer, path, out_dir, stride=args.stride, progress=not args.quiet)
+    if summary["dominant_emotion"] is None:
+        print(f"{path}: no face found in {summary['analysed_frames']} analysed frames.")
+    else:
+        mean = summary["mean_probabilities"]
+        print(f"{path}: dominant emotion {summary['dominant_emotion']} ({mean[summary['dominant_emotion']]:.0%} on average); "
+              f"{summary['frames_with_faces']} of {summary['analysed_frames']} analysed frames with faces, "
+              f"{summary['faces_tracked']} face(s) tracked.")
+    for name, output in summary["outputs"].items():
+        print(f"  {name}: {output}")
+    return 0
+
+
+def cmd_webcam(args) -> int:
+    from ferlab.video import check_window, run_live
+
+    source = args.source if args.source is not None else args.camera
+    output = args.output
+    if not args.window and output is None:
+        output = "webcam.mp4"
+    if args.window:
+        check_window()  # before loading the model: fail fast
+    recognizer = _recognizer(args)
+    summary = run_live(recognizer, source, window=args.window, output=output, max_frames=args.max_frames)
+    print(f"{summary['frames']} frames in {summary['seconds']} s ({summary['fps']} FPS)"
+          + (f"; wrote {summary['output']}" if summary["output"] else ""))
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------------
+
+def _recognizer(args):
+    import cv2
+
+    from ferlab.predict import EmotionRecognizer
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our errors say it in one line
+
+    return EmotionRecognizer.load(args.model, detector=args.detector, align=args.align, max_pixels=args.max_pixels)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ferlab import __version__
+    from ferlab.predict import DEFAULT_MAX_PIXELS, DEFAULT_MODEL
+
+    common = argparse.ArgumentParser(add_help=False)
+    model = common.add_argument_group("model and detector")
+    model.add_argument("--model", default=os.environ.get("FERLAB_MODEL", DEFAULT_MODEL), metavar="SOURCE",
+                       help="a .h5 file, a bundle folder (models/bundle) or a registered model, e.g. "
+                            "models:/ferlab-emotion@production (default: $FERLAB_MODEL or %(default)s)")
+    model.add_argument("--detector", choices=("haar", "mtcnn"), default="haar",
+                       help="face detector: haar (OpenCV, fast, the paper's) or mtcnn (TensorFlow, eye landmarks) "
+                            "(default: %(default)s)")
+    model.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
+                       help="rotate faces so the eyes are level (mtcnn only; default: as the model was trained)")
+    model.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help="refuse images larger than this many pixels (default: %(default)s)")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    parser = argparse.ArgumentParser(
+        prog="ferlab", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Facial emotion recognition (FER2013's 7 emotions) in images, videos and live sources.",
+        epilog="Run `ferlab COMMAND --help` for a command's options.\n"
+               "The model is models/model.h5 by default: train one with `dvc repro`.")
+    parser.add_argument("--version", action="version", version=f"ferlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    detect = sub.add_parser(
+        "detect", parents=[common], help="faces and emotions in images, folders and globs",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Find the faces in images and classify their emotions.\n"
+                    "Unreadable inputs are reported and skipped; the exit status is 1 if any failed.",
+        epilog="examples:\n"
+               "  ferlab detect photo.jpg\n"
+               "  ferlab detect photos/ --json > faces.json\n"
+               '  ferlab detect "shots/*.png" --csv --annotate annotated/\n'
+               "  ferlab detect fer_crops/ --face-crop")
+    detect.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    output = detect.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON: [{path, faces: [{box, confidence, emotion, probabilities}]}]")
+    output.add_argument("--csv", action="store_true", help="print CSV, one row per face")
+    detect.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels to DIR")
+    detect.add_argument("--face-crop", action="store_true",
+                        help="the images already are face crops (FER2013-style): classify them whole, no detection")
+    detect.set_defaults(func=cmd_detect)
+
+    video = sub.add_parser(
+        "video", parents=[common], help="emotions over time in a video file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Analyse a video file. Writes to --out: <name>.csv (one row per face and frame: time,\n"
+                    "face index, box, probabilities), <name>.annotated.mp4, <name>.timeline.png and\n"
+                    "<name>.summary.json, and prints the dominant emotion of the whole video.",
+        epilog="example:\n  ferlab video interview.mp4 --stride 5 --out results/")
+    video.add_argument("file", metavar="FILE", help="the video file")
+    video.add_argument("--stride", type=_positive, default=1, metavar="N", help="analyse every Nth frame (default: every frame)")
+    video.add_argument("--out", metavar="DIR", help="output folder (default: ./<FILE name>_emotions)")
+    video.set_defaults(func=cmd_video)
+
+    webcam = sub.add_parser(
+        "webcam", parents=[common], help="live demo: a camera, stream or video file in a window",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Show a live source with boxes, emotions, probabilities and FPS; press q to quit.\n"
+                    "With --no-window, write what the window would show to a video file (Ctrl+C stops).",
+        epilog="examples:\n"
+               "  ferlab webcam\n"
+               "  ferlab webcam --camera 1 --detector mtcnn\n"
+               "  ferlab webcam --source rtsp://camera.local/stream\n"
+               "  ferlab webcam --source clip.mp4 --no-window --output annotated.mp4")
+    where = webcam.add_mutually_exclusive_group()
+    where.add_argument("--camera", type=int, default=0, metavar="N", help="camera index (default: %(default)s)")
+    where.add_argument("--source", metavar="URL_OR_FILE", help="a stream URL (rtsp://, http://) or a video file instead of a camera")
+    webcam.add_argument("--window", action=argparse.BooleanOptionalAction, default=True,
+                        help="show an OpenCV window (default); --no-window runs headless")
+    webcam.add_argument("--output", metavar="FILE", help="also write the annotated frames to FILE (.mp4 or .avi; "
+                                                         "default with --no-window: webcam.mp4)")
+    webcam.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+    webcam.set_defaults(func=cmd_webcam)
+
+    from ferlab import cli_models
+
+    cli_models.add_commands(sub)
+    sub.choices["models"].set_defaults(func=cli_models.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FerlabError as err:
+        _error(str(err))
+        return 1
+    except KeyboardInterrupt:
+        _error("interrupted.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

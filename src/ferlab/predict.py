@@ -1,0 +1,296 @@
+"""Faces -> emotions: `EmotionRecognizer`, image loading, and the JSON of a face.
+
+    recognizer = EmotionRecognizer.load("models/model.h5")   # or a bundle folder, or models:/<name>@<alias>
+    for face in recognizer.predict("photo.jpg"):             # a path, encoded bytes or a NumPy array
+        print(face.box, face.emotion, face.probabilities["happy"])
+
+The JSON of one face (`Face.to_dict()`), a stable schema that the CLI and the web
+service share:
+
+    {
+      "box": {"x": 120, "y": 80, "w": 96, "h": 96},  # pixels of the input image, top-left origin
+      "confidence": 0.998,                             # the detector's (mtcnn); null for haar and face crops
+      "emotion": "happy",                              # the most probable emotion
+      "probabilities": {"angry": 0.01, "disgust": 0.0, "fear": 0.02, "happy": 0.9,
+                        "sad": 0.02, "surprise": 0.01, "neutral": 0.04}  # all 7, in ferlab.labels.EMOTIONS order
+    }
+
+An image without a face gives an empty list, not an error. Inputs a user can get
+wrong (missing or unreadable file, corrupt or truncated image, an image above
+`max_pixels`, a missing model) raise FerlabError with one sentence naming the input.
+"""
+
+import io
+import json
+import os
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from ferlab.detect import DETECTORS, WHOLE_IMAGE, WITH_LANDMARKS, CropContract, Detection, crop_face, get_detector
+from ferlab.errors import FerlabError
+from ferlab.image import IMAGE_SIZE, normalize
+from ferlab.labels import EMOTIONS
+from ferlab.params import Paths
+
+DEFAULT_MODEL = Paths().model
+DEFAULT_MAX_PIXELS = 50_000_000  # a 48-megapixel phone photo passes; 20000x20000 does not
+# A bundle folder (models/bundle, made by the package stage) holds these; only the model is required.
+BUNDLE_MODEL = "model.h5"
+BUNDLE_CONTRACT = "preprocessing.json"  # {"face_margin": 0.1, "align": false, ...}: the crop contract
+BUNDLE_LABELS = "labels.json"  # {"emotions": [{"id": 0, "name": "angry"}, ...]}: must be ferlab's
+COLORS = ("bgr", "rgb")
+
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[int, int, int, int]  # x, y, w, h
+    confidence: float | None
+    probabilities: dict[str, float]  # emotion name -> probability, EMOTIONS order
+
+    @property
+    def emotion(self) -> str:
+        return max(self.probabilities, key=self.probabilities.get)
+
+    def to_dict(self) -> dict:
+        x, y, w, h = self.box
+        return {
+            "box": {"x": x, "y": y, "w": w, "h": h},
+            "confidence": self.confidence,
+            "emotion": self.emotion,
+            "probabilities": dict(self.probabilities),
+        }
+
+
+# ---- images ---------------------------------------------------------------------------------
+
+def _too_large(name: str, pixels: str, limit: int) -> FerlabError:
+    return FerlabError(f"{name} has {pixels} pixels, above the limit of {limit:,}; "
+                       "resize it, or raise the limit (--max-pixels) if you have the memory.")
+
+
+def _check_header(data: bytes, name: str, max_pixels: int) -> None:
+    """Refuse an image above max_pixels from its header, before decoding it."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = Image.open(io.BytesIO(data)).size  # lazy: reads the header only
+    except Image.DecompressionBombError as err:  # Pillow's own limit, at 2 * Image.MAX_IMAGE_PIXELS
+        found = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{int(found.group(1)):,}" if found else f"over {2 * Image.MAX_IMAGE_PIXELS:,}"
+        raise _too_large(name, pixels, min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)) from None
+    except Exception:
+        return  # not a format Pillow knows: OpenCV may, and says so below if not
+    if width * height > max_pixels:
+        raise _too_large(name, f"{width}x{height} = {width * height:,}", max_pixels)
+
+
+def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    if not data:
+        raise FerlabError(f"{name} is empty (0 bytes); it is not an image.")
+    _check_header(data, name, max_pixels)
+    # IMREAD_COLOR: 8-bit BGR whatever the file (grey, 16-bit, alpha), EXIF orientation applied.
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FerlabError(f"{name} is not a readable image (corrupt, truncated or not an image file); "
+                          "check it or save it again as JPEG or PNG.")
+    if image.shape[0] * image.shape[1] > max_pixels:
+        raise _too_large(name, f"{image.shape[1]}x{image.shape[0]}", max_pixels)
+    return image
+
+
+def _from_array(array: np.ndarray, color: str, max_pixels: int) -> np.ndarray:
+    a = np.asarray(array)
+    shape = a.shape
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or a.size == 0:
+        raise FerlabError(f"the image array has shape {shape}; expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).")
+    if a.shape[0] * a.shape[1] > max_pixels:
+        raise _too_large("the image array", f"{a.shape[1]}x{a.shape[0]}", max_pixels)
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype.kind == "f":
+        if np.nanmin(a) < 0 or np.nanmax(a) > 1:
+            raise FerlabError("the float image array has values outside [0, 1]; scale it to [0, 1] or pass uint8.")
+        a = np.round(np.nan_to_num(a) * 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise FerlabError(f"the image array has dtype {a.dtype}; pass uint8, uint16 or float in [0, 1].")
+    if a.ndim == 2:
+        return cv2.cvtColor(a, cv2.COLOR_GRAY2BGR)
+    codes = {("bgr", 3): None, ("rgb", 3): cv2.COLOR_RGB2BGR, ("bgr", 4): cv2.COLOR_BGRA2BGR, ("rgb", 4): cv2.COLOR_RGBA2BGR}
+    code = codes[color, a.shape[2]]
+    return np.ascontiguousarray(a) if code is None else cv2.cvtColor(a, code)
+
+
+def load_image(image: ImageInput, color: str = "bgr", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A path, encoded bytes (JPEG, PNG, ...) or an array -> BGR uint8 (H, W, 3).
+
+    `color` says the channel order of 3- and 4-channel arrays: "bgr" (OpenCV) or "rgb"
+    (Pillow, scikit-image, matplotlib). Grey, RGBA/BGRA, uint16 and float [0, 1] arrays are accepted.
+    """
+    if color not in COLORS:
+        raise FerlabError(f"unknown color order {color!r}; choose one of {', '.join(COLORS)}.")
+    if isinstance(image, np.ndarray):
+        return _from_array(image, color, max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return _decode(bytes(image), "the image bytes", max_pixels)
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.exists():
+            raise FerlabError(f"{path}: no such file; check the path.")
+        if path.is_dir():
+            raise FerlabError(f"{path} is a folder; pass image files (the CLI also takes folders).")
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise FerlabError(f"{path} cannot be read ({err.strerror}); check its permissions.") from None
+        return _decode(data, str(path), max_pixels)
+    raise FerlabError(f"cannot read an image from a {type(image).__name__}; pass a path, encoded bytes or a NumPy array.")
+
+
+# ---- models ---------------------------------------------------------------------------------
+
+def _missing_model(source) -> FerlabError:
+    return FerlabError(f"no model at {source}; run `dvc repro` to train one, or promote a registered model "
+                       "and pass --model models:/<name>@<alias> (or a .h5 file, or a bundle folder).")
+
+
+def _bundle_contract(folder: Path) -> CropContract:
+    """The crop contract of a bundle (preprocessing.json), after checking its labels (labels.json)."""
+    labels = folder / BUNDLE_LABELS
+    contract = folder / BUNDLE_CONTRACT
+    try:
+        if labels.is_file():
+            names = [e["name"] for e in json.loads(labels.read_text())["emotions"]]
+            if tuple(names) != EMOTIONS:
+                raise FerlabError(f"{labels} lists the emotions {names}, not ferlab's {list(EMOTIONS)}; "
+                                  "this model was trained for other labels.")
+        return CropContract.from_dict(json.loads(contract.read_text())) if contract.is_file() else CropContract()
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FerlabError(f"the bundle {folder} has an unreadable {BUNDLE_LABELS} or {BUNDLE_CONTRACT} ({err}); "
+                          "rebuild it with `dvc repro`.") from None
+
+
+def _load_registered(uri: str):
+    from ferlab import registry, tracking
+
+    name, at, alias = uri.removeprefix("models:/").partition("@")
+    if not (name and at and alias) or "/" in name:
+        raise FerlabError(f"{uri} is not a registered model alias; write models:/<name>@<alias>, "
+                          "e.g. models:/ferlab-emotion@production.")
+    tracking_uri = tracking.tracking_uri()
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        raise FerlabError(f"cannot resolve {uri}: there is no MLflow registry at {tracking_uri}; run `dvc repro` and "
+                          "`ferlab models promote` in the project, set MLFLOW_TRACKING_URI, or pass --model with a .h5 file.")
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return Path(registry.local_model_file(name, alias))
+
+
+def load_model(source: str | os.PathLike = DEFAULT_MODEL):
+    """(Keras model, CropContract) from a .h5 file, a bundle folder or models:/<name>@<alias>."""
+    from ferlab.model_io import load_h5
+
+    text = os.fspath(source)
+    if text.startswith("models:/"):
+        h5 = _load_registered(text)
+        return load_h5(h5), _bundle_contract(h5.parent)
+    path = Path(text)
+    if path.is_dir():
+        if not (path / BUNDLE_MODEL).is_file():
+            raise FerlabError(f"{path} holds no {BUNDLE_MODEL}; pass a bundle folder made by `dvc repro` (models/bundle) "
+                              "or a .h5 file.")
+        contract = _bundle_contract(path)
+        return load_h5(path / BUNDLE_MODEL), contract
+    if not path.is_file():
+        raise _missing_model(path)
+    return load_h5(path), CropContract()
+
+
+# ---- the recognizer -------------------------------------------------------------------------
+
+class EmotionRecognizer:
+    """Detect faces, crop them by the model's contract, classify them in batches."""
+
+    def __init__(self, model, detector: str = "haar", contract: CropContract = CropContract(),
+                 max_pixels: int = DEFAULT_MAX_PIXELS, batch_size: int = 1024):
+        self.model = model
+        self.detector_name = detector
+        self.contract = contract
+        self.max_pixels = max_pixels
+        self.batch_size = batch_size
+        self._detector = None
+        if detector not in DETECTORS:
+            raise FerlabError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
+        if contract.align and detector not in WITH_LANDMARKS:
+            raise FerlabError(f"aligning faces needs eye landmarks, which the {detector} detector does not give; "
+                              "use --detector mtcnn, or turn alignment off.")
+
+    @classmethod
+    def load(cls, source: str | os.PathLike = DEFAULT_MODEL, detector: str = "haar", align: bool | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS) -> "EmotionRecognizer":
+        model, contract = load_model(source)
+        if align is not None:
+            contract = CropContract(contract.margin, align)
+        return cls(model, detector, contract, max_pixels)
+
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = get_detector(self.detector_name)
+        return self._detector
+
+    def crops(self, image: ImageInput, face_crop: bool = False, color: str = "bgr") -> tuple[list[Detection], np.ndarray]:
+        """Detections of one image and their (N, 48, 48) uint8 model inputs.
+
+        face_crop: the image already is a face (FER2013-style); no detection.
+        """
+        bgr = load_image(image, color, self.max_pixels)
+        grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        if face_crop:
+            detections, contract = [Detection((0, 0, grey.shape[1], grey.shape[0]))], WHOLE_IMAGE
+        else:
+            detections, contract = self.detector.detect(bgr), self.contract
+        faces = [crop_face(grey, d, contract) for d in detections]
+        return detections, np.stack(faces) if faces else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+
+    def classify(self, faces: np.ndarray) -> np.ndarray:
+        """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities, EMOTIONS order."""
+        if len(faces) == 0:
+            return np.zeros((0, len(EMOTIONS)), np.float32)
+        x = normalize(faces)
+        parts = [np.asarray(self.model.predict_on_batch(x[i:i + self.batch_size]))
+                 for i in range(0, len(x), self.batch_size)]
+        return np.concatenate(parts).astype(np.float32)
+
+    def predict(self, image: ImageInput, face_crop: bool = False, color: str = "bgr") -> list[Face]:
+        """The faces of one image, largest first."""
+        return self.predict_batch([image], face_crop, color)[0]
+
+    def predict_batch(self, images: Iterable[ImageInput], face_crop: bool = False, color: str = "bgr") -> list[list[Face]]:
+        """The faces of many images; all faces go through the model together."""
+        found = [self.crops(image, face_crop, color) for image in images]
+        probabilities = self.classify(np.concatenate([faces for _, faces in found])) if found else None
+        return assemble([detections for detections, _ in found], probabilities)
+
+
+def assemble(detections: list[list[Detection]], probabilities: np.ndarray) -> list[list[Face]]:
+    """Split the probabilities of all faces back per image, as Faces, largest first."""
+    results, start = [], 0
+    for dets in detections:
+        faces = [Face(d.box, d.confidence, {e: float(p) for e, p in zip(EMOTIONS, probabilities[start + i])})
+                 for i, d in enumerate(dets)]
+        start += len(dets)
+        results.append(sorted(faces, key=lambda f: -f.box[2] * f.box[3]))
+    return results

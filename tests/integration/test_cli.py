@@ -1,0 +1,311 @@
+"""The `ferlab` command end to end: real FER2013 faces, real files (bad ones too), a tiny trained model."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ferlab import cli, image
+from ferlab.labels import EMOTIONS
+
+
+# ---- fixtures -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def fer_faces(archive):
+    from ferlab.data.readers import read_image_archive
+    from ferlab.data.table import images_of
+
+    table = read_image_archive(archive, limit=15).table
+    return images_of(table), table["label"].to_numpy()
+
+
+@pytest.fixture(scope="session")
+def model_path(fer_faces, tmp_path_factory) -> Path:
+    """A ferlab_cnn trained for one epoch on 315 real faces: the real format, not a judge of emotions."""
+    import keras
+
+    from ferlab import models
+    from ferlab.image import normalize
+    from ferlab.model_io import save_h5
+
+    keras.utils.set_random_seed(1)
+    images, labels = fer_faces
+    model = models.build("ferlab_cnn")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(normalize(images), labels, epochs=1, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "model.h5"
+    save_h5(model, path)
+    return path
+
+
+def place(frame: np.ndarray, face: np.ndarray, x: int, y: int, side: int) -> None:
+    """Paste a FER2013 face, enlarged to side x side, into a grey frame."""
+    frame[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+
+
+def with_background(face: np.ndarray, side: int = 160, size=(480, 640), at=(200, 120)) -> np.ndarray:
+    x, y = at
+    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    return cv2.copyMakeBorder(big, y, size[0] - y - side, x, size[1] - x - side, cv2.BORDER_REPLICATE)
+
+
+@pytest.fixture(scope="session")
+def detectable(fer_faces):
+    """Real faces the Haar detector finds once enlarged, alone and side by side."""
+    from ferlab.detect import get_detector
+
+    haar = get_detector("haar")
+    picked = [face for face in fer_faces[0][:10]
+              if len(haar.detect(cv2.cvtColor(with_background(face), cv2.COLOR_GRAY2BGR))) == 1]
+    assert len(picked) >= 3
+    return picked
+
+
+@pytest.fixture
+def photos(tmp_path, detectable, fer_faces) -> Path:
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for i, face in enumerate(detectable[:3]):
+        cv2.imwrite(str(folder / ("more" if i == 2 else "") / f"face{i}.jpg"), with_background(face))
+    cv2.imwrite(str(folder / "wall.png"), np.full((300, 400), 120, np.uint8))  # no face
+    good = cv2.imencode(".png", with_background(detectable[0]))[1].tobytes()
+    (folder / "truncated.png").write_bytes(good[: len(good) // 3])
+    (folder / "notes.jpg").write_text("not an image\n")
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "readme.txt").write_text("ignored: not an image suffix\n")
+    return folder
+
+
+def ferlab(capsys, *args) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---- help and the real process --------------------------------------------------------------
+
+def test_help_reads_well_and_starts_without_tensorflow():
+    for command, expected in [([], ["detect", "video", "webcam"]),
+                              (["detect"], ["--json", "--csv", "--annotate", "--face-crop", "--detector", "--max-pixels"]),
+                              (["video"], ["--stride", "--out"]),
+                              (["webcam"], ["--camera", "--source", "--no-window", "--output"])]:
+        result = subprocess.run([sys.executable, "-m", "ferlab.cli", *command, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        for option in expected:
+            assert option in result.stdout
+    probe = "import sys; from ferlab import cli; cli.build_parser(); print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_missing_model_is_one_clear_line(tmp_path, photos):
+    result = subprocess.run([sys.executable, "-m", "ferlab.cli", "detect", photos / "face0.jpg", "--model",
+                             tmp_path / "models" / "model.h5"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: no model at ")
+    assert "run `dvc repro` to train one, or promote a registered model" in result.stderr
+
+
+# ---- detect ---------------------------------------------------------------------------------
+
+def test_detect_folder_reports_bad_files_and_processes_the_rest(capsys, photos, model_path):
+    code, out, err = ferlab(capsys, "detect", photos, "--json", "--model", model_path)
+    assert code == 1
+    results = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert sorted(results) == ["empty.jpg", "face0.jpg", "face1.jpg", "face2.jpg", "notes.jpg", "truncated.png", "wall.png"]
+    for name in ("face0.jpg", "face1.jpg", "face2.jpg"):
+        (face,) = results[name]["faces"]
+        assert 160 * 0.7 < face["box"]["w"] < 160 * 1.4
+        assert face["emotion"] in EMOTIONS and sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert results["wall.png"]["faces"] == []
+    assert "empty (0 bytes)" in results["empty.jpg"]["error"]
+    for name in ("notes.jpg", "truncated.png"):
+        assert "is not a readable image" in results[name]["error"]
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 4 and errors[-1] == "error: 3 of 7 inputs failed; the others were processed."
+    assert "Traceback" not in err
+
+
+def test_detect_table_csv_and_globs(capsys, photos, model_path):
+    code, out, err = ferlab(capsys, "detect", photos / "face*.jpg", photos / "wall.png", "--model", model_path)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["file", "face", "x", "y", "w", "h", "emotion", "prob", "confidence"]
+    assert [Path(line.split()[0]).name for line in lines[1:]] == ["face0.jpg", "face1.jpg", "wall.png"]
+    assert lines[-1].split()[1:] == ["-", "no", "face"]
+
+    code, out, err = ferlab(capsys, "detect", photos / "**" / "*.jpg", "--csv", "--model", model_path)
+    assert code == 1  # the glob takes empty.jpg and notes.jpg too
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert sorted(Path(r["path"]).name for r in rows) == ["face0.jpg", "face1.jpg", "face2.jpg"]
+    assert list(rows[0]) == ["path", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS]
+    assert all(r["emotion"] == max(EMOTIONS, key=lambda e: float(r[e])) for r in rows)
+
+    code, out, err = ferlab(capsys, "detect", photos / "*.gif", "--model", model_path)
+    assert code == 1 and "matches no file" in err
+
+
+def test_detect_annotates_copies(capsys, photos, model_path, tmp_path):
+    out_dir = tmp_path / "annotated"
+    code, out, err = ferlab(capsys, "detect", photos / "face0.jpg", photos / "more" / "face2.jpg",
+                            photos / "wall.png", "--annotate", out_dir, "--json", "--model", model_path)
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["face0.jpg", "face2.jpg", "wall.png"]
+    original, annotated = cv2.imread(str(photos / "face0.jpg")), cv2.imread(str(out_dir / "face0.jpg"))
+    assert annotated.shape == original.shape
+    box = json.loads(out)[0]["faces"][0]["box"]
+    changed = np.abs(annotated.astype(int) - original).sum(axis=2) > 60
+    assert changed[box["y"], box["x"]:box["x"] + box["w"]].mean() > 0.8  # the box's top edge is drawn
+    assert np.array_equal(cv2.imread(str(out_dir / "wall.png")), cv2.imread(str(photos / "wall.png")))
+
+
+def test_detect_face_crops(capsys, fer_faces, model_path, tmp_path):
+    for i, face in enumerate(fer_faces[0][:3]):
+        cv2.imwrite(str(tmp_path / f"fer{i}.png"), face)
+    code, out, err = ferlab(capsys, "detect", tmp_path, "--face-crop", "--json", "--model", model_path)
+    assert code == 0, err
+    results = json.loads(out)
+    assert len(results) == 3 and all(r["faces"][0]["box"] == {"x": 0, "y": 0, "w": 48, "h": 48} for r in results)
+
+
+def test_detect_pixel_limit(capsys, photos, model_path):
+    code, out, err = ferlab(capsys, "detect", photos / "face0.jpg", "--max-pixels", 1000, "--model", model_path)
+    assert code == 1 and "face0.jpg has 640x480 = 307,200 pixels, above the limit of 1,000" in err
+
+
+def test_detect_from_the_model_registry(capsys, photos, model_path, tmp_path, monkeypatch):
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.h5").write_bytes(model_path.read_bytes())
+    (bundle / "preprocessing.json").write_text(json.dumps(image.contract()))
+    (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]}))
+    experiment = mlflow.create_experiment("cli-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=experiment) as run:
+        mlflow.log_artifacts(str(bundle), "bundle")
+    client = MlflowClient(uri)
+    client.create_registered_model("ferlab")
+    version = client.create_model_version("ferlab", f"runs:/{run.info.run_id}/bundle", run_id=run.info.run_id)
+    client.set_registered_model_alias("ferlab", "production", version.version)
+
+    code, out, err = ferlab(capsys, "detect", photos / "face0.jpg", "--json", "--model", "models:/ferlab@production")
+    assert code == 0, err
+    assert len(json.loads(out)[0]["faces"]) == 1
+    code, out, err = ferlab(capsys, "detect", photos / "face0.jpg", "--model", "models:/ferlab@staging")
+    assert code == 1 and "error: no version of 'ferlab' has the alias 'staging'" in err
+    code, out, err = ferlab(capsys, "models", "list", "--name", "ferlab")  # the registry commands share the CLI
+    assert code == 0 and out.splitlines()[1].split()[:2] == ["1", "-"] and "production" in out
+
+
+# ---- video and webcam -----------------------------------------------------------------------
+
+@pytest.fixture
+def clip(tmp_path, detectable) -> Path:
+    """16 frames at 8 FPS: one face walks right on the left half, another stays on the right half."""
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 8.0, (640, 480))
+    assert writer.isOpened()
+    for i in range(16):
+        frame = np.full((480, 640), 110, np.uint8)
+        place(frame, detectable[0], 20 + 6 * i, 140, 150)
+        place(frame, detectable[1], 440, 160, 150)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
+
+
+def frame_count(path: Path) -> tuple[int, tuple[int, int]]:
+    capture = cv2.VideoCapture(str(path))
+    n, size = 0, None
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        n, size = n + 1, frame.shape[:2]
+    capture.release()
+    return n, size
+
+
+def test_video_writes_csv_video_timeline_and_summary(capsys, clip, model_path, tmp_path):
+    out_dir = tmp_path / "out"
+    code, out, err = ferlab(capsys, "video", clip, "--stride", 2, "--out", out_dir, "--model", model_path)
+    assert code == 0, err
+    rows = list(csv.DictReader(open(out_dir / "clip.csv")))
+    assert sorted({int(r["frame"]) for r in rows}) == list(range(0, 16, 2))
+    assert {float(r["time_s"]) for r in rows} == {f / 8 for f in range(0, 16, 2)}
+    sides = {}
+    for r in rows:  # each face keeps its index: the walker on the left, the other on the right
+        sides.setdefault(r["face"], set()).add(int(r["x"]) < 320)
+    assert len(sides) == 2 and all(len(s) == 1 for s in sides.values())
+    assert len(rows) >= 14  # both faces in (nearly) every analysed frame
+    assert frame_count(out_dir / "clip.annotated.mp4") == (8, (480, 640))
+    assert cv2.imread(str(out_dir / "clip.timeline.png")) is not None
+    summary = json.loads((out_dir / "clip.summary.json").read_text())
+    mean = {e: np.mean([float(r[e]) for r in rows]) for e in EMOTIONS}
+    assert summary["dominant_emotion"] == max(mean, key=mean.get)
+    assert summary["frames"] == 16 and summary["analysed_frames"] == 8 and summary["faces_tracked"] == 2
+    assert f"dominant emotion {summary['dominant_emotion']}" in out
+
+
+def test_video_without_faces(capsys, tmp_path, model_path):
+    path = tmp_path / "empty_room.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    for i in range(5):
+        writer.write(np.full((240, 320, 3), 40 + 10 * i, np.uint8))
+    writer.release()
+    code, out, err = ferlab(capsys, "video", path, "--out", tmp_path / "out", "--model", model_path)
+    assert code == 0, err
+    assert "no face found in 5 analysed frames" in out
+    summary = json.loads((tmp_path / "out" / "empty_room.summary.json").read_text())
+    assert summary["dominant_emotion"] is None and summary["frames_with_faces"] == 0
+    assert (tmp_path / "out" / "empty_room.csv").read_text().splitlines() == [",".join(
+        ["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS])]
+
+
+def test_video_that_does_not_open(capsys, tmp_path, model_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video\n")
+    code, out, err = ferlab(capsys, "video", broken, "--out", tmp_path / "out", "--model", model_path)
+    assert code == 1 and "error: cannot open " in err and "broken.mp4" in err and "Traceback" not in err
+    code, out, err = ferlab(capsys, "video", tmp_path / "missing.mp4", "--model", model_path)
+    assert code == 1 and "missing.mp4: no such video file" in err
+
+
+def test_webcam_headless_writes_what_the_window_would_show(capsys, clip, model_path, tmp_path):
+    output = tmp_path / "live.avi"
+    code, out, err = ferlab(capsys, "webcam", "--source", clip, "--no-window", "--output", output, "--model", model_path)
+    assert code == 0, err
+    assert out.startswith("16 frames in ") and str(output) in out
+    assert frame_count(output) == (16, (480, 640))
+    first = cv2.VideoCapture(str(output)).read()[1]
+    source = cv2.VideoCapture(str(clip)).read()[1]
+    assert np.abs(first.astype(int) - source).sum(axis=2).__gt__(60).mean() > 0.01  # boxes, labels, bars, FPS drawn
+
+    code, out, err = ferlab(capsys, "webcam", "--source", clip, "--no-window", "--output", output,
+                            "--max-frames", 5, "--model", model_path)
+    assert code == 0 and frame_count(output)[0] == 5
+
+
+def test_webcam_window_without_a_display_says_what_to_do(capsys, monkeypatch, clip, model_path):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, out, err = ferlab(capsys, "webcam", "--source", clip, "--model", model_path)
+    assert code == 1 and "use --no-window" in err
+
+
+def test_webcam_source_that_does_not_open(capsys, tmp_path, model_path):
+    code, out, err = ferlab(capsys, "webcam", "--source", tmp_path / "nothing.mp4", "--no-window", "--model", model_path)
+    assert code == 1 and "nothing.mp4: no such video file" in err

@@ -1,0 +1,420 @@
+"""Face detection, the crop contract, image loading (bad input included) and EmotionRecognizer."""
+
+import json
+import struct
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import REPO
+from ferlab import detect, image, predict
+from ferlab.detect import CropContract, Detection, crop_face
+from ferlab.errors import FerlabError
+from ferlab.image import normalize
+from ferlab.labels import EMOTIONS
+from ferlab.predict import EmotionRecognizer, load_image, load_model
+from ferlab.video import Tracker
+
+
+# ---- fixtures: real FER2013 faces, a tiny trained model -------------------------------------
+
+@pytest.fixture(scope="session")
+def fer_faces(archive):
+    from ferlab.data.readers import read_image_archive
+    from ferlab.data.table import images_of
+
+    table = read_image_archive(archive, limit=15).table  # 15 per (split, emotion): 315 faces
+    return images_of(table), table["label"].to_numpy()
+
+
+def scene(face: np.ndarray, size=(480, 640), side=160, at=(200, 120)) -> np.ndarray:
+    """A BGR frame with a FER2013 face enlarged to side x side at (x, y), its edges stretched to fill the frame."""
+    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    x, y = at
+    frame = cv2.copyMakeBorder(big, y, size[0] - y - side, x, size[1] - x - side, cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+
+
+@pytest.fixture(scope="session")
+def haar_faces(fer_faces):
+    """FER2013 faces that the Haar detector finds, once enlarged into a frame."""
+    haar = detect.get_detector("haar")
+    tried = fer_faces[0][:15]
+    picked = [f for f in tried if len(haar.detect(scene(f))) == 1]
+    assert len(picked) >= 8, "the Haar detector should find most enlarged FER2013 faces"
+    return picked[:8]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(fer_faces, tmp_path_factory):
+    import keras
+
+    from ferlab import models
+    from ferlab.model_io import save_h5
+
+    keras.utils.set_random_seed(0)
+    images, labels = fer_faces
+    model = models.build("ferlab_cnn")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(normalize(images), labels, epochs=1, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "model.h5"
+    save_h5(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def recognizer(tiny_model_path):
+    return EmotionRecognizer.load(tiny_model_path)
+
+
+# ---- bad input ------------------------------------------------------------------------------
+
+def huge_png(width: int, height: int) -> bytes:
+    """A grey PNG that declares width x height but holds only its first row: huge, yet tiny on disk."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    first_row = zlib.compress(b"\x00" * (width + 1))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", first_row) + chunk(b"IEND", b"")
+
+
+def huge_jpeg(face: np.ndarray, width: int, height: int) -> bytes:
+    """A real JPEG whose frame header (SOF0) is changed to declare width x height."""
+    data = bytearray(encoded(face, ".jpg"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def encoded(face: np.ndarray, suffix: str) -> bytes:
+    ok, data = cv2.imencode(suffix, cv2.resize(face, (200, 200)))
+    assert ok
+    return data.tobytes()
+
+
+@pytest.mark.parametrize("name, make", [
+    ("truncated.jpg", lambda f: encoded(f, ".jpg")[: len(encoded(f, ".jpg")) // 2]),
+    ("truncated.png", lambda f: encoded(f, ".png")[: len(encoded(f, ".png")) // 2]),
+    ("corrupt.jpg", lambda f: encoded(f, ".jpg")[:4] + bytes(range(256)) * 40),
+    ("corrupt.png", lambda f: encoded(f, ".png")[:8] + b"\x00" * 2000),
+    ("notes.jpg", lambda f: b"these are my notes, not a picture\n"),
+])
+def test_unreadable_images_are_refused_with_their_name(tmp_path, fer_faces, name, make):
+    path = tmp_path / name
+    path.write_bytes(make(fer_faces[0][0]))
+    with pytest.raises(FerlabError, match=rf"{name} is not a readable image .*save it again as JPEG or PNG"):
+        load_image(path)
+
+
+def test_zero_byte_missing_and_folder_inputs(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(FerlabError, match=r"empty\.jpg is empty \(0 bytes\)"):
+        load_image(tmp_path / "empty.jpg")
+    with pytest.raises(FerlabError, match=r"nowhere\.jpg: no such file"):
+        load_image(tmp_path / "nowhere.jpg")
+    with pytest.raises(FerlabError, match="is a folder"):
+        load_image(tmp_path)
+    with pytest.raises(FerlabError, match="empty"):
+        load_image(b"")
+
+
+@pytest.mark.parametrize("name, width, height, pixels", [
+    ("huge.png", 20000, 20000, "400,000,000"),
+    ("huge.jpg", 20000, 20000, "400,000,000"),
+    ("large.png", 10000, 6000, "10000x6000 = 60,000,000"),
+    ("large.jpg", 10000, 6000, "10000x6000 = 60,000,000"),
+])
+def test_huge_image_is_refused_from_its_header(tmp_path, fer_faces, name, width, height, pixels):
+    path = tmp_path / name
+    path.write_bytes(huge_png(width, height) if name.endswith(".png") else huge_jpeg(fer_faces[0][0], width, height))
+    start = time.perf_counter()
+    with pytest.raises(FerlabError, match=rf"{name} has {pixels} pixels, above the limit of 50,000,000; resize it"):
+        load_image(path)
+    assert time.perf_counter() - start < 1.0  # refused from the header, nothing decoded
+
+
+def test_pixel_limit_is_configurable(fer_faces):
+    data = encoded(fer_faces[0][0], ".png")  # 200x200
+    assert load_image(data, max_pixels=40_000).shape == (200, 200, 3)
+    with pytest.raises(FerlabError, match="above the limit of 39,999"):
+        load_image(data, max_pixels=39_999)
+    with pytest.raises(FerlabError, match="the image array has 200x200"):
+        load_image(np.zeros((200, 200), np.uint8), max_pixels=100)
+
+
+def test_image_inputs_agree(tmp_path, fer_faces):
+    face = cv2.resize(fer_faces[0][0], (64, 64))
+    path = tmp_path / "face.png"
+    cv2.imwrite(str(path), face)
+    grey = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
+    for source in (path, str(path), path.read_bytes(), face, face[..., None], face.astype(np.uint16) * 257,
+                   face.astype(np.float32) / 255):
+        assert np.array_equal(load_image(source), grey)
+
+
+def test_channel_orders():
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 0] = 255  # red in RGB order
+    assert load_image(rgb, color="rgb")[0, 0].tolist() == [0, 0, 255]  # red in BGR order
+    assert load_image(rgb)[0, 0].tolist() == [255, 0, 0]  # taken as BGR: blue
+    rgba = np.dstack([rgb, np.full((4, 4), 128, np.uint8)])
+    assert load_image(rgba, color="rgb")[0, 0].tolist() == [0, 0, 255]
+    with pytest.raises(FerlabError, match="unknown color order 'hsv'"):
+        load_image(rgb, color="hsv")
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((4, 4, 2), np.uint8), r"shape \(4, 4, 2\)"),
+    (np.zeros((0, 4), np.uint8), r"shape \(0, 4\)"),
+    (np.zeros((4, 4), np.int64), "dtype int64"),
+    (np.full((4, 4), 200.0), r"outside \[0, 1\]"),
+])
+def test_bad_arrays(array, message):
+    with pytest.raises(FerlabError, match=message):
+        load_image(array)
+
+
+def test_no_face_and_tiny_images_give_empty_results(recognizer):
+    rng = np.random.default_rng(0)
+    assert recognizer.predict(np.full((480, 640, 3), 128, np.uint8)) == []
+    assert recognizer.predict(rng.integers(0, 256, (480, 640), dtype=np.uint8)) == []
+    one_pixel = cv2.imencode(".png", np.zeros((1, 1), np.uint8))[1].tobytes()
+    assert recognizer.predict(one_pixel) == []
+
+
+# ---- detection and the crop contract ---------------------------------------------------------
+
+def test_haar_frames_a_face_as_fer2013_does(haar_faces):
+    """Haar's box on an enlarged FER2013 face is that face's 48x48 frame (the measurement in detect.py)."""
+    haar = detect.get_detector("haar")
+    sizes = []
+    for face in haar_faces:
+        (found,) = haar.detect(scene(face, side=160, at=(200, 120)))
+        x, y, w, h = found.box
+        assert found.confidence is None and w == h
+        assert abs(x + w / 2 - 280) < 16 and abs(y + h / 2 - 200) < 16
+        sizes.append(w / 160)
+    assert 0.7 < min(sizes) and max(sizes) < 1.4
+    assert 0.9 < np.median(sizes) < 1.1
+
+
+NO_MARGIN = CropContract(margin=0.0)
+
+
+def test_default_contract_is_the_bundles():
+    assert CropContract() == CropContract(margin=image.FACE_MARGIN, align=False)
+    assert CropContract.from_dict(image.contract()) == CropContract()
+    assert CropContract.from_dict(CropContract(0.25, True).to_dict()) == CropContract(0.25, True)
+
+
+def test_crop_of_the_whole_face_is_the_face(fer_faces):
+    face = fer_faces[0][0]
+    assert np.array_equal(crop_face(face, Detection((0, 0, 48, 48)), NO_MARGIN), face)
+    big = cv2.resize(face, (192, 192), interpolation=cv2.INTER_CUBIC)
+    crop = crop_face(big, Detection((0, 0, 192, 192)), NO_MARGIN)
+    assert crop.shape == (48, 48) and np.abs(crop.astype(int) - face).mean() < 6
+
+
+def test_crop_margin_and_square():
+    grey = np.zeros((200, 200), np.uint8)
+    grey[50:150, 50:150] = 255  # a bright 100x100 square
+    assert crop_face(grey, Detection((50, 50, 100, 100)), NO_MARGIN).min() == 255
+    with_margin = crop_face(grey, Detection((50, 50, 100, 100)), CropContract(margin=0.25))
+    assert with_margin[0, 0] == 0 and with_margin[24, 24] == 255  # 25% each side: a dark border around the square
+    assert (with_margin == 255).mean() == pytest.approx(4 / 9, abs=0.05)
+    tall = crop_face(grey, Detection((75, 50, 50, 100)), NO_MARGIN)  # a 50x100 box: the crop is its 100x100 square
+    assert tall.min() == 255
+
+
+def test_alignment_levels_the_eyes():
+    grey = np.zeros((200, 200), np.uint8)
+    left, right = (70, 80), (130, 110)  # the eye on the image's right is lower: the head is rolled
+    for x, y in (left, right):
+        cv2.circle(grey, (x, y), 6, 255, -1)
+    detection = Detection((50, 50, 100, 100), eyes=(left, right))
+    assert detect.eye_angle(detection) == pytest.approx(np.degrees(np.arctan2(30, 60)))
+
+    def eye_rows(crop):
+        ys, xs = np.nonzero(crop > 128)
+        return ys[xs < 24].mean(), ys[xs >= 24].mean()
+
+    unaligned = eye_rows(crop_face(grey, detection, NO_MARGIN))
+    aligned = eye_rows(crop_face(grey, detection, CropContract(margin=0.0, align=True)))
+    assert unaligned[1] - unaligned[0] > 5
+    assert abs(aligned[1] - aligned[0]) < 1
+
+
+def test_unknown_detector_and_alignment_without_landmarks(tiny_model_path):
+    with pytest.raises(FerlabError, match="unknown face detector 'yolo'; choose one of haar, mtcnn"):
+        detect.get_detector("yolo")
+    with pytest.raises(FerlabError, match="aligning faces needs eye landmarks.*--detector mtcnn"):
+        EmotionRecognizer.load(tiny_model_path, detector="haar", align=True)
+
+
+def test_haar_missing_from_opencv_is_explained(monkeypatch):
+    monkeypatch.delattr(cv2, "CascadeClassifier")
+    with pytest.raises(FerlabError, match=r"haar detector needs OpenCV 4 .*opencv-python-headless<5.*--detector mtcnn"):
+        detect.get_detector("haar")
+
+
+def test_mtcnn_finds_the_face_with_eyes(haar_faces):
+    pytest.importorskip("mtcnn")
+    mtcnn = detect.get_detector("mtcnn")
+    found = [mtcnn.detect(scene(face)) for face in haar_faces[:4]]
+    assert sum(len(f) == 1 for f in found) >= 3
+    for (d,) in (f for f in found if len(f) == 1):
+        x, y, w, h = d.box
+        assert 0.9 <= d.confidence <= 1.0
+        assert abs(x + w / 2 - 280) < 20 and abs(y + h / 2 - 200) < 20
+        (lx, ly), (rx, ry) = d.eyes
+        assert x < lx < rx < x + w and y < ly < y + h / 2 + 10 and y < ry < y + h / 2 + 10
+
+
+def test_recognizer_with_mtcnn_and_alignment(recognizer, haar_faces):
+    pytest.importorskip("mtcnn")
+    aligned = EmotionRecognizer(recognizer.model, "mtcnn", CropContract(align=True))
+    image = scene(haar_faces[0])
+    (face,) = aligned.predict(image)
+    assert 0.9 <= face.to_dict()["confidence"] <= 1.0
+    (detection,), crops = aligned.crops(image)
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    assert np.array_equal(crops[0], crop_face(gray, detection, CropContract(align=True)))
+    if abs(detect.eye_angle(detection)) > 1:
+        assert not np.array_equal(crops[0], crop_face(gray, detection))
+
+
+# ---- the recognizer -------------------------------------------------------------------------
+
+def test_face_json_schema(recognizer, haar_faces):
+    (face,) = recognizer.predict(scene(haar_faces[0]))
+    data = json.loads(json.dumps(face.to_dict()))
+    assert list(data) == ["box", "confidence", "emotion", "probabilities"]
+    assert list(data["box"]) == ["x", "y", "w", "h"] and all(isinstance(v, int) for v in data["box"].values())
+    assert data["confidence"] is None
+    assert list(data["probabilities"]) == list(EMOTIONS)
+    assert sum(data["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert data["emotion"] == max(data["probabilities"], key=data["probabilities"].get)
+
+
+def test_face_crop_mode_classifies_the_image_as_the_model_sees_it(recognizer, fer_faces):
+    faces = fer_faces[0][:5]
+    expected = np.asarray(recognizer.model.predict_on_batch(normalize(faces)))
+    for face, want in zip(faces, expected):
+        (got,) = recognizer.predict(face, face_crop=True)
+        assert got.box == (0, 0, 48, 48) and got.confidence is None
+        assert [got.probabilities[e] for e in EMOTIONS] == pytest.approx(want.tolist(), abs=1e-5)
+
+
+def test_crops_follow_the_contract(recognizer, haar_faces):
+    detections, crops = recognizer.crops(scene(haar_faces[0]))
+    gray = cv2.cvtColor(scene(haar_faces[0]), cv2.COLOR_BGR2GRAY)
+    assert np.array_equal(crops[0], crop_face(gray, detections[0], recognizer.contract))
+
+
+class CountingModel:
+    def __init__(self, model):
+        self.model, self.calls = model, []
+
+    def predict_on_batch(self, x):
+        self.calls.append(x.shape)
+        return self.model.predict_on_batch(x)
+
+
+def test_batch_classifies_all_faces_in_one_model_call(recognizer, haar_faces):
+    counting = CountingModel(recognizer.model)
+    batch = EmotionRecognizer(counting, "haar")
+    images = [scene(haar_faces[0]), np.full((100, 100, 3), 90, np.uint8), scene(haar_faces[1], at=(40, 40))]
+    results = batch.predict_batch(images)
+    assert counting.calls == [(2, 48, 48, 1)]
+    assert [len(r) for r in results] == [1, 0, 1]
+    for image, faces in zip(images, results):
+        alone = recognizer.predict(image)
+        assert [f.box for f in alone] == [f.box for f in faces]
+        for a, b in zip(alone, faces):
+            assert list(a.probabilities.values()) == pytest.approx(list(b.probabilities.values()), abs=1e-5)
+    assert batch.predict_batch([]) == []
+
+
+def test_two_faces_are_found_largest_first(recognizer, haar_faces):
+    frame = scene(haar_faces[0], side=120, at=(20, 60))
+    big = cv2.resize(haar_faces[1], (200, 200), interpolation=cv2.INTER_CUBIC)
+    frame[150:350, 380:580] = big[..., None]
+    faces = recognizer.predict(frame)
+    assert len(faces) == 2
+    assert faces[0].box[2] > faces[1].box[2]
+    assert faces[0].box[0] > 300 > faces[1].box[0]
+
+
+# ---- models ---------------------------------------------------------------------------------
+
+def test_missing_model_says_how_to_get_one(tmp_path):
+    with pytest.raises(FerlabError, match=r"no model at .*nothing\.h5; run `dvc repro` to train one, or promote"):
+        load_model(tmp_path / "nothing.h5")
+    (tmp_path / "empty_bundle").mkdir()
+    with pytest.raises(FerlabError, match="holds no model.h5"):
+        load_model(tmp_path / "empty_bundle")
+
+
+def test_registry_uri_without_a_registry(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    with pytest.raises(FerlabError, match=r"cannot resolve models:/ferlab@production: there is no MLflow registry"):
+        load_model("models:/ferlab@production")
+    assert not (tmp_path / "mlflow.db").exists()
+    with pytest.raises(FerlabError, match=r"write models:/<name>@<alias>"):
+        load_model("models:/ferlab/3")
+
+
+def test_bundle_folder_carries_the_contract(tmp_path, tiny_model_path):
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
+    model, contract = load_model(bundle)
+    assert contract == CropContract() and model.output_shape == (None, 7)
+    (bundle / "preprocessing.json").write_text(json.dumps(image.contract() | {"face_margin": 0.25, "align": True}))
+    (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]}))
+    assert load_model(bundle)[1] == CropContract(margin=0.25, align=True)
+    (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": 0, "name": "happy"}, {"id": 1, "name": "sad"}]}))
+    with pytest.raises(FerlabError, match="trained for other labels"):
+        load_model(bundle)
+    (bundle / "labels.json").write_text("{not json")
+    with pytest.raises(FerlabError, match="has an unreadable labels.json or preprocessing.json"):
+        load_model(bundle)
+
+
+def test_corrupt_model_file(tmp_path):
+    bad = tmp_path / "model.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(FerlabError, match="is not a readable Keras model"):
+        load_model(bad)
+
+
+# ---- tracking -------------------------------------------------------------------------------
+
+def test_tracker_keeps_indices_of_moving_faces():
+    tracker = Tracker()
+    assert tracker.update([(100, 100, 80, 80), (400, 100, 80, 80)]) == [0, 1]
+    assert tracker.update([(410, 105, 80, 80), (110, 100, 80, 80)]) == [1, 0]  # order swapped, both moved
+    assert tracker.update([(120, 100, 80, 80)]) == [0]  # face 1 missed a frame
+    assert tracker.update([(420, 110, 80, 80), (130, 100, 80, 80), (250, 300, 60, 60)]) == [1, 0, 2]
+    assert tracker.update([(700, 400, 80, 80)]) == [3]  # far from everything: a new face
+
+
+# ---- quality --------------------------------------------------------------------------------
+
+def test_astronaut_is_one_happy_face():
+    skimage_data = pytest.importorskip("skimage.data", reason="needs scikit-image for its astronaut photo")
+    model = REPO / predict.DEFAULT_MODEL
+    if not model.is_file():
+        pytest.skip(f"needs a trained model at {model} (run `dvc repro`); a tiny test model cannot judge emotions")
+    faces = EmotionRecognizer.load(model).predict(skimage_data.astronaut(), color="rgb")
+    assert len(faces) == 1
+    x, y, w, h = faces[0].box
+    assert 150 < x + w / 2 < 300 and 50 < y + h / 2 < 200  # her face, not the flag or the suit
+    assert faces[0].emotion == "happy", faces[0].probabilities
