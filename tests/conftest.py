@@ -74,3 +74,41 @@ def small_csv_rows(archive_members):
         pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
         rows.append((emotion_id(emotion), pixels, file.split("_")[0]))
     return rows
+
+
+@pytest.fixture(scope="session")
+def fer_faces(archive):
+    """315 real FER2013 faces (15 per split and emotion) and their labels."""
+    from ferlab.data.readers import read_image_archive
+    from ferlab.data.table import images_of
+
+    table = read_image_archive(archive, limit=15).table
+    return images_of(table), table["label"].to_numpy()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(fer_faces, tmp_path_factory) -> Path:
+    """A ferlab_cnn trained for one epoch on those faces: the real format, not a judge of emotions."""
+    import keras
+
+    from ferlab import models
+    from ferlab.image import normalize
+    from ferlab.model_io import save_h5
+
+    keras.utils.set_random_seed(0)
+    images, labels = fer_faces
+    model = models.build("ferlab_cnn")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    model.fit(normalize(images), labels, epochs=1, batch_size=32, verbose=0)
+    path = tmp_path_factory.mktemp("model") / "model.h5"
+    save_h5(model, path)
+    return path
+
+
+def face_scene(face: np.ndarray, side: int = 160, size=(480, 640), at=(200, 120)) -> np.ndarray:
+    """A grey frame with a FER2013 face enlarged to side x side at (x, y), its edges stretched to fill it."""
+    import cv2
+
+    x, y = at
+    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    return cv2.copyMakeBorder(big, y, size[0] - y - side, x, size[1] - x - side, cv2.BORDER_REPLICATE)

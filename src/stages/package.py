@@ -1,6 +1,5 @@
 """DVC stage `package`: the deployable bundle under models/bundle/ and a new registry version (alias `candidate`)."""
 
-import json
 import shutil
 from pathlib import Path
 

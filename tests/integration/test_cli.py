@@ -3,7 +3,6 @@
 import csv
 import io
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,49 +11,16 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import face_scene
 from ferlab import cli, image
 from ferlab.labels import EMOTIONS
 
 
 # ---- fixtures -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def fer_faces(archive):
-    from ferlab.data.readers import read_image_archive
-    from ferlab.data.table import images_of
-
-    table = read_image_archive(archive, limit=15).table
-    return images_of(table), table["label"].to_numpy()
-
-
-@pytest.fixture(scope="session")
-def model_path(fer_faces, tmp_path_factory) -> Path:
-    """A ferlab_cnn trained for one epoch on 315 real faces: the real format, not a judge of emotions."""
-    import keras
-
-    from ferlab import models
-    from ferlab.image import normalize
-    from ferlab.model_io import save_h5
-
-    keras.utils.set_random_seed(1)
-    images, labels = fer_faces
-    model = models.build("ferlab_cnn")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(normalize(images), labels, epochs=1, batch_size=32, verbose=0)
-    path = tmp_path_factory.mktemp("model") / "model.h5"
-    save_h5(model, path)
-    return path
-
-
 def place(frame: np.ndarray, face: np.ndarray, x: int, y: int, side: int) -> None:
     """Paste a FER2013 face, enlarged to side x side, into a grey frame."""
     frame[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
-
-
-def with_background(face: np.ndarray, side: int = 160, size=(480, 640), at=(200, 120)) -> np.ndarray:
-    x, y = at
-    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
-    return cv2.copyMakeBorder(big, y, size[0] - y - side, x, size[1] - x - side, cv2.BORDER_REPLICATE)
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +30,7 @@ def detectable(fer_faces):
 
     haar = get_detector("haar")
     picked = [face for face in fer_faces[0][:10]
-              if len(haar.detect(cv2.cvtColor(with_background(face), cv2.COLOR_GRAY2BGR))) == 1]
+              if len(haar.detect(cv2.cvtColor(face_scene(face), cv2.COLOR_GRAY2BGR))) == 1]
     assert len(picked) >= 3
     return picked
 
@@ -74,9 +40,9 @@ def photos(tmp_path, detectable, fer_faces) -> Path:
     folder = tmp_path / "photos"
     (folder / "more").mkdir(parents=True)
     for i, face in enumerate(detectable[:3]):
-        cv2.imwrite(str(folder / ("more" if i == 2 else "") / f"face{i}.jpg"), with_background(face))
+        cv2.imwrite(str(folder / ("more" if i == 2 else "") / f"face{i}.jpg"), face_scene(face))
     cv2.imwrite(str(folder / "wall.png"), np.full((300, 400), 120, np.uint8))  # no face
-    good = cv2.imencode(".png", with_background(detectable[0]))[1].tobytes()
+    good = cv2.imencode(".png", face_scene(detectable[0]))[1].tobytes()
     (folder / "truncated.png").write_bytes(good[: len(good) // 3])
     (folder / "notes.jpg").write_text("not an image\n")
     (folder / "empty.jpg").write_bytes(b"")
@@ -116,8 +82,8 @@ def test_missing_model_is_one_clear_line(tmp_path, photos):
 
 # ---- detect ---------------------------------------------------------------------------------
 
-def test_detect_folder_reports_bad_files_and_processes_the_rest(capsys, photos, model_path):
-    code, out, err = ferlab(capsys, "detect", photos, "--json", "--model", model_path)
+def test_detect_folder_reports_bad_files_and_processes_the_rest(capsys, photos, tiny_model_path):
+    code, out, err = ferlab(capsys, "detect", photos, "--json", "--model", tiny_model_path)
     assert code == 1
     results = {Path(r["path"]).name: r for r in json.loads(out)}
     assert sorted(results) == ["empty.jpg", "face0.jpg", "face1.jpg", "face2.jpg", "notes.jpg", "truncated.png", "wall.png"]
@@ -134,29 +100,29 @@ def test_detect_folder_reports_bad_files_and_processes_the_rest(capsys, photos, 
     assert "Traceback" not in err
 
 
-def test_detect_table_csv_and_globs(capsys, photos, model_path):
-    code, out, err = ferlab(capsys, "detect", photos / "face*.jpg", photos / "wall.png", "--model", model_path)
+def test_detect_table_csv_and_globs(capsys, photos, tiny_model_path):
+    code, out, err = ferlab(capsys, "detect", photos / "face*.jpg", photos / "wall.png", "--model", tiny_model_path)
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].split() == ["file", "face", "x", "y", "w", "h", "emotion", "prob", "confidence"]
     assert [Path(line.split()[0]).name for line in lines[1:]] == ["face0.jpg", "face1.jpg", "wall.png"]
     assert lines[-1].split()[1:] == ["-", "no", "face"]
 
-    code, out, err = ferlab(capsys, "detect", photos / "**" / "*.jpg", "--csv", "--model", model_path)
+    code, out, err = ferlab(capsys, "detect", photos / "**" / "*.jpg", "--csv", "--model", tiny_model_path)
     assert code == 1  # the glob takes empty.jpg and notes.jpg too
     rows = list(csv.DictReader(io.StringIO(out)))
     assert sorted(Path(r["path"]).name for r in rows) == ["face0.jpg", "face1.jpg", "face2.jpg"]
     assert list(rows[0]) == ["path", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS]
     assert all(r["emotion"] == max(EMOTIONS, key=lambda e: float(r[e])) for r in rows)
 
-    code, out, err = ferlab(capsys, "detect", photos / "*.gif", "--model", model_path)
+    code, out, err = ferlab(capsys, "detect", photos / "*.gif", "--model", tiny_model_path)
     assert code == 1 and "matches no file" in err
 
 
-def test_detect_annotates_copies(capsys, photos, model_path, tmp_path):
+def test_detect_annotates_copies(capsys, photos, tiny_model_path, tmp_path):
     out_dir = tmp_path / "annotated"
     code, out, err = ferlab(capsys, "detect", photos / "face0.jpg", photos / "more" / "face2.jpg",
-                            photos / "wall.png", "--annotate", out_dir, "--json", "--model", model_path)
+                            photos / "wall.png", "--annotate", out_dir, "--json", "--model", tiny_model_path)
     assert code == 0, err
     assert sorted(p.name for p in out_dir.iterdir()) == ["face0.jpg", "face2.jpg", "wall.png"]
     original, annotated = cv2.imread(str(photos / "face0.jpg")), cv2.imread(str(out_dir / "face0.jpg"))
@@ -167,21 +133,21 @@ def test_detect_annotates_copies(capsys, photos, model_path, tmp_path):
     assert np.array_equal(cv2.imread(str(out_dir / "wall.png")), cv2.imread(str(photos / "wall.png")))
 
 
-def test_detect_face_crops(capsys, fer_faces, model_path, tmp_path):
+def test_detect_face_crops(capsys, fer_faces, tiny_model_path, tmp_path):
     for i, face in enumerate(fer_faces[0][:3]):
         cv2.imwrite(str(tmp_path / f"fer{i}.png"), face)
-    code, out, err = ferlab(capsys, "detect", tmp_path, "--face-crop", "--json", "--model", model_path)
+    code, out, err = ferlab(capsys, "detect", tmp_path, "--face-crop", "--json", "--model", tiny_model_path)
     assert code == 0, err
     results = json.loads(out)
     assert len(results) == 3 and all(r["faces"][0]["box"] == {"x": 0, "y": 0, "w": 48, "h": 48} for r in results)
 
 
-def test_detect_pixel_limit(capsys, photos, model_path):
-    code, out, err = ferlab(capsys, "detect", photos / "face0.jpg", "--max-pixels", 1000, "--model", model_path)
+def test_detect_pixel_limit(capsys, photos, tiny_model_path):
+    code, out, err = ferlab(capsys, "detect", photos / "face0.jpg", "--max-pixels", 1000, "--model", tiny_model_path)
     assert code == 1 and "face0.jpg has 640x480 = 307,200 pixels, above the limit of 1,000" in err
 
 
-def test_detect_from_the_model_registry(capsys, photos, model_path, tmp_path, monkeypatch):
+def test_detect_from_the_model_registry(capsys, photos, tiny_model_path, tmp_path, monkeypatch):
     import mlflow
     from mlflow import MlflowClient
 
@@ -190,7 +156,7 @@ def test_detect_from_the_model_registry(capsys, photos, model_path, tmp_path, mo
     mlflow.set_tracking_uri(uri)
     bundle = tmp_path / "bundle"
     bundle.mkdir()
-    (bundle / "model.h5").write_bytes(model_path.read_bytes())
+    (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
     (bundle / "preprocessing.json").write_text(json.dumps(image.contract()))
     (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]}))
     experiment = mlflow.create_experiment("cli-test", artifact_location=(tmp_path / "artifacts").as_uri())
@@ -239,9 +205,9 @@ def frame_count(path: Path) -> tuple[int, tuple[int, int]]:
     return n, size
 
 
-def test_video_writes_csv_video_timeline_and_summary(capsys, clip, model_path, tmp_path):
+def test_video_writes_csv_video_timeline_and_summary(capsys, clip, tiny_model_path, tmp_path):
     out_dir = tmp_path / "out"
-    code, out, err = ferlab(capsys, "video", clip, "--stride", 2, "--out", out_dir, "--model", model_path)
+    code, out, err = ferlab(capsys, "video", clip, "--stride", 2, "--out", out_dir, "--model", tiny_model_path)
     assert code == 0, err
     rows = list(csv.DictReader(open(out_dir / "clip.csv")))
     assert sorted({int(r["frame"]) for r in rows}) == list(range(0, 16, 2))
@@ -260,13 +226,13 @@ def test_video_writes_csv_video_timeline_and_summary(capsys, clip, model_path, t
     assert f"dominant emotion {summary['dominant_emotion']}" in out
 
 
-def test_video_without_faces(capsys, tmp_path, model_path):
+def test_video_without_faces(capsys, tmp_path, tiny_model_path):
     path = tmp_path / "empty_room.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
     for i in range(5):
         writer.write(np.full((240, 320, 3), 40 + 10 * i, np.uint8))
     writer.release()
-    code, out, err = ferlab(capsys, "video", path, "--out", tmp_path / "out", "--model", model_path)
+    code, out, err = ferlab(capsys, "video", path, "--out", tmp_path / "out", "--model", tiny_model_path)
     assert code == 0, err
     assert "no face found in 5 analysed frames" in out
     summary = json.loads((tmp_path / "out" / "empty_room.summary.json").read_text())
@@ -275,18 +241,18 @@ def test_video_without_faces(capsys, tmp_path, model_path):
         ["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS])]
 
 
-def test_video_that_does_not_open(capsys, tmp_path, model_path):
+def test_video_that_does_not_open(capsys, tmp_path, tiny_model_path):
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video\n")
-    code, out, err = ferlab(capsys, "video", broken, "--out", tmp_path / "out", "--model", model_path)
+    code, out, err = ferlab(capsys, "video", broken, "--out", tmp_path / "out", "--model", tiny_model_path)
     assert code == 1 and "error: cannot open " in err and "broken.mp4" in err and "Traceback" not in err
-    code, out, err = ferlab(capsys, "video", tmp_path / "missing.mp4", "--model", model_path)
+    code, out, err = ferlab(capsys, "video", tmp_path / "missing.mp4", "--model", tiny_model_path)
     assert code == 1 and "missing.mp4: no such video file" in err
 
 
-def test_webcam_headless_writes_what_the_window_would_show(capsys, clip, model_path, tmp_path):
+def test_webcam_headless_writes_what_the_window_would_show(capsys, clip, tiny_model_path, tmp_path):
     output = tmp_path / "live.avi"
-    code, out, err = ferlab(capsys, "webcam", "--source", clip, "--no-window", "--output", output, "--model", model_path)
+    code, out, err = ferlab(capsys, "webcam", "--source", clip, "--no-window", "--output", output, "--model", tiny_model_path)
     assert code == 0, err
     assert out.startswith("16 frames in ") and str(output) in out
     assert frame_count(output) == (16, (480, 640))
@@ -295,17 +261,17 @@ def test_webcam_headless_writes_what_the_window_would_show(capsys, clip, model_p
     assert np.abs(first.astype(int) - source).sum(axis=2).__gt__(60).mean() > 0.01  # boxes, labels, bars, FPS drawn
 
     code, out, err = ferlab(capsys, "webcam", "--source", clip, "--no-window", "--output", output,
-                            "--max-frames", 5, "--model", model_path)
+                            "--max-frames", 5, "--model", tiny_model_path)
     assert code == 0 and frame_count(output)[0] == 5
 
 
-def test_webcam_window_without_a_display_says_what_to_do(capsys, monkeypatch, clip, model_path):
+def test_webcam_window_without_a_display_says_what_to_do(capsys, monkeypatch, clip, tiny_model_path):
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
-    code, out, err = ferlab(capsys, "webcam", "--source", clip, "--model", model_path)
+    code, out, err = ferlab(capsys, "webcam", "--source", clip, "--model", tiny_model_path)
     assert code == 1 and "use --no-window" in err
 
 
-def test_webcam_source_that_does_not_open(capsys, tmp_path, model_path):
-    code, out, err = ferlab(capsys, "webcam", "--source", tmp_path / "nothing.mp4", "--no-window", "--model", model_path)
+def test_webcam_source_that_does_not_open(capsys, tmp_path, tiny_model_path):
+    code, out, err = ferlab(capsys, "webcam", "--source", tmp_path / "nothing.mp4", "--no-window", "--model", tiny_model_path)
     assert code == 1 and "nothing.mp4: no such video file" in err

@@ -11,7 +11,6 @@ import time
 
 import pytest
 
-from conftest import REPO
 from integration.conftest import run, set_params
 
 pytestmark = pytest.mark.slow
@@ -81,7 +80,7 @@ def test_killed_training_resumes_where_it_stopped(project):
     assert 1 <= done < 12, "the run was not interrupted mid-way"
 
     out = run(["dvc", "repro", "train"], root, env)
-    assert f"resuming after epoch" in out.stderr
+    assert "resuming after epoch" in out.stderr
     epochs = [int(r["epoch"]) for r in csv.DictReader(open(root / "reports/train/history.csv"))]
     assert epochs[0] == 1 and epochs[-1] <= 12 and epochs == list(range(1, len(epochs) + 1))
     with sqlite3.connect(root / "mlflow.db") as db:

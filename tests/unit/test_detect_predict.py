@@ -4,13 +4,12 @@ import json
 import struct
 import time
 import zlib
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, face_scene
 from ferlab import detect, image, predict
 from ferlab.detect import CropContract, Detection, crop_face
 from ferlab.errors import FerlabError
@@ -22,21 +21,8 @@ from ferlab.video import Tracker
 
 # ---- fixtures: real FER2013 faces, a tiny trained model -------------------------------------
 
-@pytest.fixture(scope="session")
-def fer_faces(archive):
-    from ferlab.data.readers import read_image_archive
-    from ferlab.data.table import images_of
-
-    table = read_image_archive(archive, limit=15).table  # 15 per (split, emotion): 315 faces
-    return images_of(table), table["label"].to_numpy()
-
-
-def scene(face: np.ndarray, size=(480, 640), side=160, at=(200, 120)) -> np.ndarray:
-    """A BGR frame with a FER2013 face enlarged to side x side at (x, y), its edges stretched to fill the frame."""
-    big = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
-    x, y = at
-    frame = cv2.copyMakeBorder(big, y, size[0] - y - side, x, size[1] - x - side, cv2.BORDER_REPLICATE)
-    return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+def scene(face: np.ndarray, **layout) -> np.ndarray:
+    return cv2.cvtColor(face_scene(face, **layout), cv2.COLOR_GRAY2BGR)
 
 
 @pytest.fixture(scope="session")
@@ -47,23 +33,6 @@ def haar_faces(fer_faces):
     picked = [f for f in tried if len(haar.detect(scene(f))) == 1]
     assert len(picked) >= 8, "the Haar detector should find most enlarged FER2013 faces"
     return picked[:8]
-
-
-@pytest.fixture(scope="session")
-def tiny_model_path(fer_faces, tmp_path_factory):
-    import keras
-
-    from ferlab import models
-    from ferlab.model_io import save_h5
-
-    keras.utils.set_random_seed(0)
-    images, labels = fer_faces
-    model = models.build("ferlab_cnn")
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    model.fit(normalize(images), labels, epochs=1, batch_size=32, verbose=0)
-    path = tmp_path_factory.mktemp("model") / "model.h5"
-    save_h5(model, path)
-    return path
 
 
 @pytest.fixture(scope="session")

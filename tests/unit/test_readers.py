@@ -1,7 +1,5 @@
-import shutil
 import zipfile
 
-import numpy as np
 import pytest
 
 from conftest import csv_text, write_zip

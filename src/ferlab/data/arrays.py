@@ -7,7 +7,7 @@ import pandas as pd
 
 from ferlab.data.quality import image_facts
 from ferlab.data.table import images_of
-from ferlab.labels import EMOTIONS, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
+from ferlab.labels import EMOTIONS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 from ferlab.params import Preprocess
 
 ARRAY_FILE = "arrays.npz"

@@ -1,6 +1,5 @@
 """The fetch stage's logic: resolve the source, verify it, read it, write data/raw/ atomically."""
 
-import os
 from pathlib import Path
 
 import numpy as np
