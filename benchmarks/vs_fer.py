@@ -90,7 +90,8 @@ def main() -> None:
             "face_recall": round(found[tool] / len(frames), 3),
             "accuracy_on_found": round(correct[tool] / max(found[tool], 1), 3)}
     summary["ferlab"]["astronaut"] = [f.to_dict() for f in ours.predict(astronaut)]
-    summary["fer"]["astronaut"] = theirs.detect_emotions(astronaut)
+    summary["fer"]["astronaut"] = [{"box": [int(v) for v in r["box"]], "emotions": {k: float(v) for k, v in r["emotions"].items()}}
+                                   for r in theirs.detect_emotions(astronaut)]
     summary["speedup_median"] = round(summary["fer"]["median_ms"] / summary["ferlab"]["median_ms"], 2)
     for tool in ("ferlab", "fer"):
         s = summary[tool]

@@ -31,6 +31,7 @@ from ferlab.image import FACE_MARGIN, IMAGE_SIZE
 DETECTORS = ("haar", "mtcnn")
 WITH_LANDMARKS = ("mtcnn",)  # detectors that give eye positions, so faces can be aligned
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+HAAR_WINDOW = 24  # the cascade's own window: its smallest face
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class HaarDetector:
     name = "haar"
     has_landmarks = False
 
-    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 30):
+    def __init__(self, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 30, max_side: int = 320):
         if not hasattr(cv2, "CascadeClassifier") or not hasattr(cv2, "data"):
             raise FerlabError(
                 f"the haar detector needs OpenCV 4 (this is OpenCV {cv2.__version__}, which has no Haar cascade); "
@@ -72,15 +73,22 @@ class HaarDetector:
         if self._cascade.empty():
             raise FerlabError(f"cannot load the Haar cascade {path}; reinstall opencv-python-headless.")
         self.scale_factor, self.min_neighbors, self.min_size = scale_factor, min_neighbors, min_size
+        # Larger images are searched at this longest side: the cascade's cost grows with the
+        # pixels, and a face that small there is below the model's 48x48 input anyway.
+        self.max_side = max_side
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         if min(grey.shape) < self.min_size:
             return []
+        scale = min(1.0, self.max_side / max(grey.shape))
+        if scale < 1.0:
+            grey = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        min_size = max(HAAR_WINDOW, round(self.min_size * scale))
         boxes = self._cascade.detectMultiScale(
-            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(self.min_size, self.min_size)
+            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_size, min_size)
         )
-        return [Detection(tuple(int(v) for v in box)) for box in boxes]
+        return [Detection(tuple(int(round(v / scale)) for v in box)) for box in boxes]
 
 
 class MtcnnDetector:
