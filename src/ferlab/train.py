@@ -116,7 +116,8 @@ class EpochState:
             self.print("params or data changed since the interrupted run: starting over")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
-        meta = {"fingerprint": fingerprint_, "run_id": None, "best_val_accuracy": -1.0, "best_epoch": 0}
+        meta = {"fingerprint": fingerprint_, "run_id": None, "best_val_accuracy": -1.0, "best_epoch": 0,
+                "epochs_done": 0, "checkpoint": None}
         self.save_meta(meta)
         return meta
 
@@ -124,6 +125,30 @@ class EpochState:
         tmp = self.meta_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(meta))
         tmp.replace(self.meta_path)
+
+    def save_weights(self, model, path: Path) -> None:
+        """Write weights (and optimiser state) so that a kill mid-write leaves the old file whole."""
+        partial = path.with_name(path.name.replace(".weights.h5", ".partial.weights.h5"))
+        model.save_weights(partial)
+        partial.replace(path)
+
+    def checkpoint(self, model, epoch: int, meta: dict) -> None:
+        """The epoch's resumable state; state.json names it only once it is complete."""
+        path = self.dir / f"epoch-{epoch:04d}.weights.h5"
+        self.save_weights(model, path)
+        meta.update(epochs_done=epoch, checkpoint=path.name)
+        self.save_meta(meta)
+        for old in self.dir.glob("epoch-*.weights.h5"):
+            if old != path:
+                old.unlink()
+
+    def restore(self, model, meta: dict) -> int:
+        """Load the last complete epoch into `model`; the number of epochs already done."""
+        if not meta.get("checkpoint"):
+            return 0
+        model.optimizer.build(model.trainable_variables)  # its state is in the file too
+        model.load_weights(self.dir / meta["checkpoint"])
+        return meta["epochs_done"]
 
     def history(self) -> list[dict]:
         if not self.history_path.is_file():
@@ -157,10 +182,10 @@ def epoch_callback(state: EpochState, meta: dict, patience: int, total_epochs: i
                    "learning_rate": current_lr(self.model.optimizer), "seconds": round(time.monotonic() - self.started, 1)}
             improved = row["val_accuracy"] > meta["best_val_accuracy"]
             if improved:
-                self.model.save_weights(state.best_path)
+                state.save_weights(self.model, state.best_path)
                 meta.update(best_val_accuracy=row["val_accuracy"], best_epoch=number)
             state.append(row)
-            state.save_meta(meta)
+            state.checkpoint(self.model, number, meta)
             log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=number)
             state.print(
                 f"epoch {number}/{total_epochs}: loss {row['loss']:.4f} acc {row['accuracy']:.4f} "
@@ -201,7 +226,6 @@ def train(params: Params, arrays: Arrays, class_weights: dict | None, data_diges
 
     state = EpochState(state_dir, print_fn)
     meta = state.prepare(fingerprint(params, data_digest))
-    done = len(state.history())
     batch = cfg.batch_size * dist.num_replicas_in_sync
     steps = int(np.ceil(len(arrays.y["train"]) / batch))
 
@@ -218,6 +242,7 @@ def train(params: Params, arrays: Arrays, class_weights: dict | None, data_diges
                             class_weights if cfg.class_weights else None, shuffle=True)
     val_ds = make_dataset(arrays.x["val"], arrays.y["val"], batch, params.seed)
 
+    done = state.restore(model, meta)
     if tracker is not None:
         meta["run_id"] = tracker.start(meta.get("run_id"), done)
         state.save_meta(meta)
@@ -226,13 +251,10 @@ def train(params: Params, arrays: Arrays, class_weights: dict | None, data_diges
                            | {"train.resolved_precision": policy, "model.parameters": model.count_params()})
     if done:
         print_fn(f"resuming after epoch {done} (best PublicTest accuracy so far {meta['best_val_accuracy']:.4f})")
-    callbacks = [  # history and best weights first, so the backup never runs ahead of them
-        epoch_callback(state, meta, cfg.early_stopping_patience, cfg.epochs,
-                       tracker.log_metrics if tracker else (lambda *a, **k: None)),
-        keras.callbacks.BackupAndRestore(str(state_dir / "backup"), save_freq="epoch", delete_checkpoint=False),
-    ]
+    callbacks = [epoch_callback(state, meta, cfg.early_stopping_patience, cfg.epochs,
+                                tracker.log_metrics if tracker else (lambda *a, **k: None))]
     if not meta.get("finished"):
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, callbacks=callbacks, verbose=0)
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=done, callbacks=callbacks, verbose=0)
         meta["finished"] = True
         state.save_meta(meta)
     model.load_weights(state.best_path)
