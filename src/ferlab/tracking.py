@@ -70,7 +70,7 @@ class RunTracker:
         self.env = env
         self.run_id: str | None = None
 
-    def start(self, run_id: str | None = None, resumed_epochs: int = 0) -> str:
+    def start(self, run_id: str | None = None) -> str:
         import mlflow
 
         if mlflow.active_run() is not None:

@@ -244,7 +244,7 @@ def train(params: Params, arrays: Arrays, class_weights: dict | None, data_diges
 
     done = state.restore(model, meta)
     if tracker is not None:
-        meta["run_id"] = tracker.start(meta.get("run_id"), done)
+        meta["run_id"] = tracker.start(meta.get("run_id"))
         state.save_meta(meta)
         tracker.log_params(as_flat_dict({"seed": params.seed, "train": dataclasses.asdict(cfg),
                                          "preprocess": dataclasses.asdict(params.preprocess)})

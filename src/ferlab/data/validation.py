@@ -114,7 +114,7 @@ def _describe(result) -> dict:
     observed = result.result or {}
     return {
         "expectation": config.type,
-        "severity": str(getattr(config, "severity", CRITICAL).value if hasattr(getattr(config, "severity", None), "value") else getattr(config, "severity", CRITICAL)),
+        "severity": getattr(config.severity, "value", config.severity),  # a FailureSeverity enum
         "kwargs": kwargs,
         "success": bool(result.success),
         "unexpected_count": observed.get("unexpected_count"),
@@ -127,8 +127,9 @@ def _describe(result) -> dict:
 def validate(table: pd.DataFrame, cfg: Validate, exact: bool, docs_dir: Path | None = None) -> Outcome:
     facts = image_facts(table, cfg.blank_std_max)
     counts = class_counts(table, exact)
-    suites = {"images": image_expectations(__import__("great_expectations"), cfg, exact),
-              "class_counts": count_expectations(__import__("great_expectations"), cfg)}
+    import great_expectations as gx
+
+    suites = {"images": image_expectations(gx, cfg, exact), "class_counts": count_expectations(gx, cfg)}
     checked = [_describe(r) for r in _run_suites({"images": facts, "class_counts": counts}, suites, docs_dir)]
     critical = [c for c in checked if not c["success"] and c["severity"] == CRITICAL]
     warnings = [c for c in checked if not c["success"] and c["severity"] != CRITICAL]
