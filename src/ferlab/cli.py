@@ -181,6 +181,18 @@ def cmd_webcam(args) -> int:
     return 0
 
 
+# ---- web service ----------------------------------------------------------------------------
+
+def cmd_serve(args) -> int:
+    from ferlab.serve.model_info import default_source
+    from ferlab.serve.server import serve
+
+    serve(args.model or default_source(), host=args.host, port=args.port, detector=args.detector, align=args.align,
+          max_pixels=args.max_pixels, max_upload_mb=args.max_upload_mb, max_concurrency=args.max_concurrency,
+          max_queue=args.max_queue, access_log=args.access_log)
+    return 0
+
+
 # ---- parser ---------------------------------------------------------------------------------
 
 def _recognizer(args):
@@ -276,6 +288,44 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "default with --no-window: webcam.mp4)")
     webcam.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
     webcam.set_defaults(func=cmd_webcam)
+
+    serve = sub.add_parser(
+        "serve", help="web service and webcam page (HTTP API: POST /v1/predict)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Serve the model over HTTP: POST /v1/predict (an image -> faces and emotions as JSON),\n"
+                    "GET /v1/model, /healthz, /readyz, the webcam page at / and the API docs at /docs.\n"
+                    "The server answers at once; /readyz turns 200 when the model is loaded and warm.",
+        epilog="examples:\n"
+               "  ferlab serve                                   # then open http://127.0.0.1:8000/\n"
+               "  ferlab serve --model models/bundle --port 9000\n"
+               "  curl -s -F file=@photo.jpg http://127.0.0.1:8000/v1/predict\n"
+               "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/v1/predict")
+    served = serve.add_argument_group("model and detector")
+    served.add_argument("--model", default=None, metavar="SOURCE",
+                        help="a .h5 file, a bundle folder or a registered model (models:/<name>@<alias>) "
+                             "(default: $FERLAB_MODEL, else models:/ferlab-emotion@production if the registry has it, "
+                             "else models/bundle, else models/model.h5)")
+    from ferlab.detect import DETECTORS as detectors
+
+    served.add_argument("--detector", choices=detectors, default="haar", help="face detector (default: %(default)s)")
+    served.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
+                        help="rotate faces so the eyes are level (detectors with eye landmarks; default: as the model "
+                             "was trained)")
+    where = serve.add_argument_group("network and limits")
+    where.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
+    where.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")
+    where.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS, metavar="N",
+                       help="refuse images larger than this many pixels (default: %(default)s)")
+    where.add_argument("--max-upload-mb", type=float, default=10.0, metavar="MB",
+                       help="refuse request bodies larger than this (HTTP 413) (default: %(default)s)")
+    where.add_argument("--max-concurrency", type=_positive, default=min(4, os.cpu_count() or 1), metavar="N",
+                       help="images decoded and searched for faces at once (threads); faces are classified in "
+                            "batches by one worker (default: %(default)s, from the CPU count)")
+    where.add_argument("--max-queue", type=int, default=64, metavar="N",
+                       help="requests that may wait beyond those; more are refused with HTTP 503 (default: %(default)s)")
+    where.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True,
+                       help="log every request (default: on)")
+    serve.set_defaults(func=cmd_serve)
 
     from ferlab import cli_models
 

@@ -1,0 +1,319 @@
+"""The FastAPI app of `ferlab serve`.
+
+    POST /v1/predict   an image (multipart field `file`, or the raw bytes) -> faces, boxes, emotions
+    GET  /v1/model     the model served: name, version, alias, source, detector, test metrics, limits
+    GET  /healthz      200 while the process answers
+    GET  /readyz       200 once the model is loaded and warmed up, 503 before (or if loading failed)
+    GET  /             the webcam page (static/), GET /docs the OpenAPI documentation
+
+Work per request: the body is read with a size limit, then decoding, face detection and
+cropping run in a small thread pool (one detector per thread: OpenCV's cascade is not
+thread-safe), and the faces go to the MicroBatcher, whose one worker classifies every
+queued face in one model call. Requests beyond `max_concurrency` wait, at most
+`max_queue` of them; more are refused with 503. Images come from the request body only:
+no user-given value is ever used as a server path.
+"""
+
+import asyncio
+import copy
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator, Callable
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from ferlab.errors import FerlabError
+from ferlab.labels import EMOTIONS
+from ferlab.serve.batching import MicroBatcher
+
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream")
+FORM_TYPE = "multipart/form-data"
+FORM_FIELD = "file"
+STATIC = Path(__file__).parent / "static"
+PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+log = logging.getLogger("uvicorn.error")
+
+
+def _fail(status: int, message: str) -> HTTPException:
+    return HTTPException(status_code=status, detail=message)
+
+
+class Croppers:
+    """Decode, detect and crop in a thread pool; each thread has its own copy of the detector."""
+
+    def __init__(self, recognizer, threads: int):
+        self._recognizer = recognizer
+        self._local = threading.local()
+        self.threads = threads
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ferlab-crop")
+
+    def _own(self):
+        mine = getattr(self._local, "recognizer", None)
+        if mine is None:
+            from ferlab.detect import get_detector
+
+            mine = copy.copy(self._recognizer)
+            mine._detector = get_detector(self._recognizer.detector_name)
+            if mine.detector is self._recognizer.detector:
+                raise RuntimeError("the recognizer's detector could not be copied per thread")
+            self._local.recognizer = mine
+        return mine
+
+    def crops(self, data: bytes):
+        """(detections, (N, 48, 48) faces, (height, width)) of encoded image bytes."""
+        import cv2
+
+        from ferlab.predict import load_image
+
+        recognizer = self._own()
+        try:
+            image = load_image(data, max_pixels=recognizer.max_pixels)  # bytes only: never a path
+        except cv2.error as err:  # OpenCV refused something the header checks let through
+            raise FerlabError(f"the image bytes could not be decoded ({str(err).strip().splitlines()[-1]}); "
+                              "send a JPEG or PNG.") from None
+        detections, faces = recognizer.crops(image)
+        return detections, faces, image.shape[:2]
+
+    async def run(self, data: bytes):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.crops, data)
+
+    def warm_up(self, data: bytes) -> None:
+        """Give every thread its detector now (they wait for each other, so all threads start)."""
+        barrier = threading.Barrier(self.threads)
+
+        def one():
+            barrier.wait(timeout=120)
+            self.crops(data)
+
+        for future in [self.pool.submit(one) for _ in range(self.threads)]:
+            future.result()
+
+
+class Admission:
+    """At most `running + waiting` requests at a time; the next one is told to retry (503)."""
+
+    def __init__(self, running: int, waiting: int):
+        self.capacity = running + waiting
+        self.inside = 0
+
+    def enter(self) -> None:
+        if self.inside >= self.capacity:
+            raise HTTPException(503, "the server is busy; retry in a moment.", headers={"Retry-After": "1"})
+        self.inside += 1
+
+    def leave(self) -> None:
+        self.inside -= 1
+
+
+class Service:
+    """The state behind the endpoints: loading, readiness, the pool and the batcher."""
+
+    def __init__(self, recognizer, model_info, max_concurrency: int, max_queue: int, max_batch: int,
+                 on_load_error: Callable[[str], None] | None):
+        self._load = recognizer if callable(recognizer) else (lambda: recognizer)
+        self._info = model_info if callable(model_info) else (lambda: model_info)
+        self.max_concurrency = max_concurrency
+        self.admission = Admission(max_concurrency, max_queue)
+        self.max_batch = max_batch
+        self.on_load_error = on_load_error
+        self.recognizer = None
+        self.info: dict | None = None
+        self.croppers: Croppers | None = None
+        self.batcher: MicroBatcher | None = None
+        self.ready = False
+        self.load_error: str | None = None
+
+    async def start(self) -> None:
+        started = time.perf_counter()
+        try:
+            self.recognizer = await asyncio.to_thread(self._load)
+            self.info = dict(await asyncio.to_thread(self._info) or {})
+            self.croppers = Croppers(self.recognizer, self.max_concurrency)
+            self.batcher = MicroBatcher(self.recognizer.classify, self.max_batch)
+            await self.batcher.start()
+            await self._warm_up()
+        except Exception as err:  # FerlabError: the user's to fix; anything else: say what broke
+            self.load_error = str(err) if isinstance(err, FerlabError) else f"the model could not be loaded ({type(err).__name__}: {err})."
+            if self.on_load_error is not None:  # the caller reports it (ferlab serve: one line, exit status 1)
+                self.on_load_error(self.load_error)
+            else:
+                log.error("the model could not be loaded: %s", self.load_error)
+            return
+        self.ready = True
+        log.info("ready: %s (%s detector, %d threads) in %.1f s", self.info.get("source", "the model"),
+                 self.recognizer.detector_name, self.max_concurrency, time.perf_counter() - started)
+
+    async def _warm_up(self) -> None:
+        import cv2
+
+        blank = cv2.imencode(".jpg", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
+        await asyncio.to_thread(self.croppers.warm_up, blank)
+        from ferlab.image import IMAGE_SIZE
+
+        await self.batcher.classify(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # traces the model's graph
+
+    async def stop(self) -> None:
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.croppers is not None:
+            self.croppers.pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > limit:  # stop reading: a huge body is never held whole
+            raise _fail(413, f"the upload is larger than the limit of {limit:,} bytes; send a smaller image.")
+        yield chunk
+
+
+async def _image_bytes(request: Request, content_type: str, limit: int) -> bytes:
+    """The image of the request: the `file` field of a form, or the whole body."""
+    body = _limited(request.stream(), limit)
+    if content_type != FORM_TYPE:
+        return b"".join([chunk async for chunk in body])
+    from starlette.formparsers import MultiPartException, MultiPartParser
+
+    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=16)
+    parser.spool_max_size = limit  # keep the file in memory: it is within the limit
+    try:
+        form = await parser.parse()
+    except MultiPartException as err:
+        raise _fail(400, f"the multipart form is malformed ({err}); send the image in a field named `{FORM_FIELD}`.")
+    try:
+        upload = form.get(FORM_FIELD)
+        if upload is None or isinstance(upload, str):
+            raise _fail(400, f"the form has no file field named `{FORM_FIELD}`; send the image as `{FORM_FIELD}`.")
+        return await upload.read()
+    finally:
+        await form.close()
+
+
+PREDICT_DOC = {
+    "requestBody": {
+        "required": True,
+        "description": f"An image: a multipart form with the file in the field `{FORM_FIELD}`, or the raw bytes.",
+        "content": {FORM_TYPE: {"schema": {"type": "object", "required": [FORM_FIELD],
+                                           "properties": {FORM_FIELD: {"type": "string", "format": "binary"}}}},
+                    **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES}},
+    },
+    "responses": {
+        "400": {"description": "not a readable image (corrupt, truncated, empty, not an image), too many pixels, or a bad form"},
+        "413": {"description": "the upload is larger than the limit"},
+        "415": {"description": "the Content-Type is not one of the accepted ones"},
+        "503": {"description": "the model is still loading, or the server is busy"},
+    },
+}
+
+
+def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = None, max_upload_bytes: int = 10 << 20,
+               max_concurrency: int = 2, max_queue: int = 64, max_batch: int = 256,
+               on_load_error: Callable[[str], None] | None = None) -> FastAPI:
+    """The app serving `recognizer`: an EmotionRecognizer, or a function that loads one.
+
+    The loading (and `model_info`, if a function) runs in a thread once the server has
+    started, so /healthz answers at once and /readyz turns 200 when the model is warm.
+    `on_load_error(message)` is called if loading fails (the server should then stop).
+    """
+    service = Service(recognizer, model_info, max_concurrency, max_queue, max_batch, on_load_error)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(service.start())
+        yield
+        loading.cancel()
+        await asyncio.gather(loading, return_exceptions=True)
+        await service.stop()
+
+    app = FastAPI(title="ferlab", version=_version(), lifespan=lifespan,
+                  description="Facial emotion recognition: faces, boxes and the probabilities of FER2013's 7 emotions.")
+    app.state.service = service
+
+    def limits() -> dict:
+        max_pixels = service.recognizer.max_pixels if service.recognizer is not None else None
+        return {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "content_types": [FORM_TYPE, *IMAGE_TYPES],
+                "max_concurrency": max_concurrency, "max_queue": max_queue}
+
+    def require_ready() -> None:
+        if not service.ready:
+            detail = f"the model failed to load: {service.load_error}" if service.load_error else \
+                "the model is still loading; retry when /readyz answers 200."
+            raise HTTPException(503, detail, headers={"Retry-After": "2"})
+
+    @app.post("/v1/predict", summary="Faces and their emotions in an image", openapi_extra=PREDICT_DOC)
+    async def predict(request: Request) -> dict:
+        """JSON: `faces` (largest first; each `Face.to_dict()`: box, confidence, emotion, probabilities),
+        the image's `width` and `height`, the `model` and `timing_ms`. No face: an empty list."""
+        started = time.perf_counter()
+        require_ready()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != FORM_TYPE and content_type not in IMAGE_TYPES:
+            raise _fail(415, f"unsupported Content-Type {content_type or '(none)'!r}; send an image "
+                             f"({', '.join(IMAGE_TYPES)}) or a {FORM_TYPE} form with the field `{FORM_FIELD}`.")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_upload_bytes:
+            raise _fail(413, f"the upload ({int(declared):,} bytes) is larger than the limit of {max_upload_bytes:,} bytes; "
+                             "send a smaller image.")
+        service.admission.enter()
+        try:
+            data = await _image_bytes(request, content_type, max_upload_bytes)
+            read = time.perf_counter()
+            try:
+                detections, crops, (height, width) = await service.croppers.run(data)
+            except FerlabError as err:
+                raise _fail(400, str(err)) from None
+            detected = time.perf_counter()
+            probabilities = await service.batcher.classify(crops) if len(crops) else np.zeros((0, len(EMOTIONS)), np.float32)
+            classified = time.perf_counter()
+        finally:
+            service.admission.leave()
+        from ferlab.predict import assemble
+
+        faces = assemble([detections], probabilities)[0]
+        return {"faces": [face.to_dict() for face in faces], "width": width, "height": height,
+                "model": {"name": service.info.get("name"), "version": service.info.get("version")},
+                "timing_ms": {"read": _ms(started, read), "detect": _ms(read, detected),
+                              "classify": _ms(detected, classified), "total": _ms(started, time.perf_counter())}}
+
+    @app.get("/v1/model", summary="The model served")
+    async def model() -> dict:
+        require_ready()
+        return {**service.info, "limits": limits()}
+
+    @app.get("/healthz", summary="Liveness: 200 while the process answers")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: 200 once the model is loaded and warm, 503 before")
+    async def readyz():
+        if service.ready:
+            return {"status": "ready"}
+        if service.load_error:
+            return JSONResponse({"status": "failed", "detail": service.load_error}, status_code=503)
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _ms(start: float, end: float) -> float:
+    return round((end - start) * 1000, 1)
+
+
+def _version() -> str:
+    from ferlab import __version__
+
+    return __version__

@@ -1,0 +1,85 @@
+"""Which model `ferlab serve` serves by default, and what GET /v1/model says about it."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+from ferlab.errors import FerlabError
+from ferlab.params import Package, Paths
+
+PRODUCTION_URI = f"models:/{Package().registered_model}@production"
+
+
+def _registry_has(uri: str) -> bool:
+    """Whether the MLflow registry (the project's mlflow.db, or MLFLOW_TRACKING_URI) has this alias."""
+    from ferlab import registry, tracking
+
+    tracking_uri = tracking.tracking_uri()
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        return False
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    name, _, alias = uri.removeprefix("models:/").partition("@")
+    try:
+        return registry.by_alias(name, alias) is not None
+    except FerlabError:  # no such registered model, or the server is unreachable
+        return False
+
+
+def default_source(env=os.environ) -> str:
+    """$FERLAB_MODEL, else the registry's production model, else models/bundle, else models/model.h5."""
+    if env.get("FERLAB_MODEL"):
+        return env["FERLAB_MODEL"]
+    if _registry_has(PRODUCTION_URI):
+        return PRODUCTION_URI
+    paths = Paths()
+    if (Path(paths.bundle) / "model.h5").is_file():
+        return paths.bundle
+    if Path(paths.model).is_file():
+        return paths.model
+    raise FerlabError(f"no model to serve: the registry has no {PRODUCTION_URI} and there is no {paths.bundle} "
+                      f"or {paths.model}; run `dvc repro` (and `ferlab models promote`), or pass --model (a .h5 file, "
+                      "a bundle folder or models:/<name>@<alias>).")
+
+
+def _test_metrics(metrics_file: Path) -> dict | None:
+    try:
+        test = json.loads(metrics_file.read_text())["test"]
+        return {"accuracy": float(test["accuracy"]), "macro_f1": float(test["macro_f1"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _card_name(card: Path) -> str | None:
+    try:
+        found = re.match(r"#\s*Model card:\s*(\S+)", card.read_text().splitlines()[0])
+    except (OSError, IndexError):
+        return None
+    return found.group(1) if found else None
+
+
+def describe(source: str, detector: str) -> dict:
+    """name, version, alias, source, detector and the PrivateTest metrics (null where unknown)."""
+    info = {"name": None, "version": None, "alias": None, "source": source, "detector": detector, "test_metrics": None}
+    if source.startswith("models:/"):
+        from ferlab import registry
+
+        name, _, alias = source.removeprefix("models:/").partition("@")
+        info.update(name=name, alias=alias)
+        version = registry.by_alias(name, alias)
+        if version is not None:
+            accuracy, macro_f1 = version.metric("test_accuracy"), version.metric("test_macro_f1")
+            info["version"] = version.version
+            if accuracy is not None and macro_f1 is not None:
+                info["test_metrics"] = {"accuracy": accuracy, "macro_f1": macro_f1}
+        return info
+    path = Path(source)
+    folder = path if path.is_dir() else path.parent
+    info["name"] = _card_name(folder / "MODEL_CARD.md") or path.name
+    if (folder / "metrics.json").is_file():  # a bundle, or a .h5 inside one
+        info["test_metrics"] = _test_metrics(folder / "metrics.json")
+    elif path.resolve() == Path(Paths().model).resolve():  # the pipeline's model: its evaluate stage's numbers
+        info["test_metrics"] = _test_metrics(Path(Paths().metrics))
+    return info

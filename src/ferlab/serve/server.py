@@ -1,0 +1,54 @@
+"""Run the app under uvicorn: bind at once, load the model in the background, exit 1 if it fails."""
+
+import socket
+import sys
+from pathlib import Path
+
+from ferlab.errors import FerlabError
+
+
+def check_source(source: str) -> None:
+    """A missing file or folder is reported before the server starts (registry URIs are checked when loading)."""
+    from ferlab.predict import _missing_model
+
+    if not source.startswith("models:/") and not Path(source).exists():
+        raise _missing_model(source)
+
+
+def check_port(host: str, port: int) -> None:
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except (OSError, OverflowError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise FerlabError(f"cannot listen on {host}:{port} ({reason}); choose another --port or --host.") from None
+
+
+def serve(source: str, *, host: str = "127.0.0.1", port: int = 8000, detector: str = "haar", align: bool | None = None,
+          max_pixels: int | None = None, max_upload_mb: float = 10, max_concurrency: int = 2, max_queue: int = 64,
+          access_log: bool = True) -> None:
+    import uvicorn
+
+    from ferlab.predict import DEFAULT_MAX_PIXELS, EmotionRecognizer
+    from ferlab.serve.app import create_app
+    from ferlab.serve.model_info import describe
+
+    if max_upload_mb <= 0 or max_queue < 0:
+        raise FerlabError("--max-upload-mb must be above 0 and --max-queue 0 or more.")
+    check_source(source)
+    check_port(host, port)
+    print(f"serving {source} on http://{host}:{port}/ (the page at /, the API docs at /docs)", file=sys.stderr, flush=True)
+    server: uvicorn.Server | None = None
+
+    def stop(_message: str) -> None:
+        server.should_exit = True
+
+    app = create_app(
+        lambda: EmotionRecognizer.load(source, detector=detector, align=align, max_pixels=max_pixels or DEFAULT_MAX_PIXELS),
+        model_info=lambda: describe(source, detector), max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_concurrency=max_concurrency, max_queue=max_queue, on_load_error=stop)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info"))
+    server.run()
+    error = app.state.service.load_error
+    if error:
+        raise FerlabError(error)

@@ -1,0 +1,277 @@
+// The ferlab page: webcam frames or a chosen image -> POST /v1/predict -> boxes, labels, bars.
+// Plain JavaScript, no build step. One request in flight at a time, at most one frame every FRAME_MS.
+"use strict";
+
+const FRAME_MS = 200;        // the steady rate: at most 5 frames a second
+const JPEG_QUALITY = 0.85;
+const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+
+const $ = (id) => document.getElementById(id);
+const stage = $("stage"), video = $("video"), still = $("still"), overlay = $("overlay");
+const frame = document.createElement("canvas");  // where camera frames are encoded to JPEG
+let stream = null, timer = null, limits = null, stillUrl = null;
+let generation = 0;  // bumped when the source changes: late answers for the old one are dropped
+
+function setStatus(text, kind = "") {
+  $("status").textContent = text;
+  $("status").className = kind;
+}
+
+// ---- the model ---------------------------------------------------------------------------
+
+async function showModel() {
+  for (;;) {
+    try {
+      const response = await fetch("/v1/model");
+      if (response.ok) {
+        const info = await response.json();
+        limits = info.limits;
+        const parts = [`Model: ${info.name || info.source}`];
+        if (info.version) parts.push(`version ${info.version}${info.alias ? ` (${info.alias})` : ""}`);
+        if (info.test_metrics) {
+          parts.push(`test accuracy ${(100 * info.test_metrics.accuracy).toFixed(1)}%, ` +
+                     `macro-F1 ${info.test_metrics.macro_f1.toFixed(3)}`);
+        }
+        parts.push(`detector ${info.detector}`);
+        $("model").textContent = parts.join(" · ");
+        return;
+      }
+      if (response.status !== 503) throw new Error(`HTTP ${response.status}`);
+      $("model").textContent = "The model is loading…";
+    } catch (err) {
+      $("model").textContent = `The server does not answer (${err.message}).`;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+// ---- one request -------------------------------------------------------------------------
+
+async function analyse(body, contentType) {
+  const mine = generation;
+  const headers = contentType ? { "Content-Type": contentType } : {};  // a FormData sets its own
+  const started = performance.now();
+  let response;
+  try {
+    response = await fetch("/v1/predict", { method: "POST", headers, body });
+  } catch (err) {
+    if (mine !== generation) return null;
+    setStatus(`The server does not answer (${err.message}).`, "error");
+    return null;
+  }
+  let data;
+  try {
+    data = await response.json();
+  } catch {
+    data = { detail: response.statusText };
+  }
+  const rtt = performance.now() - started;
+  if (mine !== generation) return null;
+  $("rtt").textContent = `${Math.round(rtt)} ms`;
+  if (!response.ok) {
+    clearResult();
+    const kind = response.status === 503 ? "warn" : "error";
+    setStatus(response.status === 503 ? `Waiting for the server: ${data.detail}`
+                                      : `The server refused the image (HTTP ${response.status}): ${data.detail}`, kind);
+    return null;
+  }
+  $("server-time").textContent = `(server ${Math.round(data.timing_ms.total)} ms)`;
+  render(data);
+  return data;
+}
+
+// ---- drawing -----------------------------------------------------------------------------
+
+function percent(p) {
+  return `${Math.round(100 * p)}%`;
+}
+
+function clearResult() {
+  overlay.getContext("2d").clearRect(0, 0, overlay.width, overlay.height);
+  stage.dataset.faces = "";
+  $("faces-list").replaceChildren();
+  $("bars").replaceChildren();
+}
+
+function render(data) {
+  const faces = data.faces;
+  $("last-result").textContent = JSON.stringify(data);
+  stage.dataset.faces = String(faces.length);
+
+  // The overlay has the image's own pixel size; CSS stretches it over the video or image.
+  if (overlay.width !== data.width || overlay.height !== data.height) {
+    overlay.width = data.width;
+    overlay.height = data.height;
+  }
+  const ctx = overlay.getContext("2d");
+  ctx.clearRect(0, 0, overlay.width, overlay.height);
+  const line = Math.max(2, Math.round(data.width / 240));
+  const fontSize = Math.max(14, Math.round(data.width / 32));
+  ctx.font = `bold ${fontSize}px system-ui, sans-serif`;
+  ctx.textBaseline = "bottom";
+  faces.forEach((face, i) => {
+    const { x, y, w, h } = face.box;
+    const color = i === 0 ? "#ffb000" : "#00c8ff";
+    ctx.lineWidth = line;
+    ctx.strokeStyle = color;
+    ctx.strokeRect(x, y, w, h);
+    const label = `${face.emotion} ${percent(face.probabilities[face.emotion])}`;
+    const width = ctx.measureText(label).width + 8;
+    const top = y - fontSize - 6 >= 0 ? y - fontSize - 6 : y + h;  // above the box, or below at the top edge
+    ctx.fillStyle = color;
+    ctx.fillRect(x - line / 2, top, width, fontSize + 6);
+    ctx.fillStyle = "#000";
+    ctx.fillText(label, x + 4, top + fontSize + 3);
+  });
+
+  $("faces-list").replaceChildren(...faces.map((face, i) => {
+    const item = document.createElement("li");
+    item.dataset.emotion = face.emotion;
+    item.textContent = `${face.emotion} ${percent(face.probabilities[face.emotion])}` +
+                       ` at (${face.box.x}, ${face.box.y}), ${face.box.w}×${face.box.h} px${i === 0 ? " (largest)" : ""}`;
+    return item;
+  }));
+  drawBars(faces[0]);
+
+  const where = stage.dataset.source === "camera" ? "Face the camera, with light on your face." : "Try another image.";
+  if (faces.length === 0) setStatus(`No face found. ${where}`, "warn");
+  else setStatus(`${faces.length} face${faces.length > 1 ? "s" : ""} found.`);
+}
+
+function drawBars(face) {
+  if (!face) {
+    $("bars").replaceChildren();
+    return;
+  }
+  $("bars").replaceChildren(...EMOTIONS.map((emotion) => {
+    const p = face.probabilities[emotion];
+    const row = document.createElement("div");
+    row.className = emotion === face.emotion ? "bar top" : "bar";
+    row.dataset.emotion = emotion;
+    row.dataset.probability = p.toFixed(4);
+    const name = document.createElement("span");
+    name.textContent = emotion;
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.display = "block";
+    fill.style.width = `${(100 * p).toFixed(1)}%`;
+    track.append(fill);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = percent(p);
+    row.append(name, track, value);
+    return row;
+  }));
+}
+
+// ---- the camera --------------------------------------------------------------------------
+
+function cameraProblem(err) {
+  switch (err && err.name) {
+    case "NotAllowedError":
+    case "SecurityError":
+      return "The camera is not allowed. Allow it in the browser's site settings and press \"Use the camera\", or choose an image.";
+    case "NotFoundError":
+    case "OverconstrainedError":
+      return "No camera is available. Choose an image instead.";
+    case "NotReadableError":
+      return "The camera is in use by another application, or cannot be read. Close it there, or choose an image.";
+    default:
+      return `The camera could not start (${(err && (err.name || err.message)) || "unknown error"}). Choose an image instead.`;
+  }
+}
+
+async function startCamera() {
+  stopCamera();
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus("No camera is available here: browsers give the camera to https:// or localhost pages only. Choose an image instead.", "error");
+    return;
+  }
+  setStatus("Asking for the camera…", "warn");
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: 640 }, height: { ideal: 480 } }, audio: false });
+  } catch (err) {
+    stream = null;
+    setStatus(cameraProblem(err), "error");
+    return;
+  }
+  video.srcObject = stream;
+  try {
+    await video.play();
+  } catch (err) {
+    stopCamera();
+    setStatus(cameraProblem(err), "error");
+    return;
+  }
+  showMedia("camera");
+  clearResult();
+  $("camera-stop").disabled = false;
+  setStatus("Camera on; looking for faces…");
+  nextFrame();
+}
+
+function stopCamera() {
+  generation += 1;
+  clearTimeout(timer);
+  timer = null;
+  if (stream) stream.getTracks().forEach((track) => track.stop());
+  stream = null;
+  video.srcObject = null;
+  $("camera-stop").disabled = true;
+}
+
+async function nextFrame() {
+  const current = stream;
+  if (!current) return;
+  const started = performance.now();
+  if (video.videoWidth > 0) {
+    frame.width = video.videoWidth;
+    frame.height = video.videoHeight;
+    frame.getContext("2d").drawImage(video, 0, 0);
+    const blob = await new Promise((resolve) => frame.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
+    if (blob && stream === current) await analyse(blob, "image/jpeg");
+  }
+  if (stream === current) timer = setTimeout(nextFrame, Math.max(0, FRAME_MS - (performance.now() - started)));
+}
+
+// ---- a still image -----------------------------------------------------------------------
+
+function showMedia(source) {
+  stage.dataset.source = source;
+  video.hidden = source !== "camera";
+  still.hidden = source !== "file";
+}
+
+async function analyseFile(file) {
+  stopCamera();  // also drops any answer still coming for the camera
+  clearResult();
+  if (limits && file.size > limits.max_upload_bytes) {
+    setStatus(`${file.name} is ${(file.size / 1048576).toFixed(1)} MB, above the server's limit of ` +
+              `${(limits.max_upload_bytes / 1048576).toFixed(1)} MB. Choose a smaller image.`, "error");
+    return;
+  }
+  if (stillUrl) URL.revokeObjectURL(stillUrl);
+  stillUrl = URL.createObjectURL(file);
+  still.src = stillUrl;
+  showMedia("file");
+  setStatus(`Looking for faces in ${file.name}…`, "warn");
+  const form = new FormData();
+  form.append("file", file, file.name);
+  await analyse(form, null);
+}
+
+// ---- wiring ------------------------------------------------------------------------------
+
+$("camera-start").addEventListener("click", startCamera);
+$("camera-stop").addEventListener("click", () => {
+  stopCamera();
+  setStatus("Camera stopped.");
+});
+$("file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) analyseFile(file);
+});
+showModel();
+startCamera();

@@ -1,0 +1,259 @@
+"""`ferlab serve` over real HTTP: a real server process, a tiny real model, real images (good and bad)."""
+
+import json
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from ferlab.labels import EMOTIONS
+from ferlab.predict import DEFAULT_MAX_PIXELS, EmotionRecognizer
+from integration.conftest import free_port
+from integration.serving import (ASTRONAUT_FACE, astronaut_scene, multipart, overlap, post_image, request,
+                                 serve_command, server_env, start_server, stop_server)
+
+UPLOAD_MB = 1  # a small --max-upload-mb, so the limit is cheap to cross
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_path, tmp_path_factory):
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    server = start_server(tiny_model_path, log, "--max-upload-mb", UPLOAD_MB, "--max-concurrency", 2)
+    yield server
+    stop_server(server)
+    assert "Application shutdown complete" in server.log_tail()  # SIGTERM: a graceful shutdown
+
+
+@pytest.fixture(scope="module")
+def astronaut_jpeg() -> bytes:
+    return cv2.imencode(".jpg", astronaut_scene(), [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+
+
+def check_face(face: dict) -> None:
+    assert list(face) == ["box", "confidence", "emotion", "probabilities"]
+    assert list(face["probabilities"]) == list(EMOTIONS)
+    assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert face["emotion"] == max(face["probabilities"], key=face["probabilities"].get)
+    assert face["confidence"] is None  # haar gives none
+
+
+# ---- good images ------------------------------------------------------------------------------
+
+def test_a_face_comes_back_as_the_cli_and_library_describe_it(server, astronaut_jpeg, tiny_model_path):
+    status, answer = post_image(server, astronaut_jpeg)
+    assert status == 200, answer
+    assert (answer["width"], answer["height"]) == (640, 480)
+    assert len(answer["faces"]) == 1
+    face = answer["faces"][0]
+    check_face(face)
+    box = face["box"]
+    assert overlap((box["x"], box["y"], box["w"], box["h"]), ASTRONAUT_FACE) > 0.7
+    assert set(answer["timing_ms"]) == {"read", "detect", "classify", "total"}
+    assert answer["model"] == {"name": tiny_model_path.name, "version": None}
+    # the same model in this process gives the same face: Face.to_dict() is the schema
+    expected = EmotionRecognizer.load(tiny_model_path, detector="haar").predict(astronaut_jpeg)[0].to_dict()
+    assert face["box"] == expected["box"] and face["emotion"] == expected["emotion"]
+    assert face["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
+
+
+def test_multipart_upload_and_raw_bodies_of_each_format_agree(server, astronaut_jpeg):
+    reference = post_image(server, astronaut_jpeg)[1]["faces"]
+    body, headers = multipart(astronaut_jpeg, "astronaut.jpg", content_type="image/jpeg")
+    status, answer = request(server, "POST", "/v1/predict", body, headers)
+    assert status == 200, answer
+    assert answer["faces"] == reference
+    assert post_image(server, astronaut_jpeg, "application/octet-stream")[1]["faces"] == reference
+    scene = astronaut_scene()
+    for ext, content_type in [(".png", "image/png"), (".webp", "image/webp"), (".bmp", "image/bmp")]:
+        data = cv2.imencode(ext, scene, [cv2.IMWRITE_WEBP_QUALITY, 101] if ext == ".webp" else [])[1].tobytes()
+        status, answer = post_image(server, data, content_type)
+        assert status == 200, (content_type, answer)
+        assert len(answer["faces"]) == 1, content_type
+        check_face(answer["faces"][0])
+
+
+def test_a_real_fer_face_and_an_image_without_a_face(server, fer_faces):
+    from conftest import face_scene
+
+    found = 0
+    for face in fer_faces[0][:6]:
+        status, answer = post_image(server, cv2.imencode(".png", face_scene(face))[1].tobytes(), "image/png")
+        assert status == 200, answer
+        for f in answer["faces"]:
+            check_face(f)
+        found += len(answer["faces"]) == 1
+    assert found >= 3  # Haar finds most enlarged FER faces
+    wall = cv2.imencode(".jpg", np.full((480, 640, 3), 120, np.uint8))[1].tobytes()
+    status, answer = post_image(server, wall)
+    assert status == 200
+    assert answer["faces"] == [] and (answer["width"], answer["height"]) == (640, 480)
+
+
+# ---- bad input: a clear 4xx, never a 500 ----------------------------------------------------------
+
+def bad_inputs(jpeg: bytes):
+    """(what, body, headers, status, words the message must contain)."""
+    jpeg_type = {"Content-Type": "image/jpeg"}
+    rng = np.random.default_rng(0)
+    corrupt = jpeg[:2] + rng.integers(0, 256, 20_000, dtype=np.uint8).tobytes()
+    huge = cv2.imencode(".png", np.zeros((8000, 8000), np.uint8))[1].tobytes()  # 64 M pixels in ~60 KB
+    assert len(huge) < UPLOAD_MB << 20
+    too_big = np.random.default_rng(1).integers(0, 256, (UPLOAD_MB << 20) + 1000, dtype=np.uint8).tobytes()
+    text_form = multipart(b"this is not an image\n", "notes.jpg", content_type="image/jpeg")
+    no_file = multipart(jpeg, "a.jpg", field="image")
+    return [
+        ("corrupt JPEG", corrupt, jpeg_type, 400, "not a readable image"),
+        ("truncated JPEG", jpeg[: len(jpeg) // 3], jpeg_type, 400, "not a readable image"),
+        ("text file named .jpg", *text_form, 400, "not a readable image"),
+        ("zero bytes", b"", jpeg_type, 400, "empty"),
+        ("text/plain", b"hello", {"Content-Type": "text/plain"}, 415, "Content-Type"),
+        ("no Content-Type", jpeg, {}, 415, "Content-Type"),
+        ("form without `file`", *no_file, 400, "`file`"),
+        ("64 M pixels", huge, {"Content-Type": "image/png"}, 400, f"above the limit of {DEFAULT_MAX_PIXELS:,}"),
+        ("body over --max-upload-mb", too_big, jpeg_type, 413, "larger than the limit"),
+        ("form over --max-upload-mb", *multipart(too_big), 413, "larger than the limit"),
+        ("chunked body over the limit", [too_big[i:i + 65536] for i in range(0, len(too_big), 65536)],
+         jpeg_type, 413, "larger than the limit"),
+    ]
+
+
+def test_bad_inputs_get_the_right_status_and_one_clear_message(server, astronaut_jpeg):
+    for what, body, headers, expected, words in bad_inputs(astronaut_jpeg):
+        status, answer = request(server, "POST", "/v1/predict", body, headers)
+        assert status == expected, (what, status, answer)
+        assert isinstance(answer, dict) and words in answer["detail"], (what, answer)
+        assert "Traceback" not in answer["detail"] and "\n" not in answer["detail"], what
+    assert request(server, "GET", "/v1/predict")[0] == 405
+    assert request(server, "GET", "/healthz")[0] == 200  # still alive
+    assert "Traceback" not in server.log_tail()
+
+
+def test_a_huge_upload_is_cut_off_not_held_in_memory(server):
+    """64 MB sent without a Content-Length: the server stops reading at the limit."""
+    def peak_rss_kb() -> int:
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+
+    if not Path(f"/proc/{server.proc.pid}/status").exists():
+        pytest.skip("needs Linux /proc to read the server's memory")
+    before = peak_rss_kb()
+    chunk = bytes(1 << 20)
+    sent = []
+
+    def body():
+        for _ in range(64):
+            sent.append(len(chunk))
+            yield chunk
+
+    try:
+        status, answer = request(server, "POST", "/v1/predict", body(), {"Content-Type": "image/jpeg"})
+        assert status == 413, answer
+    except (ConnectionError, socket.timeout):
+        pass  # the server answered 413 and closed while we were still sending: also a refusal
+    assert peak_rss_kb() - before < 40_000  # far below the 64 MB sent
+    assert request(server, "GET", "/healthz")[0] == 200
+
+
+# ---- the other endpoints --------------------------------------------------------------------------
+
+def test_health_readiness_docs_and_model(server, tiny_model_path):
+    assert server.readyz_while_loading == 503  # the port answered before the model was loaded
+    assert server.predict_while_loading == 503
+    assert request(server, "GET", "/healthz") == (200, {"status": "ok"})
+    assert request(server, "GET", "/readyz") == (200, {"status": "ready"})
+    status, docs = request(server, "GET", "/docs")
+    assert status == 200 and "swagger" in docs.lower()
+    status, spec = request(server, "GET", "/openapi.json")
+    body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in body and "image/jpeg" in body
+    status, info = request(server, "GET", "/v1/model")
+    assert status == 200
+    assert info["source"] == str(tiny_model_path) and info["name"] == "model.h5"
+    assert info["version"] is None and info["alias"] is None
+    assert info["detector"] == "haar"
+    assert info["test_metrics"] is None  # a bare .h5 outside the project: no metrics to report
+    assert info["limits"]["max_upload_bytes"] == UPLOAD_MB << 20
+    assert info["limits"]["max_pixels"] == DEFAULT_MAX_PIXELS
+    assert info["limits"]["max_concurrency"] == 2
+
+
+def test_the_page_is_served_with_its_scripts(server):
+    status, page = request(server, "GET", "/")
+    assert status == 200 and 'id="overlay"' in page and "/static/app.js" in page
+    status, script = request(server, "GET", "/static/app.js")
+    assert status == 200 and "getUserMedia" in script and "/v1/predict" in script
+    assert request(server, "GET", "/static/../serve.py")[0] == 404  # no path escapes static/
+
+
+def test_sixteen_concurrent_requests_all_succeed(server, astronaut_jpeg):
+    reference = post_image(server, astronaut_jpeg)[1]["faces"][0]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: post_image(server, astronaut_jpeg), range(32)))
+    assert [status for status, _ in answers] == [200] * 32
+    for _, answer in answers:
+        assert len(answer["faces"]) == 1
+        face = answer["faces"][0]
+        assert face["box"] == reference["box"] and face["emotion"] == reference["emotion"]
+        assert face["probabilities"] == pytest.approx(reference["probabilities"], abs=1e-4)
+
+
+def test_a_model_file_with_metrics_beside_it_reports_them(tiny_model_path, tmp_path):
+    """A bundle folder: /v1/model names the model from its card and gives its test metrics."""
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
+    (bundle / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5, "macro_f1": 0.25, "weighted_f1": 0.4}}))
+    (bundle / "MODEL_CARD.md").write_text("# Model card: tiny-emotion\n\nA test model.\n")
+    server = start_server(bundle, tmp_path / "serve.log")
+    try:
+        status, info = request(server, "GET", "/v1/model")
+    finally:
+        stop_server(server)
+    assert status == 200
+    assert info["name"] == "tiny-emotion" and info["source"] == str(bundle)
+    assert info["test_metrics"] == {"accuracy": 0.5, "macro_f1": 0.25}
+
+
+# ---- the command's own errors: one line, exit status 1 -----------------------------------------
+
+def run_serve(cwd: Path, *args, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(serve_command(*args), capture_output=True, text=True, cwd=cwd, env=server_env(),
+                          timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, starts: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {starts}"), result.stderr
+    assert sum(line.startswith("error:") for line in result.stderr.splitlines()) == 1
+
+
+def test_a_missing_model_is_one_clear_line(tmp_path, tiny_model_path):
+    result = run_serve(tmp_path, "--model", tmp_path / "models" / "model.h5", "--port", free_port(), timeout=60)
+    assert_one_line_error(result, "no model at ")
+    assert "run `dvc repro` to train one" in result.stderr
+    # no --model, no registry, no models/ in the working directory
+    assert_one_line_error(run_serve(tmp_path, "--port", free_port(), timeout=120), "no model to serve")
+    # a registered model, but no registry: found out while loading, after the server started
+    result = run_serve(tmp_path, "--model", "models:/ferlab-emotion@production", "--port", free_port())
+    assert_one_line_error(result, "cannot resolve models:/ferlab-emotion@production")
+    # a port in use
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_serve(tmp_path, "--model", tiny_model_path, "--port", port, timeout=60)
+    assert_one_line_error(result, f"cannot listen on 127.0.0.1:{port}")
+
+
+def test_serve_help_lists_its_options():
+    result = subprocess.run([sys.executable, "-m", "ferlab.cli", "serve", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for option in ("--model", "--host", "--port", "--detector", "--max-pixels", "--max-upload-mb", "--max-concurrency"):
+        assert option in result.stdout
