@@ -202,7 +202,8 @@ def _recognizer(args):
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our errors say it in one line
 
-    return EmotionRecognizer.load(args.model, detector=args.detector, align=args.align, max_pixels=args.max_pixels)
+    return EmotionRecognizer.load(args.model, detector=args.detector, align=args.align, max_pixels=args.max_pixels,
+                                  runtime=args.runtime)
 
 
 def _positive(text: str) -> int:
@@ -214,18 +215,23 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from ferlab import __version__
-    from ferlab.predict import DEFAULT_MAX_PIXELS, DEFAULT_MODEL
+    from ferlab.detect import DEFAULT_DETECTOR, DETECTORS
+    from ferlab.predict import DEFAULT_MAX_PIXELS, RUNTIMES
 
     common = argparse.ArgumentParser(add_help=False)
     model = common.add_argument_group("model and detector")
-    model.add_argument("--model", default=os.environ.get("FERLAB_MODEL", DEFAULT_MODEL), metavar="SOURCE",
-                       help="a .h5 file, a bundle folder (models/bundle) or a registered model, e.g. "
-                            "models:/ferlab-emotion@production (default: $FERLAB_MODEL or %(default)s)")
-    model.add_argument("--detector", choices=("haar", "mtcnn"), default="haar",
-                       help="face detector: haar (OpenCV, fast, the paper's) or mtcnn (TensorFlow, eye landmarks) "
-                            "(default: %(default)s)")
+    model.add_argument("--model", default=os.environ.get("FERLAB_MODEL"), metavar="SOURCE",
+                       help="a bundle folder (models/bundle), a .h5 or .tflite file, or a registered model, e.g. "
+                            "models:/ferlab-emotion@production (default: $FERLAB_MODEL, else models/bundle when the "
+                            "package stage made it, else models/model.h5)")
+    model.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                       help="tflite: the bundle's model.tflite on LiteRT (starts fast, no TensorFlow); keras: the .h5 "
+                            "on TensorFlow; auto: tflite where the model has it (default: %(default)s)")
+    model.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                       help="face detector: blazeface (LiteRT, fastest, eye landmarks), haar (OpenCV, the paper's) "
+                            "or mtcnn (TensorFlow, eye landmarks, slowest) (default: %(default)s)")
     model.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
-                       help="rotate faces so the eyes are level (mtcnn only; default: as the model was trained)")
+                       help="rotate faces so the eyes are level (blazeface and mtcnn; default: as the model was trained)")
     model.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS, metavar="N",
                        help="refuse images larger than this many pixels (default: %(default)s)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -234,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ferlab", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Facial emotion recognition (FER2013's 7 emotions) in images, videos and live sources.",
         epilog="Run `ferlab COMMAND --help` for a command's options.\n"
-               "The model is models/model.h5 by default: train one with `dvc repro`.")
+               "The model is models/bundle (or models/model.h5) by default: make it with `dvc repro`.")
     parser.add_argument("--version", action="version", version=f"ferlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

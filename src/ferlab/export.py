@@ -3,7 +3,6 @@
 import contextlib
 import io
 import os
-import warnings
 
 import numpy as np
 
@@ -29,19 +28,9 @@ def to_tflite(model, path: str | os.PathLike, quantization: str = "float16") -> 
 
 
 def tflite_predict(path: str | os.PathLike, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Probabilities from the TFLite file for uint8 faces (N, 48, 48)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import tensorflow as tf
+    """Probabilities from the TFLite file for uint8 faces (N, 48, 48), on LiteRT as the inference tools run it."""
+    from ferlab.classifier import TFLiteClassifier
 
-        interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=os.cpu_count())
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    results = []
-    for start in range(0, len(faces), batch_size):
-        batch = normalize(faces[start:start + batch_size])
-        interpreter.resize_tensor_input(inp["index"], list(batch.shape))
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], batch)
-        interpreter.invoke()
-        results.append(interpreter.get_tensor(out["index"]).copy())
-    return np.concatenate(results) if results else np.zeros((0, 7))
+    if len(faces) == 0:
+        return np.zeros((0, 7), np.float32)
+    return TFLiteClassifier(path, batch_size=batch_size)(normalize(faces))

@@ -1,6 +1,6 @@
 """Faces -> emotions: `EmotionRecognizer`, image loading, and the JSON of a face.
 
-    recognizer = EmotionRecognizer.load("models/model.h5")   # or a bundle folder, or models:/<name>@<alias>
+    recognizer = EmotionRecognizer.load("models/bundle")     # or a .h5, a .tflite, or models:/<name>@<alias>
     for face in recognizer.predict("photo.jpg"):             # a path, encoded bytes or a NumPy array
         print(face.box, face.emotion, face.probabilities["happy"])
 
@@ -9,7 +9,7 @@ service share:
 
     {
       "box": {"x": 120, "y": 80, "w": 96, "h": 96},  # pixels of the input image, top-left origin
-      "confidence": 0.998,                             # the detector's (mtcnn); null for haar and face crops
+      "confidence": 0.998,                             # the detector's (blazeface, mtcnn); null for haar and face crops
       "emotion": "happy",                              # the most probable emotion
       "probabilities": {"angry": 0.01, "disgust": 0.0, "fear": 0.02, "happy": 0.9,
                         "sad": 0.02, "surprise": 0.01, "neutral": 0.04}  # all 7, in ferlab.labels.EMOTIONS order
@@ -32,7 +32,7 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from ferlab.detect import DETECTORS, WHOLE_IMAGE, WITH_LANDMARKS, CropContract, Detection, crop_face, get_detector
+from ferlab.detect import DEFAULT_DETECTOR, DETECTORS, WHOLE_IMAGE, WITH_LANDMARKS, CropContract, Detection, crop_face, get_detector
 from ferlab.errors import FerlabError
 from ferlab.image import IMAGE_SIZE, normalize
 from ferlab.labels import EMOTIONS
@@ -42,6 +42,7 @@ DEFAULT_MODEL = Paths().model
 DEFAULT_MAX_PIXELS = 50_000_000  # a 48-megapixel phone photo passes; 20000x20000 does not
 # A bundle folder (models/bundle, made by the package stage) holds these; only the model is required.
 BUNDLE_MODEL = "model.h5"
+BUNDLE_TFLITE = "model.tflite"  # the same model for LiteRT: no TensorFlow import
 BUNDLE_CONTRACT = "preprocessing.json"  # {"face_margin": 0.1, "align": false, ...}: the crop contract
 BUNDLE_LABELS = "labels.json"  # {"emotions": [{"id": 0, "name": "angry"}, ...]}: must be ferlab's
 COLORS = ("bgr", "rgb")
@@ -198,62 +199,87 @@ def _load_registered(uri: str):
     return Path(registry.local_model_file(name, alias))
 
 
-def load_model(source: str | os.PathLike = DEFAULT_MODEL):
-    """(Keras model, CropContract) from a .h5 file, a bundle folder or models:/<name>@<alias>."""
+RUNTIMES = ("auto", "tflite", "keras")
+
+
+def default_model() -> str:
+    """The bundle folder when the package stage made one (its TFLite model loads without
+    TensorFlow), else the trained .h5."""
+    bundle = Path(Paths().bundle)
+    return str(bundle) if (bundle / BUNDLE_MODEL).is_file() else DEFAULT_MODEL
+
+
+def load_model(source: str | os.PathLike = DEFAULT_MODEL, runtime: str = "auto"):
+    """(classifier, CropContract) from a .h5 file, a .tflite file, a bundle folder or models:/<name>@<alias>.
+
+    runtime: "tflite" runs the bundle's model.tflite on LiteRT, "keras" the .h5 on TensorFlow;
+    "auto" takes the TFLite model where the source has one.
+    """
+    from ferlab.classifier import KerasClassifier, TFLiteClassifier
     from ferlab.model_io import load_h5
 
+    if runtime not in RUNTIMES:
+        raise FerlabError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
     text = os.fspath(source)
     if text.startswith("models:/"):
         h5 = _load_registered(text)
-        return load_h5(h5), _bundle_contract(h5.parent)
-    path = Path(text)
-    if path.is_dir():
-        if not (path / BUNDLE_MODEL).is_file():
-            raise FerlabError(f"{path} holds no {BUNDLE_MODEL}; pass a bundle folder made by `dvc repro` (models/bundle) "
-                              "or a .h5 file.")
-        contract = _bundle_contract(path)
-        return load_h5(path / BUNDLE_MODEL), contract
-    if not path.is_file():
-        raise _missing_model(path)
-    return load_h5(path), CropContract()
+        folder = h5.parent
+    else:
+        path = Path(text)
+        if path.is_dir():
+            if not (path / BUNDLE_MODEL).is_file():
+                raise FerlabError(f"{path} holds no {BUNDLE_MODEL}; pass a bundle folder made by `dvc repro` (models/bundle) "
+                                  "or a .h5 file.")
+            h5, folder = path / BUNDLE_MODEL, path
+        elif not path.is_file():
+            raise _missing_model(path)
+        elif path.suffix.lower() == ".tflite":
+            if runtime == "keras":
+                raise FerlabError(f"{path} is a TFLite model; the keras runtime needs a .h5 file or a bundle folder.")
+            return TFLiteClassifier(path), CropContract()
+        else:
+            h5, folder = path, None
+    contract = _bundle_contract(folder) if folder is not None else CropContract()
+    tflite = folder / BUNDLE_TFLITE if folder is not None else None
+    if runtime == "tflite" and not (tflite and tflite.is_file()):
+        raise FerlabError(f"{text} has no {BUNDLE_TFLITE}; pass a bundle folder made by `dvc repro` (models/bundle), "
+                          "or use --runtime keras.")
+    if runtime != "keras" and tflite is not None and tflite.is_file():
+        return TFLiteClassifier(tflite), contract
+    return KerasClassifier(load_h5(h5)), contract
 
 
 # ---- the recognizer -------------------------------------------------------------------------
 
-def _compiled(model):
-    """The model as one traced graph for any batch size: a call costs ~3 ms instead of
-    Keras predict's ~90 ms of per-call overhead (measured on a 2-core CPU, one face)."""
-    import tensorflow as tf
-
-    spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 1], tf.float32)
-    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
-
-
 class EmotionRecognizer:
-    """Detect faces, crop them by the model's contract, classify them in batches."""
+    """Detect faces, crop them by the model's contract, classify them in batches.
 
-    def __init__(self, model, detector: str = "haar", contract: CropContract = CropContract(),
-                 max_pixels: int = DEFAULT_MAX_PIXELS, batch_size: int = 1024):
-        self.model = model
-        self._infer = _compiled(model)
-        self.detector_name = detector
-        self.contract = contract
-        self.max_pixels = max_pixels
-        self.batch_size = batch_size
-        self._detector = None
+    model: a classifier from ferlab.classifier, or a Keras model (run as a traced graph).
+    """
+
+    def __init__(self, model, detector: str = DEFAULT_DETECTOR, contract: CropContract = CropContract(),
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
+        from ferlab.classifier import as_classifier
+
         if detector not in DETECTORS:
             raise FerlabError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
         if contract.align and detector not in WITH_LANDMARKS:
             raise FerlabError(f"aligning faces needs eye landmarks, which the {detector} detector does not give; "
-                              "use --detector mtcnn, or turn alignment off.")
+                              f"use --detector {' or '.join(WITH_LANDMARKS)}, or turn alignment off.")
+        self.classifier = as_classifier(model)
+        self.detector_name = detector
+        self.contract = contract
+        self.max_pixels = max_pixels
+        self._detector = None
 
     @classmethod
-    def load(cls, source: str | os.PathLike = DEFAULT_MODEL, detector: str = "haar", align: bool | None = None,
-             max_pixels: int = DEFAULT_MAX_PIXELS) -> "EmotionRecognizer":
-        model, contract = load_model(source)
+    def load(cls, source: str | os.PathLike | None = None, detector: str = DEFAULT_DETECTOR, align: bool | None = None,
+             max_pixels: int = DEFAULT_MAX_PIXELS, runtime: str = "auto") -> "EmotionRecognizer":
+        """source: as load_model takes it; None: the bundle if there is one, else models/model.h5."""
+        classifier, contract = load_model(default_model() if source is None else source, runtime)
         if align is not None:
             contract = CropContract(contract.margin, align)
-        return cls(model, detector, contract, max_pixels)
+        return cls(classifier, detector, contract, max_pixels)
 
     @property
     def detector(self):
@@ -279,9 +305,7 @@ class EmotionRecognizer:
         """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities, EMOTIONS order."""
         if len(faces) == 0:
             return np.zeros((0, len(EMOTIONS)), np.float32)
-        x = normalize(faces)
-        parts = [self._infer(x[i:i + self.batch_size]).numpy() for i in range(0, len(x), self.batch_size)]
-        return np.concatenate(parts).astype(np.float32)
+        return self.classifier(normalize(faces))
 
     def predict(self, image: ImageInput, face_crop: bool = False, color: str = "bgr") -> list[Face]:
         """The faces of one image, largest first."""

@@ -51,7 +51,13 @@ def photos(tmp_path, detectable, fer_faces) -> Path:
 
 
 def ferlab(capsys, *args) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in args])
+    """Run the CLI in this process. The scenes hold faces that Haar finds (see `detectable`),
+    so detect/video/webcam run on Haar unless a test names a detector; the default detector
+    is tested on real photos below and in tests/unit/test_runtimes.py."""
+    args = [str(a) for a in args]
+    if args and args[0] in ("detect", "video", "webcam") and "--detector" not in args:
+        args += ["--detector", "haar"]
+    code = cli.main(args)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -81,6 +87,27 @@ def test_missing_model_is_one_clear_line(tmp_path, photos):
 
 
 # ---- detect ---------------------------------------------------------------------------------
+
+def test_detect_a_photo_with_the_default_detector_and_a_bundle(capsys, tmp_path, tiny_model_path):
+    """What `ferlab detect photo.jpg` does after `dvc repro`: BlazeFace, and the bundle's TFLite model."""
+    from ferlab.export import to_tflite
+    from ferlab.model_io import load_h5
+
+    skimage_data = pytest.importorskip("skimage.data", reason="needs scikit-image for its astronaut photo")
+    bundle = tmp_path / "models" / "bundle"
+    bundle.mkdir(parents=True)
+    (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
+    to_tflite(load_h5(tiny_model_path), bundle / "model.tflite")
+    cv2.imwrite(str(tmp_path / "astronaut.jpg"), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
+    result = subprocess.run([sys.executable, "-m", "ferlab.cli", "detect", "astronaut.jpg", "--json"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr
+    ((photo,),) = [json.loads(result.stdout)]
+    (face,) = photo["faces"]
+    assert 0.5 < face["confidence"] <= 1  # blazeface gives one; haar would not
+    assert 150 < face["box"]["x"] + face["box"]["w"] / 2 < 300 and 50 < face["box"]["y"] + face["box"]["h"] / 2 < 200
+    assert "XNNPACK" not in result.stderr  # LiteRT's banner stays out of the output
+
 
 def test_detect_folder_reports_bad_files_and_processes_the_rest(capsys, photos, tiny_model_path):
     code, out, err = ferlab(capsys, "detect", photos, "--json", "--model", tiny_model_path)

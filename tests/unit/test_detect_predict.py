@@ -37,7 +37,8 @@ def haar_faces(fer_faces):
 
 @pytest.fixture(scope="session")
 def recognizer(tiny_model_path):
-    return EmotionRecognizer.load(tiny_model_path)
+    """On Haar, which finds `haar_faces` by construction (the default detector is blazeface)."""
+    return EmotionRecognizer.load(tiny_model_path, detector="haar")
 
 
 # ---- bad input ------------------------------------------------------------------------------
@@ -219,9 +220,9 @@ def test_alignment_levels_the_eyes():
 
 
 def test_unknown_detector_and_alignment_without_landmarks(tiny_model_path):
-    with pytest.raises(FerlabError, match="unknown face detector 'yolo'; choose one of haar, mtcnn"):
+    with pytest.raises(FerlabError, match="unknown face detector 'yolo'; choose one of blazeface, haar, mtcnn"):
         detect.get_detector("yolo")
-    with pytest.raises(FerlabError, match="aligning faces needs eye landmarks.*--detector mtcnn"):
+    with pytest.raises(FerlabError, match="aligning faces needs eye landmarks.*--detector blazeface or mtcnn"):
         EmotionRecognizer.load(tiny_model_path, detector="haar", align=True)
 
 
@@ -246,7 +247,7 @@ def test_mtcnn_finds_the_face_with_eyes(haar_faces):
 
 def test_recognizer_with_mtcnn_and_alignment(recognizer, haar_faces):
     pytest.importorskip("mtcnn")
-    aligned = EmotionRecognizer(recognizer.model, "mtcnn", CropContract(align=True))
+    aligned = EmotionRecognizer(recognizer.classifier, "mtcnn", CropContract(align=True))
     image = scene(haar_faces[0])
     (face,) = aligned.predict(image)
     assert 0.9 <= face.to_dict()["confidence"] <= 1.0
@@ -272,7 +273,7 @@ def test_face_json_schema(recognizer, haar_faces):
 
 def test_face_crop_mode_classifies_the_image_as_the_model_sees_it(recognizer, fer_faces):
     faces = fer_faces[0][:5]
-    expected = np.asarray(recognizer.model.predict_on_batch(normalize(faces)))
+    expected = np.asarray(recognizer.classifier.model.predict_on_batch(normalize(faces)))
     for face, want in zip(faces, expected):
         (got,) = recognizer.predict(face, face_crop=True)
         assert got.box == (0, 0, 48, 48) and got.confidence is None
@@ -286,14 +287,13 @@ def test_crops_follow_the_contract(recognizer, haar_faces):
 
 
 def test_batch_classifies_all_faces_in_one_model_call(recognizer, haar_faces):
-    batch = EmotionRecognizer(recognizer.model, "haar")
-    calls, infer = [], batch._infer
+    calls, classifier = [], recognizer.classifier
 
     def counting(x):
         calls.append(tuple(x.shape))
-        return infer(x)
+        return classifier(x)
 
-    batch._infer = counting
+    batch = EmotionRecognizer(counting, "haar")
     images = [scene(haar_faces[0]), np.full((100, 100, 3), 90, np.uint8), scene(haar_faces[1], at=(40, 40))]
     results = batch.predict_batch(images)
     assert calls == [(2, 48, 48, 1)]
@@ -341,8 +341,9 @@ def test_bundle_folder_carries_the_contract(tmp_path, tiny_model_path):
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
-    model, contract = load_model(bundle)
-    assert contract == CropContract() and model.output_shape == (None, 7)
+    classifier, contract = load_model(bundle)
+    assert contract == CropContract() and classifier.runtime == "keras"  # a bundle without model.tflite
+    assert classifier(normalize(np.zeros((2, 48, 48), np.uint8))).shape == (2, 7)
     (bundle / "preprocessing.json").write_text(json.dumps(image.contract() | {"face_margin": 0.25, "align": True}))
     (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]}))
     assert load_model(bundle)[1] == CropContract(margin=0.25, align=True)
