@@ -1,11 +1,13 @@
-"""Inference speed: classifier throughput, end-to-end latency per 640x480 frame, cold start of `ferlab detect`.
+"""Inference speed: classifier throughput, end-to-end latency per 640x480 frame (1, 5 and 20
+faces), and the cold start of `ferlab detect`.
 
-Run by hand from the project root on an otherwise idle machine (never in CI):
-    python benchmarks/inference.py [--model models/model.h5] [--detectors haar mtcnn] [--repeats 30]
-Prints the figures and writes them to reports/benchmarks/inference.json. Without a trained
-model it times an untrained ferlab_cnn: the speed of a forward pass does not depend on
-the weights. The frame is scikit-image's astronaut photo (one face) scaled to 640x480,
-or, without scikit-image, a FER2013-sized grey face enlarged into such a frame.
+Run by hand from the project root on an otherwise idle machine (never in CI), after `dvc repro`:
+    python benchmarks/inference.py [--model models/bundle] [--detectors blazeface haar mtcnn] [--rounds 5]
+Every figure is the median of --rounds rounds (each round itself a median of many calls),
+with the lowest and highest round as its spread. The classifier is timed on both runtimes
+where the model has both (the bundle's model.tflite on LiteRT, model.h5 on TensorFlow).
+Frames: scikit-image's astronaut photo scaled to 640x480 (one face), and her face tiled
+5 and 20 times into 640x480 frames. Writes reports/benchmarks/inference.json.
 """
 
 import argparse
@@ -24,109 +26,125 @@ import cv2
 import numpy as np
 
 from ferlab.fileio import write_json
-from ferlab.detect import CropContract
-from ferlab.predict import DEFAULT_MODEL, EmotionRecognizer, load_model
+from ferlab.predict import EmotionRecognizer, default_model, load_model
 
 OUT = Path("reports/benchmarks/inference.json")
 
 
-def median_seconds(fn, repeats: int, warmup: int = 3) -> float:
+def timed(fn, rounds: int, calls: int, warmup: int = 3) -> dict:
+    """Median seconds per call over `rounds` rounds (each the median of `calls` calls), with the spread."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    per_round = []
+    for _ in range(rounds):
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        per_round.append(statistics.median(times))
+    return {"median_s": statistics.median(per_round), "min_s": min(per_round), "max_s": max(per_round)}
 
 
-def test_frame() -> np.ndarray:
-    try:
-        from skimage.data import astronaut
+def ms(t: dict) -> dict:
+    return {"median_ms": round(t["median_s"] * 1000, 2), "spread_ms": [round(t["min_s"] * 1000, 2), round(t["max_s"] * 1000, 2)]}
 
-        return cv2.resize(astronaut()[..., ::-1], (640, 480), interpolation=cv2.INTER_AREA)
-    except ImportError:
-        rng = np.random.default_rng(0)
-        face = cv2.GaussianBlur(rng.integers(0, 256, (48, 48), dtype=np.uint8), (5, 5), 0)
-        frame = cv2.copyMakeBorder(cv2.resize(face, (200, 200)), 140, 140, 220, 220, cv2.BORDER_REPLICATE)
-        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+
+def astronaut_frame() -> np.ndarray:
+    from skimage.data import astronaut
+
+    return cv2.resize(astronaut()[..., ::-1], (640, 480), interpolation=cv2.INTER_AREA)
+
+
+def tiled_frame(frame: np.ndarray, count: int) -> np.ndarray:
+    """`count` copies of the astronaut's head on a grey 640x480 frame, in a grid."""
+    head = frame[25:195, 195:365]  # her face, with a little hair around it
+    cols = int(np.ceil(np.sqrt(count * 4 / 3)))
+    rows = int(np.ceil(count / cols))
+    side = min(640 // cols, 480 // rows)
+    tile = cv2.resize(head, (side, side), interpolation=cv2.INTER_AREA)
+    out = np.full((480, 640, 3), 110, np.uint8)
+    for i in range(count):
+        r, c = divmod(i, cols)
+        out[r * side:(r + 1) * side, c * side:(c + 1) * side] = tile
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--detectors", nargs="+", default=["haar", "mtcnn"])
-    parser.add_argument("--batches", nargs="+", type=int, default=[1, 32, 256, 1024])
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--model", default=None, help="default: models/bundle if present, else models/model.h5")
+    parser.add_argument("--detectors", nargs="+", default=["blazeface", "haar", "mtcnn"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64, 256, 1024])
+    parser.add_argument("--faces", nargs="+", type=int, default=[1, 5, 20])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--cold-runs", type=int, default=5)
     args = parser.parse_args()
 
-    import keras
-    import tensorflow as tf
+    model = args.model or default_model()
+    runtimes = {}
+    for runtime in ("tflite", "keras"):
+        try:
+            runtimes[runtime] = load_model(model, runtime)
+        except Exception as err:  # a .h5 has no TFLite model: time what there is
+            print(f"runtime {runtime}: skipped ({err})")
+    results = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+               "model": model, "rounds": args.rounds}
 
-    tmp = Path(tempfile.mkdtemp(prefix="ferlab-bench-"))
-    model_path = Path(args.model)
-    if model_path.exists():
-        model, contract = load_model(model_path)
-        model_note = str(model_path)
-    else:
-        from ferlab import models
-        from ferlab.model_io import save_h5
-
-        model, contract = models.build("ferlab_cnn"), None
-        model_path = tmp / "model.h5"
-        save_h5(model, model_path)
-        model_note = f"untrained ferlab_cnn ({args.model} not found; speed does not depend on the weights)"
-    results = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
-                    "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
-                    "tensorflow": tf.__version__, "keras": keras.__version__, "opencv": cv2.__version__},
-        "model": model_note, "parameters": int(model.count_params()), "repeats": args.repeats,
-    }
-
-    recognizer = EmotionRecognizer(model, "haar")
     rng = np.random.default_rng(0)
-    throughput = {}
-    for batch in args.batches:
-        faces = rng.integers(0, 256, (batch, 48, 48), dtype=np.uint8)
-        seconds = median_seconds(lambda: recognizer.classify(faces), max(3, args.repeats // max(1, batch // 64)))
-        throughput[str(batch)] = {"ms_per_batch": round(seconds * 1000, 2), "faces_per_s": round(batch / seconds, 1)}
-        print(f"classifier, batch {batch:5d}: {seconds * 1000:8.2f} ms/batch, {batch / seconds:9.1f} faces/s")
-    results["classifier_throughput"] = throughput
+    results["classifier_throughput"] = {}
+    for runtime, (classifier, _) in runtimes.items():
+        recognizer = EmotionRecognizer(classifier)
+        table = {}
+        for batch in args.batches:
+            faces = rng.integers(0, 256, (batch, 48, 48), dtype=np.uint8)
+            t = timed(lambda: recognizer.classify(faces), args.rounds, max(2, args.calls // max(1, batch // 32)))
+            table[str(batch)] = ms(t) | {"faces_per_s": round(batch / t["median_s"]),
+                                         "faces_per_s_spread": [round(batch / t["max_s"]), round(batch / t["min_s"])]}
+            print(f"classifier {runtime:6s} batch {batch:5d}: {t['median_s'] * 1000:8.2f} ms, {batch / t['median_s']:7.0f} faces/s")
+        results["classifier_throughput"][runtime] = table
 
-    frame = test_frame()
+    classifier, contract = next(iter(runtimes.values()))
+    frame = astronaut_frame()
+    frames = {n: frame if n == 1 else tiled_frame(frame, n) for n in args.faces}
     latency = {}
     for name in args.detectors:
         try:
-            r = EmotionRecognizer(model, name, contract or CropContract())
-            found = len(r.predict(frame))
+            recognizer = EmotionRecognizer(classifier, name, contract)
+            recognizer.predict(frame)
         except Exception as err:  # e.g. mtcnn not installed: report and go on
             latency[name] = {"error": str(err)}
             print(f"{name}: skipped ({err})")
             continue
-        detect_s = median_seconds(lambda: r.detector.detect(frame), args.repeats)
-        total_s = median_seconds(lambda: r.predict(frame), args.repeats)
-        latency[name] = {"faces": found, "detect_ms": round(detect_s * 1000, 2), "end_to_end_ms": round(total_s * 1000, 2),
-                         "fps": round(1 / total_s, 1)}
-        print(f"640x480 frame, {name}: {found} face(s), detection {detect_s * 1000:.1f} ms, "
-              f"end to end {total_s * 1000:.1f} ms ({1 / total_s:.1f} FPS)")
+        latency[name] = {}
+        for n, image in frames.items():
+            found = len(recognizer.predict(image))
+            detect_t = timed(lambda: recognizer.detector.detect(image), args.rounds, args.calls // (4 if name == "mtcnn" else 1))
+            total_t = timed(lambda: recognizer.predict(image), args.rounds, args.calls // (4 if name == "mtcnn" else 1))
+            latency[name][f"{n}_faces"] = {"found": found, "detect": ms(detect_t), "end_to_end": ms(total_t),
+                                           "fps": round(1 / total_t["median_s"], 1)}
+            print(f"640x480, {n:2d} face(s), {name:9s}: found {found:2d}, detection {detect_t['median_s'] * 1000:7.1f} ms, "
+                  f"end to end {total_t['median_s'] * 1000:7.1f} ms")
     results["frame_640x480"] = latency
 
+    tmp = Path(tempfile.mkdtemp(prefix="ferlab-bench-"))
     image = tmp / "frame.jpg"
     cv2.imwrite(str(image), frame)
-    command = [sys.executable, "-m", "ferlab.cli", "detect", str(image), "--json", "--model", str(model_path)]
-    cold = []
-    for _ in range(args.cold_runs):
-        start = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True)
-        cold.append(time.perf_counter() - start)
-    help_start = time.perf_counter()
+    cold = {}
+    for label, extra in (("default", []), ("keras_haar", ["--runtime", "keras", "--detector", "haar"])):
+        command = [sys.executable, "-m", "ferlab.cli", "detect", str(image), "--json", "--model", model, *extra]
+        runs = []
+        for _ in range(args.cold_runs):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            runs.append(time.perf_counter() - start)
+        cold[label] = {"median_s": round(statistics.median(runs), 2), "runs": [round(r, 2) for r in runs], "command": command[3:]}
+        print(f"cold start, `ferlab detect` one image ({label}): {statistics.median(runs):.2f} s "
+              f"(median of {len(runs)}, {min(runs):.2f}-{max(runs):.2f})")
+    start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ferlab.cli", "--help"], check=True, capture_output=True)
-    results["cold_start_s"] = {"detect_one_image": round(statistics.median(cold), 2), "runs": [round(c, 2) for c in cold],
-                               "help": round(time.perf_counter() - help_start, 2)}
-    print(f"cold start, `ferlab detect` on one image: {statistics.median(cold):.2f} s (median of {len(cold)}); "
-          f"`ferlab --help`: {results['cold_start_s']['help']:.2f} s")
+    cold["help_s"] = round(time.perf_counter() - start, 2)
+    results["cold_start"] = cold
 
     write_json(OUT, results)
     print(f"wrote {OUT}")

@@ -211,8 +211,9 @@ class TrainResult:
 
 
 def train(params: Params, arrays: Arrays, class_weights: dict | None, data_digest: str, state_dir: Path,
-          tracker=None, print_fn=print) -> TrainResult:
-    """Train `params.train.model`; `tracker` (a tracking.RunTracker) receives params and metrics."""
+          tracker=None, print_fn=print, extra_callbacks: tuple = ()) -> TrainResult:
+    """Train `params.train.model`; `tracker` (a tracking.RunTracker) receives params and metrics.
+    extra_callbacks: Keras callbacks run after ferlab's own (benchmarks/time_to_accuracy.py uses one)."""
     import keras
 
     from ferlab import models
@@ -252,7 +253,7 @@ def train(params: Params, arrays: Arrays, class_weights: dict | None, data_diges
     if done:
         print_fn(f"resuming after epoch {done} (best PublicTest accuracy so far {meta['best_val_accuracy']:.4f})")
     callbacks = [epoch_callback(state, meta, cfg.early_stopping_patience, cfg.epochs,
-                                tracker.log_metrics if tracker else (lambda *a, **k: None))]
+                                tracker.log_metrics if tracker else (lambda *a, **k: None)), *extra_callbacks]
     if not meta.get("finished"):
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=done, callbacks=callbacks, verbose=0)
         meta["finished"] = True

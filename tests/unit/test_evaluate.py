@@ -25,3 +25,36 @@ def test_known_small_case():
     assert s["accuracy"] == 0.75
     assert s["confusion_matrix"][0][:2] == [1, 1]
     assert s["per_class"]["angry"]["recall"] == 0.5 and s["per_class"]["disgust"]["precision"] == 0.5
+
+
+def test_ten_crops_are_five_crops_and_their_mirrors():
+    from ferlab.evaluate import ten_crops
+
+    face = np.zeros((48, 48), np.uint8)
+    face[:24, :24] = 255  # the top-left quarter is bright
+    views = ten_crops(face[None], crop=42)
+    assert views.shape == (10, 1, 48, 48) and views.dtype == np.uint8
+    top_left, top_right, bottom_left, bottom_right, centre = (v[0] for v in views[:5])
+    assert top_left[0, 0] == 255 and top_left[-1, -1] == 0  # the corner crop keeps the bright corner at its corner
+    assert (top_left == 255).mean() > (centre == 255).mean() > (bottom_right == 255).mean()
+    assert top_right[0, 0] == 255 and top_right[0, -1] == 0 and bottom_left[0, 0] == 255 and bottom_left[-1, 0] == 0
+    for plain, mirrored in zip(views[:5], views[5:]):
+        assert np.array_equal(mirrored[0], plain[0][:, ::-1])
+
+
+def test_ten_crop_probabilities_are_the_mean_over_the_views():
+    from ferlab.evaluate import predict_proba_ten_crop
+
+    class MeanBrightness:  # a stand-in model: class 0 is the share of bright pixels
+        def predict(self, x, batch_size=None, verbose=0):
+            p = (x > 0.5).mean(axis=(1, 2, 3))
+            return np.stack([p, 1 - p] + [np.zeros_like(p)] * 5, axis=1)
+
+    face = np.zeros((2, 48, 48), np.uint8)
+    face[0, :24, :24] = 255
+    got = predict_proba_ten_crop(MeanBrightness(), face)
+    from ferlab.evaluate import ten_crops
+
+    views = ten_crops(face)
+    want = np.mean([(v > 127).mean(axis=(1, 2)) for v in views], axis=0)
+    assert got.shape == (2, 7) and np.allclose(got[:, 0], want, atol=0.02) and got[1, 0] == 0
