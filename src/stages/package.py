@@ -55,7 +55,10 @@ def main() -> None:
     tracker.start(run_info["run_id"])
     info = mlflow.pyfunc.log_model(
         name="emotion_model", python_model=pyfunc.EmotionModel(),
-        artifacts={pyfunc.MODEL_ARTIFACT: str(Path(paths.bundle) / "model.h5")},
+        # The bundle's other files sit next to model.h5 in the registered model, so that
+        # models:/<name>@<alias> brings its crop contract and its TFLite model along.
+        artifacts={pyfunc.MODEL_ARTIFACT: str(Path(paths.bundle) / "model.h5")} | {
+            name: str(Path(paths.bundle) / name) for name in ("model.tflite", "preprocessing.json", "labels.json")},
         code_paths=[str(Path(pyfunc.__file__).parent)], signature=pyfunc.signature(),
         pip_requirements=["tensorflow", "keras", "numpy", "pandas", "opencv-python-headless", "pyyaml"],
     )

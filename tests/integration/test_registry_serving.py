@@ -81,6 +81,10 @@ def test_pipeline_and_registry_against_a_real_mlflow_server(project, tmp_path):
                 f"print(registry.local_model_file('{NAME}', 'production'))")
         path = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]
         assert path.endswith(".h5") and os.path.getsize(path) > 0
+        code = ("from ferlab.predict import load_model; "
+                f"classifier, contract = load_model('models:/{NAME}@production'); print(classifier.runtime, contract)")
+        loaded = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]
+        assert loaded.startswith("tflite CropContract(")  # the bundle's TFLite model came with the registered version
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(30)
