@@ -188,8 +188,8 @@ def cmd_serve(args) -> int:
     from ferlab.serve.server import serve
 
     serve(args.model or default_source(), host=args.host, port=args.port, detector=args.detector, align=args.align,
-          max_pixels=args.max_pixels, max_upload_mb=args.max_upload_mb, max_concurrency=args.max_concurrency,
-          max_queue=args.max_queue, access_log=args.access_log)
+          runtime=args.runtime, max_pixels=args.max_pixels, max_upload_mb=args.max_upload_mb,
+          max_concurrency=args.max_concurrency, max_queue=args.max_queue, access_log=args.access_log)
     return 0
 
 
@@ -308,12 +308,14 @@ def build_parser() -> argparse.ArgumentParser:
                "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/v1/predict")
     served = serve.add_argument_group("model and detector")
     served.add_argument("--model", default=None, metavar="SOURCE",
-                        help="a .h5 file, a bundle folder or a registered model (models:/<name>@<alias>) "
+                        help="a bundle folder, a .h5 or .tflite file, or a registered model (models:/<name>@<alias>) "
                              "(default: $FERLAB_MODEL, else models:/ferlab-emotion@production if the registry has it, "
                              "else models/bundle, else models/model.h5)")
-    from ferlab.detect import DETECTORS as detectors
-
-    served.add_argument("--detector", choices=detectors, default="haar", help="face detector (default: %(default)s)")
+    served.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                        help="tflite (LiteRT), keras (TensorFlow) or auto: tflite where the model has it "
+                             "(default: %(default)s)")
+    served.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                        help="face detector (default: %(default)s)")
     served.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
                         help="rotate faces so the eyes are level (detectors with eye landmarks; default: as the model "
                              "was trained)")

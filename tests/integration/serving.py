@@ -102,7 +102,7 @@ def post_image(server: Server, data: bytes, content_type: str = "image/jpeg") ->
 
 
 def astronaut_scene():
-    """A 640x480 BGR frame with scikit-image's astronaut (a real face, which Haar finds at about (242, 58, 98, 98))."""
+    """A 640x480 BGR frame with scikit-image's astronaut: a real face, at about (242, 58, 98, 98) (Haar's box)."""
     import cv2
     from skimage import data
 

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ferlab.detect import DEFAULT_DETECTOR
 from ferlab.labels import EMOTIONS
 from ferlab.predict import DEFAULT_MAX_PIXELS, EmotionRecognizer
 from integration.conftest import free_port
@@ -26,7 +27,8 @@ def server(tiny_model_path, tmp_path_factory):
     server = start_server(tiny_model_path, log, "--max-upload-mb", UPLOAD_MB, "--max-concurrency", 2)
     yield server
     stop_server(server)
-    assert "Application shutdown complete" in server.log_tail()  # SIGTERM: a graceful shutdown
+    # SIGTERM: a graceful shutdown, and its messages still reach stderr after the detectors were made
+    assert "Application shutdown complete" in server.log_tail()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +41,7 @@ def check_face(face: dict) -> None:
     assert list(face["probabilities"]) == list(EMOTIONS)
     assert sum(face["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert face["emotion"] == max(face["probabilities"], key=face["probabilities"].get)
-    assert face["confidence"] is None  # haar gives none
+    assert face["confidence"] is None or 0 < face["confidence"] <= 1  # haar gives none, blazeface a score
 
 
 # ---- good images ------------------------------------------------------------------------------
@@ -56,8 +58,9 @@ def test_a_face_comes_back_as_the_cli_and_library_describe_it(server, astronaut_
     assert set(answer["timing_ms"]) == {"read", "detect", "classify", "total"}
     assert answer["model"] == {"name": tiny_model_path.name, "version": None}
     # the same model in this process gives the same face: Face.to_dict() is the schema
-    expected = EmotionRecognizer.load(tiny_model_path, detector="haar").predict(astronaut_jpeg)[0].to_dict()
+    expected = EmotionRecognizer.load(tiny_model_path).predict(astronaut_jpeg)[0].to_dict()
     assert face["box"] == expected["box"] and face["emotion"] == expected["emotion"]
+    assert face["confidence"] == (None if expected["confidence"] is None else pytest.approx(expected["confidence"], abs=1e-4))
     assert face["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-4)
 
 
@@ -87,7 +90,7 @@ def test_a_real_fer_face_and_an_image_without_a_face(server, fer_faces):
         for f in answer["faces"]:
             check_face(f)
         found += len(answer["faces"]) == 1
-    assert found >= 3  # Haar finds most enlarged FER faces
+    assert found >= 3  # the detector finds most enlarged FER faces
     wall = cv2.imencode(".jpg", np.full((480, 640, 3), 120, np.uint8))[1].tobytes()
     status, answer = post_image(server, wall)
     assert status == 200
@@ -175,7 +178,7 @@ def test_health_readiness_docs_and_model(server, tiny_model_path):
     assert status == 200
     assert info["source"] == str(tiny_model_path) and info["name"] == "model.h5"
     assert info["version"] is None and info["alias"] is None
-    assert info["detector"] == "haar"
+    assert info["detector"] == DEFAULT_DETECTOR and info["runtime"] == "keras"  # a .h5: TensorFlow
     assert info["test_metrics"] is None  # a bare .h5 outside the project: no metrics to report
     assert info["limits"]["max_upload_bytes"] == UPLOAD_MB << 20
     assert info["limits"]["max_pixels"] == DEFAULT_MAX_PIXELS
@@ -202,21 +205,29 @@ def test_sixteen_concurrent_requests_all_succeed(server, astronaut_jpeg):
         assert face["probabilities"] == pytest.approx(reference["probabilities"], abs=1e-4)
 
 
-def test_a_model_file_with_metrics_beside_it_reports_them(tiny_model_path, tmp_path):
-    """A bundle folder: /v1/model names the model from its card and gives its test metrics."""
+def test_a_bundle_reports_its_metrics_and_a_full_server_says_busy(tiny_model_path, tmp_path, astronaut_jpeg):
+    """A bundle folder: /v1/model names the model from its card and gives its test metrics.
+    With room for one request and no queue, requests that arrive together are told to retry (503)."""
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
     (bundle / "metrics.json").write_text(json.dumps({"test": {"accuracy": 0.5, "macro_f1": 0.25, "weighted_f1": 0.4}}))
     (bundle / "MODEL_CARD.md").write_text("# Model card: tiny-emotion\n\nA test model.\n")
-    server = start_server(bundle, tmp_path / "serve.log")
+    server = start_server(bundle, tmp_path / "serve.log", "--max-concurrency", 1, "--max-queue", 0)
+    big = cv2.imencode(".jpg", cv2.resize(astronaut_scene(), (1920, 1440)))[1].tobytes()  # slower to decode
     try:
         status, info = request(server, "GET", "/v1/model")
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda _: post_image(server, big), range(8)))
+        assert post_image(server, astronaut_jpeg)[0] == 200  # the slot is free again
     finally:
         stop_server(server)
     assert status == 200
     assert info["name"] == "tiny-emotion" and info["source"] == str(bundle)
     assert info["test_metrics"] == {"accuracy": 0.5, "macro_f1": 0.25}
+    statuses = sorted(status for status, _ in answers)
+    assert 200 in statuses and 503 in statuses and set(statuses) == {200, 503}, statuses
+    assert all("busy" in answer["detail"] for status, answer in answers if status == 503)
 
 
 # ---- the command's own errors: one line, exit status 1 -----------------------------------------

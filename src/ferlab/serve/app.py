@@ -52,6 +52,9 @@ class Croppers:
     def __init__(self, recognizer, threads: int):
         self._recognizer = recognizer
         self._local = threading.local()
+        # Detectors are made one at a time: making a LiteRT interpreter briefly points the
+        # process's stderr (fd 2) at /dev/null, and two at once can leave it there for good.
+        self._making = threading.Lock()
         self.threads = threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ferlab-crop")
 
@@ -61,7 +64,8 @@ class Croppers:
             from ferlab.detect import get_detector
 
             mine = copy.copy(self._recognizer)
-            mine._detector = get_detector(self._recognizer.detector_name)
+            with self._making:
+                mine._detector = get_detector(self._recognizer.detector_name)
             if mine.detector is self._recognizer.detector:
                 raise RuntimeError("the recognizer's detector could not be copied per thread")
             self._local.recognizer = mine
@@ -136,6 +140,8 @@ class Service:
         try:
             self.recognizer = await asyncio.to_thread(self._load)
             self.info = dict(await asyncio.to_thread(self._info) or {})
+            self.info["detector"] = self.recognizer.detector_name
+            self.info["runtime"] = getattr(getattr(self.recognizer, "classifier", None), "runtime", None)
             self.croppers = Croppers(self.recognizer, self.max_concurrency)
             self.batcher = MicroBatcher(self.recognizer.classify, self.max_batch)
             await self.batcher.start()
@@ -148,8 +154,8 @@ class Service:
                 log.error("the model could not be loaded: %s", self.load_error)
             return
         self.ready = True
-        log.info("ready: %s (%s detector, %d threads) in %.1f s", self.info.get("source", "the model"),
-                 self.recognizer.detector_name, self.max_concurrency, time.perf_counter() - started)
+        log.info("ready: %s (%s runtime, %s detector, %d threads) in %.1f s", self.info.get("source", "the model"),
+                 self.info["runtime"], self.recognizer.detector_name, self.max_concurrency, time.perf_counter() - started)
 
     async def _warm_up(self) -> None:
         import cv2

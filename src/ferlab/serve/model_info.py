@@ -34,14 +34,15 @@ def default_source(env=os.environ) -> str:
         return env["FERLAB_MODEL"]
     if _registry_has(PRODUCTION_URI):
         return PRODUCTION_URI
+    from ferlab.predict import default_model
+
+    local = default_model()  # the bundle if the package stage made one, else the trained .h5
+    if Path(local).exists():
+        return local
     paths = Paths()
-    if (Path(paths.bundle) / "model.h5").is_file():
-        return paths.bundle
-    if Path(paths.model).is_file():
-        return paths.model
     raise FerlabError(f"no model to serve: the registry has no {PRODUCTION_URI} and there is no {paths.bundle} "
-                      f"or {paths.model}; run `dvc repro` (and `ferlab models promote`), or pass --model (a .h5 file, "
-                      "a bundle folder or models:/<name>@<alias>).")
+                      f"or {paths.model}; run `dvc repro` (and `ferlab models promote`), or pass --model (a bundle "
+                      "folder, a .h5 or .tflite file, or models:/<name>@<alias>).")
 
 
 def _test_metrics(metrics_file: Path) -> dict | None:
@@ -60,9 +61,9 @@ def _card_name(card: Path) -> str | None:
     return found.group(1) if found else None
 
 
-def describe(source: str, detector: str) -> dict:
-    """name, version, alias, source, detector and the PrivateTest metrics (null where unknown)."""
-    info = {"name": None, "version": None, "alias": None, "source": source, "detector": detector, "test_metrics": None}
+def describe(source: str) -> dict:
+    """name, version, alias, source and the PrivateTest metrics (null where unknown)."""
+    info = {"name": None, "version": None, "alias": None, "source": source, "test_metrics": None}
     if source.startswith("models:/"):
         from ferlab import registry
 

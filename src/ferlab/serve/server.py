@@ -24,17 +24,19 @@ def check_port(host: str, port: int) -> None:
         raise FerlabError(f"cannot listen on {host}:{port} ({reason}); choose another --port or --host.") from None
 
 
-def serve(source: str, *, host: str = "127.0.0.1", port: int = 8000, detector: str = "haar", align: bool | None = None,
-          max_pixels: int | None = None, max_upload_mb: float = 10, max_concurrency: int = 2, max_queue: int = 64,
+def serve(source: str, *, host: str = "127.0.0.1", port: int = 8000, detector: str | None = None,
+          align: bool | None = None, runtime: str = "auto", max_pixels: int | None = None, max_upload_mb: float = 10, max_concurrency: int = 2, max_queue: int = 64,
           access_log: bool = True) -> None:
     import uvicorn
 
+    from ferlab.detect import DEFAULT_DETECTOR
     from ferlab.predict import DEFAULT_MAX_PIXELS, EmotionRecognizer
     from ferlab.serve.app import create_app
     from ferlab.serve.model_info import describe
 
     if max_upload_mb <= 0 or max_queue < 0:
         raise FerlabError("--max-upload-mb must be above 0 and --max-queue 0 or more.")
+    detector = detector or DEFAULT_DETECTOR
     check_source(source)
     check_port(host, port)
     print(f"serving {source} on http://{host}:{port}/ (the page at /, the API docs at /docs)", file=sys.stderr, flush=True)
@@ -44,8 +46,9 @@ def serve(source: str, *, host: str = "127.0.0.1", port: int = 8000, detector: s
         server.should_exit = True
 
     app = create_app(
-        lambda: EmotionRecognizer.load(source, detector=detector, align=align, max_pixels=max_pixels or DEFAULT_MAX_PIXELS),
-        model_info=lambda: describe(source, detector), max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        lambda: EmotionRecognizer.load(source, detector=detector, align=align, runtime=runtime,
+                                       max_pixels=max_pixels or DEFAULT_MAX_PIXELS),
+        model_info=lambda: describe(source), max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_concurrency=max_concurrency, max_queue=max_queue, on_load_error=stop)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info"))
     server.run()
