@@ -147,7 +147,9 @@ class Service:
             await self.batcher.start()
             await self._warm_up()
         except Exception as err:  # FerlabError: the user's to fix; anything else: say what broke
-            self.load_error = str(err) if isinstance(err, FerlabError) else f"the model could not be loaded ({type(err).__name__}: {err})."
+            first = (str(err).strip().splitlines() or [""])[0]
+            self.load_error = str(err) if isinstance(err, FerlabError) else \
+                f"the model could not be loaded ({type(err).__name__}: {first})."
             if self.on_load_error is not None:  # the caller reports it (ferlab serve: one line, exit status 1)
                 self.on_load_error(self.load_error)
             else:
