@@ -213,25 +213,32 @@ def _positive(text: str) -> int:
     return value
 
 
+def _model_options(group, model_default: str | None, model_default_help: str) -> None:
+    """--model, --runtime, --detector and --align: the same for every command that uses a model."""
+    from ferlab.detect import DEFAULT_DETECTOR, DETECTORS
+    from ferlab.predict import RUNTIMES
+
+    group.add_argument("--model", default=model_default, metavar="SOURCE",
+                       help="a bundle folder (models/bundle), a .h5 or .tflite file, or a registered model, e.g. "
+                            f"models:/ferlab-emotion@production {model_default_help}")
+    group.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                       help="tflite: the bundle's model.tflite on LiteRT (starts fast, no TensorFlow); keras: the .h5 "
+                            "on TensorFlow; auto: tflite where the model has it (default: %(default)s)")
+    group.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
+                       help="face detector: blazeface (LiteRT, fastest, eye landmarks), haar (OpenCV, the paper's) "
+                            "or mtcnn (TensorFlow, eye landmarks, slowest) (default: %(default)s)")
+    group.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
+                       help="rotate faces so the eyes are level (blazeface and mtcnn; default: as the model was trained)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ferlab import __version__
-    from ferlab.detect import DEFAULT_DETECTOR, DETECTORS
-    from ferlab.predict import DEFAULT_MAX_PIXELS, RUNTIMES
+    from ferlab.predict import DEFAULT_MAX_PIXELS
 
     common = argparse.ArgumentParser(add_help=False)
     model = common.add_argument_group("model and detector")
-    model.add_argument("--model", default=os.environ.get("FERLAB_MODEL"), metavar="SOURCE",
-                       help="a bundle folder (models/bundle), a .h5 or .tflite file, or a registered model, e.g. "
-                            "models:/ferlab-emotion@production (default: $FERLAB_MODEL, else models/bundle when the "
-                            "package stage made it, else models/model.h5)")
-    model.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                       help="tflite: the bundle's model.tflite on LiteRT (starts fast, no TensorFlow); keras: the .h5 "
-                            "on TensorFlow; auto: tflite where the model has it (default: %(default)s)")
-    model.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
-                       help="face detector: blazeface (LiteRT, fastest, eye landmarks), haar (OpenCV, the paper's) "
-                            "or mtcnn (TensorFlow, eye landmarks, slowest) (default: %(default)s)")
-    model.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
-                       help="rotate faces so the eyes are level (blazeface and mtcnn; default: as the model was trained)")
+    _model_options(model, os.environ.get("FERLAB_MODEL"),
+                   "(default: $FERLAB_MODEL, else models/bundle when the package stage made it, else models/model.h5)")
     model.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS, metavar="N",
                        help="refuse images larger than this many pixels (default: %(default)s)")
     common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -306,19 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
                "  ferlab serve --model models/bundle --port 9000\n"
                "  curl -s -F file=@photo.jpg http://127.0.0.1:8000/v1/predict\n"
                "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/v1/predict")
-    served = serve.add_argument_group("model and detector")
-    served.add_argument("--model", default=None, metavar="SOURCE",
-                        help="a bundle folder, a .h5 or .tflite file, or a registered model (models:/<name>@<alias>) "
-                             "(default: $FERLAB_MODEL, else models:/ferlab-emotion@production if the registry has it, "
-                             "else models/bundle, else models/model.h5)")
-    served.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                        help="tflite (LiteRT), keras (TensorFlow) or auto: tflite where the model has it "
-                             "(default: %(default)s)")
-    served.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR,
-                        help="face detector (default: %(default)s)")
-    served.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
-                        help="rotate faces so the eyes are level (detectors with eye landmarks; default: as the model "
-                             "was trained)")
+    _model_options(serve.add_argument_group("model and detector"), None,
+                   "(default: $FERLAB_MODEL, else models:/ferlab-emotion@production if the registry has it, "
+                   "else models/bundle, else models/model.h5)")
     where = serve.add_argument_group("network and limits")
     where.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
     where.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")

@@ -171,6 +171,10 @@ def test_health_readiness_docs_and_model(server, tiny_model_path):
     assert request(server, "GET", "/readyz") == (200, {"status": "ready"})
     status, docs = request(server, "GET", "/docs")
     assert status == 200 and "swagger" in docs.lower()
+    assert "cdn" not in docs.lower() and "http" not in docs.replace("/openapi.json", "")  # works offline
+    for asset in ("/docs-assets/swagger-ui-bundle.js", "/docs-assets/swagger-ui.css"):
+        status, text = request(server, "GET", asset)
+        assert status == 200 and len(text) > 10_000 and asset in docs
     status, spec = request(server, "GET", "/openapi.json")
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in body and "image/jpeg" in body

@@ -242,7 +242,7 @@ def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = Non
         await asyncio.gather(loading, return_exceptions=True)
         await service.stop()
 
-    app = FastAPI(title="ferlab", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="ferlab", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Facial emotion recognition: faces, boxes and the probabilities of FER2013's 7 emotions.")
     app.state.service = service
 
@@ -314,7 +314,24 @@ def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = Non
         return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app) -> None:
+    """/docs with Swagger UI's files served from the `swagger-ui-bundle` package: FastAPI's
+    default page loads them from a CDN, which leaves /docs blank on an air-gapped site."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs-assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
 
 def _ms(start: float, end: float) -> float:
