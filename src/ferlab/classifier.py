@@ -41,7 +41,8 @@ class TFLiteClassifier:
         self.path = os.fspath(path)
         self.batch_size = batch_size
         self._model = TFLiteModel(path, threads)
-        if self._model.input_shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or len(self._model.outputs) != 1:
+        outputs = [tuple(o["shape"]) for o in self._model.outputs.values()]
+        if self._model.input_shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or len(outputs) != 1 or outputs[0][-1] != NUM_CLASSES:
             from ferlab.errors import FerlabError
 
             raise FerlabError(f"{path} takes {self._model.input_shape} and has {len(self._model.outputs)} outputs; "

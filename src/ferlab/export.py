@@ -8,6 +8,7 @@ import numpy as np
 
 from ferlab.fileio import atomic_path
 from ferlab.image import normalize
+from ferlab.labels import NUM_CLASSES
 
 
 def to_tflite(model, path: str | os.PathLike, quantization: str = "float16") -> None:
@@ -32,5 +33,5 @@ def tflite_predict(path: str | os.PathLike, faces: np.ndarray, batch_size: int =
     from ferlab.classifier import TFLiteClassifier
 
     if len(faces) == 0:
-        return np.zeros((0, 7), np.float32)
+        return np.zeros((0, NUM_CLASSES), np.float32)
     return TFLiteClassifier(path, batch_size=batch_size)(normalize(faces))

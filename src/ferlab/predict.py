@@ -20,6 +20,7 @@ wrong (missing or unreadable file, corrupt or truncated image, an image above
 `max_pixels`, a missing model) raise FerlabError with one sentence naming the input.
 """
 
+import copy
 import io
 import json
 import os
@@ -161,7 +162,7 @@ def load_image(image: ImageInput, color: str = "bgr", max_pixels: int = DEFAULT_
 
 # ---- models ---------------------------------------------------------------------------------
 
-def _missing_model(source) -> FerlabError:
+def missing_model(source) -> FerlabError:
     return FerlabError(f"no model at {source}; run `dvc repro` to train one, or promote a registered model "
                        "and pass --model models:/<name>@<alias> (or a .h5 file, or a bundle folder).")
 
@@ -190,7 +191,7 @@ def _load_registered(uri: str):
         raise FerlabError(f"{uri} is not a registered model alias; write models:/<name>@<alias>, "
                           "e.g. models:/ferlab-emotion@production.")
     tracking_uri = tracking.tracking_uri()
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+    if tracking.store_missing(tracking_uri):
         raise FerlabError(f"cannot resolve {uri}: there is no MLflow registry at {tracking_uri}; run `dvc repro` and "
                           "`ferlab models promote` in the project, set MLFLOW_TRACKING_URI, or pass --model with a .h5 file.")
     import mlflow
@@ -232,7 +233,7 @@ def load_model(source: str | os.PathLike = DEFAULT_MODEL, runtime: str = "auto")
                                   "or a .h5 file.")
             h5, folder = path / BUNDLE_MODEL, path
         elif not path.is_file():
-            raise _missing_model(path)
+            raise missing_model(path)
         elif path.suffix.lower() == ".tflite":
             if runtime == "keras":
                 raise FerlabError(f"{path} is a TFLite model; the keras runtime needs a .h5 file or a bundle folder.")
@@ -286,6 +287,14 @@ class EmotionRecognizer:
         if self._detector is None:
             self._detector = get_detector(self.detector_name)
         return self._detector
+
+    def with_own_detector(self) -> "EmotionRecognizer":
+        """A recognizer sharing this one's classifier and contract, with a detector of its own:
+        detectors are not thread-safe (OpenCV's Haar cascade crashes when shared), so each
+        thread that detects needs one."""
+        twin = copy.copy(self)
+        twin._detector = get_detector(self.detector_name)
+        return twin
 
     def crops(self, image: ImageInput, face_crop: bool = False, color: str = "bgr") -> tuple[list[Detection], np.ndarray]:
         """Detections of one image and their (N, 48, 48) uint8 model inputs.

@@ -28,6 +28,12 @@ def tracking_uri(env: Mapping[str, str] = os.environ) -> str:
     return f"sqlite:///{project_root(env) / 'mlflow.db'}"
 
 
+def store_missing(uri: str) -> bool:
+    """Whether `uri` is a SQLite store whose file does not exist: no registry to ask, and
+    asking MLflow would create an empty database."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
+
+
 def artifact_location(env: Mapping[str, str] = os.environ) -> str | None:
     """Artifacts next to the embedded database; a server decides its own."""
     if env.get("MLFLOW_TRACKING_URI"):

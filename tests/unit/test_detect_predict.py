@@ -385,3 +385,12 @@ def test_astronaut_is_one_happy_face():
     x, y, w, h = faces[0].box
     assert 150 < x + w / 2 < 300 and 50 < y + h / 2 < 200  # her face, not the flag or the suit
     assert faces[0].emotion == "happy", faces[0].probabilities
+
+
+def test_with_own_detector_shares_the_model_not_the_detector(recognizer, haar_faces):
+    """What each thread of the web service uses: OpenCV's cascade must not be shared."""
+    twin = recognizer.with_own_detector()
+    assert twin.detector is not recognizer.detector and twin.detector_name == recognizer.detector_name
+    assert twin.classifier is recognizer.classifier and twin.contract == recognizer.contract
+    image = scene(haar_faces[0])
+    assert [f.to_dict() for f in twin.predict(image)] == [f.to_dict() for f in recognizer.predict(image)]

@@ -15,7 +15,6 @@ no user-given value is ever used as a server path.
 """
 
 import asyncio
-import copy
 import logging
 import threading
 import time
@@ -52,23 +51,13 @@ class Croppers:
     def __init__(self, recognizer, threads: int):
         self._recognizer = recognizer
         self._local = threading.local()
-        # Detectors are made one at a time: making a LiteRT interpreter briefly points the
-        # process's stderr (fd 2) at /dev/null, and two at once can leave it there for good.
-        self._making = threading.Lock()
         self.threads = threads
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ferlab-crop")
 
     def _own(self):
         mine = getattr(self._local, "recognizer", None)
         if mine is None:
-            from ferlab.detect import get_detector
-
-            mine = copy.copy(self._recognizer)
-            with self._making:
-                mine._detector = get_detector(self._recognizer.detector_name)
-            if mine.detector is self._recognizer.detector:
-                raise RuntimeError("the recognizer's detector could not be copied per thread")
-            self._local.recognizer = mine
+            mine = self._local.recognizer = self._recognizer.with_own_detector()
         return mine
 
     def crops(self, data: bytes):

@@ -16,7 +16,7 @@ def _registry_has(uri: str) -> bool:
     from ferlab import registry, tracking
 
     tracking_uri = tracking.tracking_uri()
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+    if tracking.store_missing(tracking_uri):
         return False
     import mlflow
 

@@ -9,10 +9,10 @@ from ferlab.errors import FerlabError
 
 def check_source(source: str) -> None:
     """A missing file or folder is reported before the server starts (registry URIs are checked when loading)."""
-    from ferlab.predict import _missing_model
+    from ferlab.predict import missing_model
 
     if not source.startswith("models:/") and not Path(source).exists():
-        raise _missing_model(source)
+        raise missing_model(source)
 
 
 def check_port(host: str, port: int) -> None:
