@@ -1,34 +1,63 @@
-"""On-the-fly augmentation from the params.yaml policy, as Keras preprocessing layers.
+"""On-the-fly training augmentation from the params.yaml policy, as stateless TensorFlow ops.
 
-The layers take normalised faces (N, 48, 48, 1) in [0, 1] and are active only in
-training mode, so the same object serves the tf.data pipeline and the sample sheet.
+Every random draw is keyed on (seed, batch number), so a run is repeatable and a resumed
+run augments its remaining batches exactly as an uninterrupted one would, however many
+threads tf.data uses. Faces are normalised (N, 48, 48, 1) float32 in [0, 1].
 """
 
 import dataclasses
 
-import keras
-from keras import layers
-
 from ferlab.params import Augment
 
 
-def build(policy: Augment, seed: int) -> keras.Sequential:
-    steps = []
+def _geometry(tf, batch, size, policy: Augment, seeds):
+    """ImageProjectiveTransformV3 rows mapping each output pixel to its input pixel:
+    rotation and zoom about the centre, then an integer shift of up to `translate` pixels."""
+    angle = tf.random.stateless_uniform([batch], seeds[0], -1.0, 1.0) * (policy.rotation_degrees * 3.141592653589793 / 180.0)
+    scale = 1.0 + tf.random.stateless_uniform([batch], seeds[1], -1.0, 1.0) * policy.zoom
+    shift = tf.cast(tf.random.stateless_uniform([batch, 2], seeds[2], -policy.translate, policy.translate + 1,
+                                                dtype=tf.int32), tf.float32)
+    cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
+    centre = (size - 1) / 2.0
+    zeros = tf.zeros([batch])
+    return tf.stack([
+        cos, -sin, centre - cos * centre + sin * centre + shift[:, 0],
+        sin, cos, centre - sin * centre - cos * centre + shift[:, 1],
+        zeros, zeros,
+    ], axis=1)
+
+
+def apply(faces, seed, policy: Augment):
+    """Augment a batch; `seed` is an int64 pair, e.g. (run seed, batch number)."""
+    import tensorflow as tf
+
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 6)
+    batch, size = tf.shape(faces)[0], faces.shape[1]
     if policy.horizontal_flip:
-        steps.append(layers.RandomFlip("horizontal", seed=seed))
-    if policy.rotation_degrees:
-        steps.append(layers.RandomRotation(policy.rotation_degrees / 360.0, fill_mode="reflect", seed=seed + 1))
-    if policy.zoom:
-        steps.append(layers.RandomZoom(policy.zoom, policy.zoom, fill_mode="reflect", seed=seed + 2))
-    if policy.shift:
-        steps.append(layers.RandomTranslation(policy.shift, policy.shift, fill_mode="reflect", seed=seed + 3))
+        mirror = tf.random.stateless_uniform([batch], seeds[0]) < 0.5
+        faces = tf.where(mirror[:, None, None, None], tf.reverse(faces, axis=[2]), faces)
+    if policy.translate or policy.rotation_degrees or policy.zoom:
+        exact = not (policy.rotation_degrees or policy.zoom)  # whole-pixel shifts need no interpolation
+        faces = tf.raw_ops.ImageProjectiveTransformV3(
+            images=faces, transforms=_geometry(tf, batch, size, policy, seeds[1:4]), output_shape=[size, size],
+            fill_value=0.0, interpolation="NEAREST" if exact else "BILINEAR", fill_mode="REFLECT")
     if policy.brightness:
-        steps.append(layers.RandomBrightness(policy.brightness, value_range=(0.0, 1.0), seed=seed + 4))
+        faces = faces + tf.random.stateless_uniform([batch, 1, 1, 1], seeds[4], -policy.brightness, policy.brightness)
     if policy.contrast:
-        steps.append(layers.RandomContrast(policy.contrast, value_range=(0.0, 1.0), seed=seed + 5))
-    return keras.Sequential(steps, name="augment")
+        factor = tf.random.stateless_uniform([batch, 1, 1, 1], seeds[5], 1.0 - policy.contrast, 1.0 + policy.contrast)
+        mean = tf.reduce_mean(faces, axis=[1, 2, 3], keepdims=True)
+        faces = (faces - mean) * factor + mean
+    return tf.clip_by_value(faces, 0.0, 1.0)
 
 
 def describe(policy: Augment) -> dict:
-    """The resolved policy as written to reports/: every setting and the layer it becomes."""
-    return {"settings": dataclasses.asdict(policy), "layers": [l.name for l in build(policy, 0).layers]}
+    """The resolved policy as written to reports/: every setting and the operations it becomes."""
+    steps = [name for name, on in (
+        ("mirror left-right (p=0.5)", policy.horizontal_flip),
+        (f"rotate up to {policy.rotation_degrees:g} degrees", policy.rotation_degrees),
+        (f"zoom by up to {policy.zoom:.0%}", policy.zoom),
+        (f"shift up to {policy.translate} px each way (reflected border)", policy.translate),
+        (f"brightness +-{policy.brightness:g}", policy.brightness),
+        (f"contrast x[{1 - policy.contrast:g}, {1 + policy.contrast:g}]", policy.contrast),
+    ) if on]
+    return {"settings": dataclasses.asdict(policy), "operations": steps}

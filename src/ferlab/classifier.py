@@ -19,8 +19,9 @@ class KerasClassifier:
     runtime = "keras"
 
     def __init__(self, model, batch_size: int = 1024):
-        import tensorflow as tf
+        from ferlab.quiet import import_tensorflow
 
+        tf = import_tensorflow()
         self.model = model
         self.batch_size = batch_size
         # Keras predict() costs ~90 ms per call in overhead; a traced function ~3 ms (one face, 2 cores).

@@ -101,6 +101,9 @@ class MtcnnDetector:
 
     def __init__(self, min_confidence: float = 0.9, min_face_size: int = 20):
         try:
+            from ferlab.quiet import import_tensorflow
+
+            import_tensorflow()
             from mtcnn import MTCNN
         except ImportError:
             raise FerlabError("the mtcnn detector needs the `mtcnn` package; run `pip install mtcnn` or use --detector haar.") from None

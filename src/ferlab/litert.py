@@ -5,14 +5,13 @@ A LiteRT interpreter is not thread-safe: `TFLiteModel.run` holds a lock, so one 
 can serve several threads (the web service's detection pool, for one).
 """
 
-import contextlib
 import os
-import sys
 import threading
 
 import numpy as np
 
 from ferlab.errors import FerlabError
+from ferlab.quiet import native_stderr_silenced
 
 
 def _interpreter_class():
@@ -24,30 +23,6 @@ def _interpreter_class():
     return Interpreter
 
 
-_STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one redirection at a time
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """LiteRT's C++ side prints "INFO: Created TensorFlow Lite XNNPACK delegate" to the
-    process's stderr whatever the log level; hide it from command output. Threads that
-    create interpreters at once take turns, so stderr always comes back."""
-    with _STDERR_LOCK:
-        try:
-            sys.stderr.flush()
-            saved = os.dup(2)
-        except (OSError, ValueError):  # no real stderr (some embedded interpreters)
-            yield
-            return
-        try:
-            with open(os.devnull, "w") as devnull:
-                os.dup2(devnull.fileno(), 2)
-                yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 class TFLiteModel:
     """One input, several outputs; the batch size follows the input's first axis."""
 
@@ -57,7 +32,7 @@ class TFLiteModel:
             raise FerlabError(f"no TFLite model at {path}.")
         interpreter_class = _interpreter_class()
         try:
-            with _native_stderr_silenced():
+            with native_stderr_silenced():  # its XNNPACK notice
                 self._interpreter = interpreter_class(model_path=path, num_threads=threads or os.cpu_count() or 1)
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:

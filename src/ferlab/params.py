@@ -48,9 +48,9 @@ class Validate:
 @dataclass(frozen=True)
 class Augment:
     horizontal_flip: bool = True
-    rotation_degrees: float = 10.0
-    zoom: float = 0.1
-    shift: float = 0.1
+    translate: int = 4  # random shift of up to this many pixels each way
+    rotation_degrees: float = 0.0
+    zoom: float = 0.0
     brightness: float = 0.2
     contrast: float = 0.2
 
@@ -73,6 +73,7 @@ class Train:
     batch_size: int = 64
     optimizer: str = "adamw"  # adam | adamw | sgd
     learning_rate: float = 0.002
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0001
     schedule: str = "cosine"  # constant | cosine (with linear warm-up)
     warmup_epochs: int = 1
@@ -80,12 +81,14 @@ class Train:
     class_weights: bool = False  # weight the loss with preprocess' class weights
     early_stopping_patience: int = 8  # epochs without a better PublicTest accuracy
     precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
+    deterministic: bool = True  # TensorFlow op determinism: the same seed gives the same model
     experiment: str = "ferlab"  # MLflow experiment name
 
 
 @dataclass(frozen=True)
 class Evaluate:
     tta_flip: bool = True  # also report horizontal-flip test-time augmentation, separately
+    tta_ten_crop: bool = True  # and ten-crop (four corners, centre, their mirrors), separately
     batch_size: int = 256
     example_faces: int = 32
 

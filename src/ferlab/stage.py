@@ -15,6 +15,9 @@ def log(message: str) -> None:
 
 def run(main: Callable[[], None]) -> None:
     """Run a stage's main(); a FerlabError ends it with its message and exit status 1."""
+    from ferlab.quiet import import_tensorflow
+
+    import_tensorflow()
     try:
         main()
     except FerlabError as err:

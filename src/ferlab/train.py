@@ -33,24 +33,43 @@ def fingerprint(params: Params, data_digest: str) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, augmenter=None,
-                 weights: dict[int, float] | None = None, shuffle: bool = False):
+def _targets(faces, labels, weight_table):
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    weight_table = tf.constant([weights.get(i, 1.0) for i in range(NUM_CLASSES)], tf.float32) if weights else None
+    targets = tf.one_hot(labels, NUM_CLASSES)
+    if weight_table is not None:
+        return faces, targets, tf.gather(weight_table, labels)
+    return faces, targets
 
-    def prepare(faces, labels):
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """Batches of normalised faces and one-hot labels, in order (for selection and scoring)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(batch_size)
+    return ds.map(lambda f, l: _targets(tf.cast(f[..., tf.newaxis], tf.float32) / image.PIXEL_SCALE, l, None),
+                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def make_training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, policy,
+                          weights: dict[int, float] | None = None, start_step: int = 0):
+    """An endless stream of shuffled, augmented batches (one epoch = ceil(N / batch) of them).
+
+    Shuffling and augmentation depend only on the seed and the batch number, so the
+    stream is the same on every run, and a run resumed at `start_step` continues it.
+    """
+    import tensorflow as tf
+
+    weight_table = tf.constant([weights.get(i, 1.0) for i in range(NUM_CLASSES)], tf.float32) if weights else None
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size).repeat().enumerate()
+    ds = ds.skip(start_step)
+
+    def prepare(step, batch):
+        faces, labels = batch
         faces = tf.cast(faces[..., tf.newaxis], tf.float32) / image.PIXEL_SCALE
-        if augmenter is not None:
-            faces = augmenter(faces, training=True)
-        targets = tf.one_hot(labels, NUM_CLASSES)
-        if weight_table is not None:
-            return faces, targets, tf.gather(weight_table, labels)
-        return faces, targets
+        faces = augment.apply(faces, tf.stack([tf.constant(seed, tf.int64), step]), policy)
+        return _targets(faces, labels, weight_table)
 
     return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
@@ -73,8 +92,8 @@ def make_optimizer(cfg, steps_per_epoch: int):
         return keras.optimizers.Adam(lr)
     if cfg.optimizer == "adamw":
         return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":
-        return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+    if cfg.optimizer == "sgd":  # Nesterov momentum; weight_decay is decoupled, as in AdamW
+        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay or None)
     raise ValueError(f"train.optimizer must be adam, adamw or sgd, not {cfg.optimizer!r}")
 
 
@@ -218,8 +237,24 @@ def train(params: Params, arrays: Arrays, class_weights: dict | None, data_diges
 
     from ferlab import models
 
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        return _train(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks)
+    finally:  # the precision policy must not leak into the caller's later models
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks) -> TrainResult:
+    import keras
+
+    from ferlab import model_io, models
+
     cfg = params.train
     keras.utils.set_random_seed(params.seed)
+    if cfg.deterministic:  # stays on for the process: TensorFlow cannot switch it off again
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     dist, gpus = strategy()
     policy = precision.resolve(cfg.precision, gpus)
     keras.mixed_precision.set_global_policy(policy)
@@ -238,12 +273,11 @@ def train(params: Params, arrays: Arrays, class_weights: dict | None, data_diges
             metrics=["accuracy"],
         )
     summary = model_summary(model)
-    augmenter = augment.build(params.preprocess.augment, params.seed)
-    train_ds = make_dataset(arrays.x["train"], arrays.y["train"], batch, params.seed, augmenter,
-                            class_weights if cfg.class_weights else None, shuffle=True)
-    val_ds = make_dataset(arrays.x["val"], arrays.y["val"], batch, params.seed)
-
     done = state.restore(model, meta)
+    train_ds = make_training_dataset(arrays.x["train"], arrays.y["train"], batch, params.seed, params.preprocess.augment,
+                                     class_weights if cfg.class_weights else None, start_step=done * steps)
+    val_ds = make_dataset(arrays.x["val"], arrays.y["val"], batch)
+
     if tracker is not None:
         meta["run_id"] = tracker.start(meta.get("run_id"))
         state.save_meta(meta)
@@ -255,9 +289,13 @@ def train(params: Params, arrays: Arrays, class_weights: dict | None, data_diges
     callbacks = [epoch_callback(state, meta, cfg.early_stopping_patience, cfg.epochs,
                                 tracker.log_metrics if tracker else (lambda *a, **k: None)), *extra_callbacks]
     if not meta.get("finished"):
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=done, callbacks=callbacks, verbose=0)
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=done, steps_per_epoch=steps, shuffle=False,
+                  callbacks=callbacks, verbose=0)
         meta["finished"] = True
         state.save_meta(meta)
     model.load_weights(state.best_path)
     print_fn(f"best epoch {meta['best_epoch']}: PublicTest accuracy {meta['best_val_accuracy']:.4f}")
+    # Whatever precision trained it, the model handed on computes in float32, so it loads,
+    # converts to TFLite and runs on any machine.
+    model = model_io.as_float32(model)
     return TrainResult(model, state.history(), meta.get("run_id"), meta["best_epoch"], meta["best_val_accuracy"], policy, summary)

@@ -8,7 +8,7 @@ import numpy as np
 from ferlab import model_io, plots, tracking
 from ferlab import params as params_mod
 from ferlab.data import arrays as arrays_mod
-from ferlab.evaluate import predict_proba, scores
+from ferlab.evaluate import predict_proba, predict_proba_ten_crop, scores
 from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.labels import EMOTIONS
 from ferlab.stage import log, run
@@ -35,6 +35,9 @@ def main() -> None:
             if cfg.tta_flip:
                 results["test_tta_flip"] = scores(y, predict_proba(model, x, cfg.batch_size, flip=True).argmax(1))
                 log(f"PrivateTest with flip TTA: accuracy {results['test_tta_flip']['accuracy']:.4f}")
+            if cfg.tta_ten_crop:
+                results["test_tta_ten_crop"] = scores(y, predict_proba_ten_crop(model, x, cfg.batch_size).argmax(1))
+                log(f"PrivateTest with ten-crop TTA: accuracy {results['test_tta_ten_crop']['accuracy']:.4f}")
 
     test = results["test"]
     metrics = {name: {k: round(results[name][k], 4) for k in ("accuracy", "macro_f1", "weighted_f1")}

@@ -15,9 +15,6 @@ from ferlab.stage import log, run
 
 def sample_sheet(arrays: arrays_mod.Arrays, policy, seed: int, faces: int, path) -> None:
     """One training face per emotion, then `faces - 1` augmented versions of it."""
-    import tensorflow as tf
-
-    layers = augment.build(policy, seed)
     rng = np.random.default_rng(seed)
     rows = []
     for label, name in enumerate(EMOTIONS):
@@ -26,7 +23,7 @@ def sample_sheet(arrays: arrays_mod.Arrays, policy, seed: int, faces: int, path)
             continue
         face = arrays.x["train"][rng.choice(members)]
         batch = np.repeat(image.normalize(face[np.newaxis]), faces - 1, axis=0)
-        augmented = layers(tf.constant(batch), training=True).numpy() * image.PIXEL_SCALE
+        augmented = augment.apply(batch, (seed, label), policy).numpy() * image.PIXEL_SCALE
         rows.append((name, [face, *np.clip(augmented, 0, 255).astype(np.uint8)]))
     plots.face_grid(rows, path, column_titles=["original"] + ["augmented"] * (faces - 1))
 

@@ -27,19 +27,18 @@ def test_known_small_case():
     assert s["per_class"]["angry"]["recall"] == 0.5 and s["per_class"]["disgust"]["precision"] == 0.5
 
 
-def test_ten_crops_are_five_crops_and_their_mirrors():
-    from ferlab.evaluate import ten_crops
+def test_ten_views_show_a_centre_cropping_model_the_corner_and_centre_crops():
+    from ferlab.evaluate import ten_views
 
-    face = np.zeros((48, 48), np.uint8)
-    face[:24, :24] = 255  # the top-left quarter is bright
-    views = ten_crops(face[None], crop=42)
+    face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
+    views = ten_views(face[None], shift=2)
     assert views.shape == (10, 1, 48, 48) and views.dtype == np.uint8
-    top_left, top_right, bottom_left, bottom_right, centre = (v[0] for v in views[:5])
-    assert top_left[0, 0] == 255 and top_left[-1, -1] == 0  # the corner crop keeps the bright corner at its corner
-    assert (top_left == 255).mean() > (centre == 255).mean() > (bottom_right == 255).mean()
-    assert top_right[0, 0] == 255 and top_right[0, -1] == 0 and bottom_left[0, 0] == 255 and bottom_left[-1, 0] == 0
-    for plain, mirrored in zip(views[:5], views[5:]):
-        assert np.array_equal(mirrored[0], plain[0][:, ::-1])
+    seen = [v[0, 2:46, 2:46] for v in views]  # what ferlab_cnn's centre 44x44 crop sees
+    corners = [face[:44, :44], face[:44, 4:], face[4:, :44], face[4:, 4:], face[2:46, 2:46]]
+    for got, want in zip(seen[:5], corners):
+        assert np.array_equal(got, want)
+    for plain, mirrored in zip(seen[:5], seen[5:]):
+        assert np.array_equal(mirrored, plain[:, ::-1])
 
 
 def test_ten_crop_probabilities_are_the_mean_over_the_views():
@@ -53,8 +52,8 @@ def test_ten_crop_probabilities_are_the_mean_over_the_views():
     face = np.zeros((2, 48, 48), np.uint8)
     face[0, :24, :24] = 255
     got = predict_proba_ten_crop(MeanBrightness(), face)
-    from ferlab.evaluate import ten_crops
+    from ferlab.evaluate import ten_views
 
-    views = ten_crops(face)
+    views = ten_views(face)
     want = np.mean([(v > 127).mean(axis=(1, 2)) for v in views], axis=0)
     assert got.shape == (2, 7) and np.allclose(got[:, 0], want, atol=0.02) and got[1, 0] == 0

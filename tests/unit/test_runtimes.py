@@ -193,19 +193,19 @@ def test_stderr_comes_back_when_threads_load_models_at_once():
     import os
     import time
 
-    from ferlab.litert import _native_stderr_silenced
+    from ferlab.quiet import native_stderr_silenced
 
     before = os.fstat(2)
     first_inside = threading.Event()
 
     def first():
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             first_inside.set()
             time.sleep(0.1)  # the second thread tries to enter meanwhile
 
     def second():
         first_inside.wait()
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             time.sleep(0.3)  # and would leave last
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
