@@ -2,6 +2,10 @@
 
 Run by hand on an otherwise idle machine:
     python benchmarks/train_throughput.py [--policies float32 mixed_bfloat16] [--repeats 3]
+    python benchmarks/train_throughput.py --models ferlab_cnn 'ferlab_cnn:{"crop": 48}' --policies float32
+A model is a name below, or `ferlab_cnn:` / `paper_cnn:` followed by JSON builder options
+(train.model_options). ONEDNN_MAX_CPU_ISA=AVX2 in the environment makes an AVX-512 CPU run
+oneDNN's AVX2 kernels: an approximation of an AVX2-only CPU's instruction mix, not of its speed.
 Prints a table and writes reports/benchmarks/train_throughput.json. Random inputs: the
 speed of a training step does not depend on the pixel values.
 """
@@ -48,6 +52,13 @@ CANDIDATES = {
 }
 
 
+def builder(name: str):
+    if name in CANDIDATES:
+        return CANDIDATES[name]
+    arch, _, options = name.partition(":")
+    return lambda: models.build(arch, **json.loads(options or "{}"))
+
+
 def images_per_second(build, policy: str, batch: int, steps: int) -> float:
     keras.mixed_precision.set_global_policy(policy)
     model = build()
@@ -64,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(CANDIDATES))
     parser.add_argument("--policies", nargs="+", default=["float32", "mixed_bfloat16"])
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="reports/benchmarks/train_throughput.json")
@@ -72,17 +83,18 @@ def main() -> None:
     results = []
     for name in args.models:
         for policy in args.policies:
-            runs = [images_per_second(CANDIDATES[name], policy, args.batch, args.steps) for _ in range(args.repeats)]
+            runs = [images_per_second(builder(name), policy, args.batch, args.steps) for _ in range(args.repeats)]
             median = statistics.median(runs)
             results.append({"model": name, "policy": policy, "images_per_s_median": round(median, 1),
                             "images_per_s_runs": [round(r, 1) for r in runs],
                             "seconds_per_fer2013_epoch": round(28709 / median)})
-            print(f"{name:14s} {policy:15s} {median:8.1f} img/s  (runs {', '.join(f'{r:.0f}' for r in runs)})"
+            print(f"{name:30s} {policy:15s} {median:8.1f} img/s  (runs {', '.join(f'{r:.0f}' for r in runs)})"
                   f"  ~{28709 / median:.0f} s/epoch", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     bf16 = any(f in precision.cpu_flags() for f in precision.BF16_CPU_FLAGS)
     out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
+                                           "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
                                            "native_bf16": bf16, "auto_policy": precision.resolve("auto", 0)},
                                "batch": args.batch, "results": results}, indent=2) + "\n")
     print(f"wrote {out}")

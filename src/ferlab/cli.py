@@ -188,7 +188,7 @@ def cmd_serve(args) -> int:
     from ferlab.serve.server import serve
 
     serve(args.model or default_source(), host=args.host, port=args.port, detector=args.detector, align=args.align,
-          runtime=args.runtime, max_pixels=args.max_pixels, max_upload_mb=args.max_upload_mb,
+          runtime=args.runtime, tta=args.tta, max_pixels=args.max_pixels, max_upload_mb=args.max_upload_mb,
           max_concurrency=args.max_concurrency, max_queue=args.max_queue, access_log=args.access_log)
     return 0
 
@@ -203,7 +203,7 @@ def _recognizer(args):
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our errors say it in one line
 
     return EmotionRecognizer.load(args.model, detector=args.detector, align=args.align, max_pixels=args.max_pixels,
-                                  runtime=args.runtime)
+                                  runtime=args.runtime, tta=args.tta)
 
 
 def _positive(text: str) -> int:
@@ -214,9 +214,9 @@ def _positive(text: str) -> int:
 
 
 def _model_options(group, model_default: str | None, model_default_help: str) -> None:
-    """--model, --runtime, --detector and --align: the same for every command that uses a model."""
+    """--model, --runtime, --detector, --align and --tta: the same for every command that uses a model."""
     from ferlab.detect import DEFAULT_DETECTOR, DETECTORS
-    from ferlab.predict import RUNTIMES
+    from ferlab.predict import DEFAULT_TTA, RUNTIMES, TTA_MODES
 
     group.add_argument("--model", default=model_default, metavar="SOURCE",
                        help="a bundle folder (models/bundle), a .h5 or .tflite file, or a registered model, e.g. "
@@ -229,6 +229,9 @@ def _model_options(group, model_default: str | None, model_default_help: str) ->
                             "or mtcnn (TensorFlow, eye landmarks, slowest) (default: %(default)s)")
     group.add_argument("--align", action=argparse.BooleanOptionalAction, default=None,
                        help="rotate faces so the eyes are level (blazeface and mtcnn; default: as the model was trained)")
+    group.add_argument("--tta", choices=TTA_MODES, default=DEFAULT_TTA,
+                       help="test-time augmentation: flip averages each face with its mirror image (more accurate, "
+                            "one batch of twice the faces); none classifies the face alone (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,6 +68,14 @@ def test_dvc_repro_on_a_slice_produces_consistent_outputs(project):
     again = run(["dvc", "repro"], root, env).stdout
     assert "Running stage" not in again
 
+    # the same seed trains the same model: training again gives the same curves and scores
+    run(["dvc", "repro", "-f", "-s", "train"], root, env)
+    run(["dvc", "repro"], root, env)
+    rerun = list(csv.DictReader(open(root / "reports/train/history.csv")))
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rerun] == \
+        [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+    assert json.loads((root / "reports/metrics.json").read_text()) == metrics
+
 
 def test_dvc_exp_run_lands_in_the_project_database(project):
     root, env = project

@@ -7,10 +7,11 @@ import subprocess
 import sys
 import urllib.request
 
+import h5py
 import numpy as np
 import pytest
 
-from integration.conftest import free_port, run, wait_http
+from integration.conftest import free_port, run, set_params, wait_http
 
 pytestmark = pytest.mark.slow
 NAME = "ferlab-emotion"
@@ -22,9 +23,22 @@ def post_json(url, payload):
         return json.loads(response.read())
 
 
+BANNERS = ("oneDNN", "cuda", "cuInit", "cpu_feature_guard", "absl", "Traceback", "UserWarning", "HDF5 file")
+
+
 def test_package_bundle_and_candidate_then_mlflow_serves_it(project):
     root, env = project
-    run(["dvc", "repro"], root, env)
+    # bfloat16 training, native on AVX512-BF16/AMX CPUs and emulated elsewhere: the model
+    # handed on must still be a float32 one that TFLite converts and every CPU runs
+    set_params(root, **{"train.precision": "mixed_bfloat16"})
+    out = run(["dvc", "repro"], root, env)
+    assert json.loads((root / "reports/train/run.json").read_text())["precision"] == "mixed_bfloat16"
+    for h5 in (root / "models/model.h5", root / "models/bundle/model.h5"):
+        with h5py.File(h5) as f:
+            config = f.attrs["model_config"]
+        assert "bfloat16" not in config and '"float32"' in config
+    shown = out.stdout + out.stderr
+    assert not [b for b in BANNERS if b in shown], shown[-3000:]
     bundle = root / "models/bundle"
     for name in ("model.h5", "model.tflite", "labels.json", "preprocessing.json", "metrics.json", "MODEL_CARD.md"):
         assert (bundle / name).stat().st_size > 0, name

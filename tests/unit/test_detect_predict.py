@@ -273,11 +273,22 @@ def test_face_json_schema(recognizer, haar_faces):
 
 def test_face_crop_mode_classifies_the_image_as_the_model_sees_it(recognizer, fer_faces):
     faces = fer_faces[0][:5]
-    expected = np.asarray(recognizer.classifier.model.predict_on_batch(normalize(faces)))
-    for face, want in zip(faces, expected):
+    model = recognizer.classifier.model
+    plain = np.asarray(model.predict_on_batch(normalize(faces)))
+    mirrored = np.asarray(model.predict_on_batch(normalize(faces[:, :, ::-1])))
+    untouched = EmotionRecognizer(recognizer.classifier, "haar", tta="none")
+    assert recognizer.tta == "flip"  # the default: the mean of the face and its mirror image
+    for face, want_flip, want_plain in zip(faces, (plain + mirrored) / 2, plain):
         (got,) = recognizer.predict(face, face_crop=True)
         assert got.box == (0, 0, 48, 48) and got.confidence is None
-        assert [got.probabilities[e] for e in EMOTIONS] == pytest.approx(want.tolist(), abs=1e-5)
+        assert [got.probabilities[e] for e in EMOTIONS] == pytest.approx(want_flip.tolist(), abs=1e-5)
+        (alone,) = untouched.predict(face, face_crop=True)
+        assert [alone.probabilities[e] for e in EMOTIONS] == pytest.approx(want_plain.tolist(), abs=1e-5)
+
+
+def test_unknown_tta_is_refused(tiny_model_path):
+    with pytest.raises(FerlabError, match="unknown test-time augmentation 'ten'; choose one of flip, none"):
+        EmotionRecognizer.load(tiny_model_path, tta="ten")
 
 
 def test_crops_follow_the_contract(recognizer, haar_faces):
@@ -296,7 +307,7 @@ def test_batch_classifies_all_faces_in_one_model_call(recognizer, haar_faces):
     batch = EmotionRecognizer(counting, "haar")
     images = [scene(haar_faces[0]), np.full((100, 100, 3), 90, np.uint8), scene(haar_faces[1], at=(40, 40))]
     results = batch.predict_batch(images)
-    assert calls == [(2, 48, 48, 1)]
+    assert calls == [(4, 48, 48, 1)]  # two faces and their mirror images
     assert [len(r) for r in results] == [1, 0, 1]
     for image, faces in zip(images, results):
         alone = recognizer.predict(image)

@@ -131,6 +131,7 @@ class Service:
             self.info = dict(await asyncio.to_thread(self._info) or {})
             self.info["detector"] = self.recognizer.detector_name
             self.info["runtime"] = getattr(getattr(self.recognizer, "classifier", None), "runtime", None)
+            self.info["tta"] = getattr(self.recognizer, "tta", None)
             self.croppers = Croppers(self.recognizer, self.max_concurrency)
             self.batcher = MicroBatcher(self.recognizer.classify, self.max_batch)
             await self.batcher.start()

@@ -25,12 +25,12 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(source: str, *, host: str = "127.0.0.1", port: int = 8000, detector: str | None = None,
-          align: bool | None = None, runtime: str = "auto", max_pixels: int | None = None, max_upload_mb: float = 10,
+          align: bool | None = None, runtime: str = "auto", tta: str | None = None, max_pixels: int | None = None, max_upload_mb: float = 10,
           max_concurrency: int = 2, max_queue: int = 64, access_log: bool = True) -> None:
     import uvicorn
 
     from ferlab.detect import DEFAULT_DETECTOR
-    from ferlab.predict import DEFAULT_MAX_PIXELS, EmotionRecognizer
+    from ferlab.predict import DEFAULT_MAX_PIXELS, DEFAULT_TTA, EmotionRecognizer
     from ferlab.serve.app import create_app
     from ferlab.serve.model_info import describe
 
@@ -47,7 +47,7 @@ def serve(source: str, *, host: str = "127.0.0.1", port: int = 8000, detector: s
 
     app = create_app(
         lambda: EmotionRecognizer.load(source, detector=detector, align=align, runtime=runtime,
-                                       max_pixels=max_pixels or DEFAULT_MAX_PIXELS),
+                                       max_pixels=max_pixels or DEFAULT_MAX_PIXELS, tta=tta or DEFAULT_TTA),
         model_info=lambda: describe(source), max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         max_concurrency=max_concurrency, max_queue=max_queue, on_load_error=stop)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info"))

@@ -1,0 +1,117 @@
+"""The training input pipeline (augmentation, the batch stream) and the float32 model it hands on."""
+
+import keras
+import numpy as np
+import pytest
+
+from ferlab import augment, model_io, models
+from ferlab.params import Augment
+from ferlab.train import make_training_dataset
+
+OFF = Augment(horizontal_flip=False, translate=0, rotation_degrees=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
+
+
+def faces(n=6, seed=0):
+    return np.random.default_rng(seed).random((n, 48, 48, 1)).astype(np.float32)
+
+
+def test_augmentation_is_a_function_of_seed_and_batch_number():
+    x = faces()
+    first, again = augment.apply(x, (42, 7), Augment()).numpy(), augment.apply(x, (42, 7), Augment()).numpy()
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, augment.apply(x, (42, 8), Augment()).numpy())
+    assert not np.array_equal(first, augment.apply(x, (43, 7), Augment()).numpy())
+    assert first.shape == x.shape and first.min() >= 0.0 and first.max() <= 1.0
+
+
+def test_everything_off_changes_nothing():
+    x = faces()
+    assert np.allclose(augment.apply(x, (1, 1), OFF).numpy(), x)
+
+
+def test_flip_mirrors_some_faces_and_keeps_the_others():
+    x = faces(64)
+    out = augment.apply(x, (3, 0), Augment(**{**OFF.__dict__, "horizontal_flip": True})).numpy()
+    mirrored = [np.array_equal(o, f[:, ::-1]) for o, f in zip(out, x)]
+    kept = [np.array_equal(o, f) for o, f in zip(out, x)]
+    assert all(m != k for m, k in zip(mirrored, kept)) and 10 < sum(mirrored) < 54
+
+
+def test_translate_moves_whole_faces_by_whole_pixels_within_the_limit():
+    x = faces(32)
+    out = augment.apply(x, (5, 0), Augment(**{**OFF.__dict__, "translate": 3})).numpy()
+    moved = 0
+    for o, f in zip(out, x):
+        # the interior of the output is the input shifted by some (dy, dx) with |dy|, |dx| <= 3
+        matches = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
+                   if np.array_equal(o[4:44, 4:44], f[4 + dy:44 + dy, 4 + dx:44 + dx])]
+        assert len(matches) == 1
+        moved += matches[0] != (0, 0)
+    assert moved > 20
+
+
+def test_brightness_and_contrast_stay_in_range():
+    x = faces(16)
+    out = augment.apply(x, (9, 9), Augment(**{**OFF.__dict__, "brightness": 0.5, "contrast": 0.5})).numpy()
+    assert out.min() >= 0.0 and out.max() <= 1.0 and not np.allclose(out, x)
+
+
+def test_rotation_and_zoom_run_and_keep_the_shape():
+    x = faces(4)
+    out = augment.apply(x, (1, 2), Augment(**{**OFF.__dict__, "rotation_degrees": 15.0, "zoom": 0.1})).numpy()
+    assert out.shape == x.shape and not np.allclose(out, x)
+
+
+def batches(ds, n):
+    return [tuple(np.asarray(t) for t in batch) for batch in ds.take(n)]
+
+
+def test_the_batch_stream_repeats_run_to_run_and_a_resumed_run_continues_it():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (50, 48, 48), dtype=np.uint8)
+    y = rng.integers(0, 7, 50)
+    weights = {i: 1.0 + i for i in range(7)}
+    full = batches(make_training_dataset(x, y, 16, 42, Augment(), weights), 12)  # 3 epochs of 4 batches
+    assert all(np.array_equal(a, b) for fa, fb in zip(full, batches(make_training_dataset(x, y, 16, 42, Augment(), weights), 12))
+               for a, b in zip(fa, fb))
+    resumed = batches(make_training_dataset(x, y, 16, 42, Augment(), weights, start_step=8), 4)
+    for (fa, ta, wa), (fb, tb, wb) in zip(full[8:], resumed):
+        assert np.array_equal(fa, fb) and np.array_equal(ta, tb) and np.array_equal(wa, wb)
+    # each epoch is a new order of the same 50 faces, with the label's weight beside each face
+    first_epoch = np.concatenate([t.argmax(1) for _, t, _ in full[:4]])
+    second_epoch = np.concatenate([t.argmax(1) for _, t, _ in full[4:8]])
+    assert sorted(first_epoch) == sorted(y) and not np.array_equal(first_epoch, second_epoch)
+    assert np.array_equal(full[0][2], 1.0 + full[0][1].argmax(1))
+
+
+def test_a_model_trained_in_bfloat16_is_handed_on_in_float32(tmp_path):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        mixed = models.build("ferlab_cnn")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.layers[2].compute_dtype == "bfloat16"
+    plain = model_io.as_float32(mixed)
+    assert {layer.dtype_policy.name for layer in plain.layers} == {"float32"}
+    x = faces(4)
+    assert np.allclose(plain.predict(x, verbose=0), mixed.predict(x, verbose=0), atol=0.02)
+
+    # a .h5 saved with the mixed policy (by an older ferlab) also loads as float32
+    model_io.save_h5(mixed, tmp_path / "mixed.h5")
+    loaded = model_io.load_h5(tmp_path / "mixed.h5")
+    assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+    assert np.allclose(loaded.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-5)
+
+
+def test_a_float32_model_is_returned_as_it_is():
+    model = models.build("ferlab_cnn")
+    assert model_io.as_float32(model) is model
+
+
+@pytest.mark.parametrize("crop, seen", [(44, (44, 44)), (48, (48, 48))])
+def test_ferlab_cnn_looks_at_the_centre_crop(crop, seen):
+    model = models.build("ferlab_cnn", crop=crop)
+    assert tuple(model.input.shape[1:]) == (48, 48, 1)
+    first_conv = next(l for l in model.layers if isinstance(l, keras.layers.Conv2D))
+    assert tuple(first_conv.input.shape[1:3]) == seen
+    assert model.count_params() == 327_127
