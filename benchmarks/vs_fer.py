@@ -8,18 +8,16 @@ Run by hand on an otherwise idle machine, from the project root, after `dvc repr
 Frames: PrivateTest faces, each enlarged to 160x160 inside a 640x480 frame (edges stretched),
 plus scikit-image's astronaut photo. A face is found when a box is centred within 30 px of
 the face's centre; other boxes are counted as boxes off the face. ferlab runs twice, with its default detector (blazeface)
-and with haar (the paper's), both on the default model runtime (the bundle's TFLite model
+with haar (the paper's), and with its default detector but no test-time augmentation
+(`--tta none`; the others use the default, flip), all on the default model runtime (the bundle's TFLite model
 where there is one); all see the same frames in the same order, alternating per frame.
 Writes reports/benchmarks/vs_fer.json.
 """
 
 import argparse
-import os
 import statistics
 import time
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import cv2
 import numpy as np
@@ -70,6 +68,7 @@ def main() -> None:
     tools = {
         "ferlab": ours.predict,
         "ferlab_haar": EmotionRecognizer(ours.classifier, "haar", ours.contract).predict,
+        "ferlab_no_tta": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="none").predict,
         "fer": FER(mtcnn=False).detect_emotions,
     }
 
@@ -114,7 +113,8 @@ def main() -> None:
         summary[name]["astronaut"] = [f.to_dict() for f in tools[name](astronaut)]
     summary["fer"]["astronaut"] = [{"box": [int(v) for v in r["box"]], "emotions": {k: float(v) for k, v in r["emotions"].items()}}
                                    for r in tools["fer"](astronaut)]
-    for name in ("ferlab", "ferlab_haar"):
+    summary["ferlab_tta"] = ours.tta
+    for name in ("ferlab", "ferlab_haar", "ferlab_no_tta"):
         summary[f"speedup_median_{name}"] = round(summary["fer"]["median_ms"] / summary[name]["median_ms"], 2)
     for tool in tools:
         s = summary[tool]

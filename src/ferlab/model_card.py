@@ -17,11 +17,19 @@ def _confusion_table(matrix) -> str:
     return "\n".join(rows)
 
 
+def _tta_line(kind: str, note: str, scores: dict | None) -> str:
+    if not scores:
+        return ""
+    return (f"With {kind} test-time augmentation ({note}reported separately): "
+            f"accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}.")
+
+
 def render(name: str, architecture: str, parameters: int, scores: dict, fetch_summary: dict,
            validation: dict, export: dict, run: dict) -> str:
     test, f = scores["test"], validation["findings"]
     counts = {s: sum(fetch_summary["counts"][s].values()) for s in SPLITS}
     tta = scores.get("test_tta_flip")
+    ten = scores.get("test_tta_ten_crop")
     return f"""# Model card: {name}
 
 ## Model
@@ -44,7 +52,8 @@ class imbalance (disgust is {f['class_share']['Training']['disgust']:.1%} of Tra
 
 ## Results on PrivateTest ({test['n']:,} faces)
 Accuracy **{test['accuracy']:.4f}**, macro-F1 {test['macro_f1']:.4f}, weighted-F1 {test['weighted_f1']:.4f}.
-{f"With horizontal-flip test-time augmentation (reported separately): accuracy {tta['accuracy']:.4f}, macro-F1 {tta['macro_f1']:.4f}." if tta else ""}
+{_tta_line("horizontal-flip", "what ferlab's tools apply by default; ", tta)}
+{_tta_line("ten-crop", "", ten)}
 TensorFlow Lite export: accuracy {export['tflite_accuracy']:.4f} (the `.h5`: {export['h5_accuracy']:.4f}).
 
 {_metrics_table(test)}

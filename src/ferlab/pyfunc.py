@@ -5,6 +5,9 @@ or crops made by ferlab's detector). Output: a DataFrame with one column per emo
 (in ferlab.labels order) and `emotion`, the most likely one.
 """
 
+import contextlib
+import io
+
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
@@ -44,13 +47,18 @@ def probabilities_frame(probs: np.ndarray) -> pd.DataFrame:
     return frame
 
 
-class EmotionModel(mlflow.pyfunc.PythonModel):
-    def load_context(self, context):
-        from ferlab.model_io import load_h5
+# MLflow warns, when the class is defined, that `predict` has no type hints, and resets the
+# warning filters to do so; the signature (faces in, a probability per emotion out) is what
+# describes the model here, so its advice is dropped.
+with contextlib.redirect_stderr(io.StringIO()):
 
-        self.model = load_h5(context.artifacts[MODEL_ARTIFACT])
+    class EmotionModel(mlflow.pyfunc.PythonModel):
+        def load_context(self, context):
+            from ferlab.model_io import load_h5
 
-    def predict(self, context, model_input, params=None):
-        faces = faces_array(model_input)
-        probs = self.model.predict(normalize(faces), batch_size=256, verbose=0) if len(faces) else np.zeros((0, len(EMOTIONS)))
-        return probabilities_frame(probs)
+            self.model = load_h5(context.artifacts[MODEL_ARTIFACT])
+
+        def predict(self, context, model_input, params=None):
+            faces = faces_array(model_input)
+            probs = self.model.predict(normalize(faces), batch_size=256, verbose=0) if len(faces) else np.zeros((0, len(EMOTIONS)))
+            return probabilities_frame(probs)

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import threading
+import warnings
 
 _STDERR_LOCK = threading.Lock()  # file descriptor 2 is the process's: one redirection at a time
 
@@ -32,6 +33,15 @@ def native_stderr_silenced():
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def quiet_mlflow() -> None:
+    """MLflow's advice to library authors (type hints, input examples, cloudpickle) and its
+    artifact progress bars: nothing a user of ferlab can act on."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+    for chatty in ("mlflow.store.db.utils", "alembic", "mlflow.pyfunc", "mlflow.models.model"):
+        logging.getLogger(chatty).setLevel(logging.ERROR)
 
 
 def import_tensorflow():

@@ -112,7 +112,8 @@ def gate(candidate: VersionInfo, current: VersionInfo | None) -> list[str]:
     return reasons
 
 
-def promote(name: str, version: str | None = None, force: bool = False, reason: str | None = None) -> tuple[VersionInfo, VersionInfo | None]:
+def promote(name: str, version: str | None = None, force: bool = False,
+            reason: str | None = None) -> tuple[VersionInfo, VersionInfo | None]:
     """Move `production` to `version` (default: the candidate) if the gate allows or `force` with a reason."""
     if force and not reason:
         raise FerlabError("--force needs --reason \"...\" so the override is on record.")

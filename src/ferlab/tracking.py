@@ -7,7 +7,6 @@ project root is recovered from that path and every experiment lands in the same
 database. MLFLOW_TRACKING_URI overrides all of this (a team server).
 """
 
-import logging
 import os
 import subprocess
 from pathlib import Path
@@ -46,8 +45,9 @@ def setup(experiment: str, env: Mapping[str, str] = os.environ):
     """Point MLflow at the project's store and return the experiment id."""
     import mlflow
 
-    for chatty in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables..."
-        logging.getLogger(chatty).setLevel(logging.WARNING)
+    from ferlab.quiet import quiet_mlflow
+
+    quiet_mlflow()
     location = artifact_location(env)  # before set_tracking_uri, which exports MLFLOW_TRACKING_URI
     mlflow.set_tracking_uri(tracking_uri(env))
     found = mlflow.get_experiment_by_name(experiment)

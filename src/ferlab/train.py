@@ -47,7 +47,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(batch_size)
-    return ds.map(lambda f, l: _targets(tf.cast(f[..., tf.newaxis], tf.float32) / image.PIXEL_SCALE, l, None),
+    return ds.map(lambda faces, labels: _targets(tf.cast(faces[..., tf.newaxis], tf.float32) / image.PIXEL_SCALE, labels, None),
                   num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
@@ -234,8 +234,6 @@ def train(params: Params, arrays: Arrays, class_weights: dict | None, data_diges
     """Train `params.train.model`; `tracker` (a tracking.RunTracker) receives params and metrics.
     extra_callbacks: Keras callbacks run after ferlab's own (benchmarks/time_to_accuracy.py uses one)."""
     import keras
-
-    from ferlab import models
 
     previous_policy = keras.mixed_precision.global_policy()
     try:

@@ -43,6 +43,7 @@ def main() -> None:
     metrics = {name: {k: round(results[name][k], 4) for k in ("accuracy", "macro_f1", "weighted_f1")}
                for name in results}
     metrics["test"]["per_class_f1"] = {e: round(test["per_class"][e]["f1-score"], 4) for e in EMOTIONS}
+    metrics["test"]["per_class_recall"] = {e: round(test["per_class"][e]["recall"], 4) for e in EMOTIONS}
     write_json(paths.metrics, metrics)
 
     y_test = arrays.y["test"].astype(int)
@@ -71,6 +72,7 @@ def main() -> None:
     # "eval/" keeps these apart from the per-epoch training metrics (val_accuracy, ...)
     flat = {f"eval/{split}_{k}": v for split, m in metrics.items() for k, v in m.items() if not isinstance(v, dict)}
     flat |= {f"eval/test_f1_{e}": v for e, v in metrics["test"]["per_class_f1"].items()}
+    flat |= {f"eval/test_recall_{e}": v for e, v in metrics["test"]["per_class_recall"].items()}
     tracker.log_metrics(flat)
     for name in ("classification_report.txt", "confusion_matrix.png", "per_class_f1.png", "test_examples.png", "scores.json"):
         tracker.log_artifact(Path(paths.evaluate_report) / name, "evaluate")

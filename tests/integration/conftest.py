@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", "src", "data/external/README.md")

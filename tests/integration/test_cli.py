@@ -10,11 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import face_scene
+
 from ferlab import cli, image
 from ferlab.labels import EMOTIONS
-
 
 # ---- fixtures -------------------------------------------------------------------------------
 

@@ -15,8 +15,18 @@ from ferlab.detect import DEFAULT_DETECTOR
 from ferlab.labels import EMOTIONS
 from ferlab.predict import DEFAULT_MAX_PIXELS, EmotionRecognizer
 from integration.conftest import free_port
-from integration.serving import (ASTRONAUT_FACE, astronaut_scene, multipart, overlap, post_image, request,
-                                 serve_command, server_env, start_server, stop_server)
+from integration.serving import (
+    ASTRONAUT_FACE,
+    astronaut_scene,
+    multipart,
+    overlap,
+    post_image,
+    request,
+    serve_command,
+    server_env,
+    start_server,
+    stop_server,
+)
 
 UPLOAD_MB = 1  # a small --max-upload-mb, so the limit is cheap to cross
 

@@ -8,8 +8,8 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-
 from conftest import REPO, face_scene
+
 from ferlab import detect, image, predict
 from ferlab.detect import CropContract, Detection, crop_face
 from ferlab.errors import FerlabError
@@ -17,7 +17,6 @@ from ferlab.image import normalize
 from ferlab.labels import EMOTIONS
 from ferlab.predict import EmotionRecognizer, load_image, load_model
 from ferlab.video import Tracker
-
 
 # ---- fixtures: real FER2013 faces, a tiny trained model -------------------------------------
 
@@ -309,8 +308,8 @@ def test_batch_classifies_all_faces_in_one_model_call(recognizer, haar_faces):
     results = batch.predict_batch(images)
     assert calls == [(4, 48, 48, 1)]  # two faces and their mirror images
     assert [len(r) for r in results] == [1, 0, 1]
-    for image, faces in zip(images, results):
-        alone = recognizer.predict(image)
+    for picture, faces in zip(images, results):
+        alone = recognizer.predict(picture)
         assert [f.box for f in alone] == [f.box for f in faces]
         for a, b in zip(alone, faces):
             assert list(a.probabilities.values()) == pytest.approx(list(b.probabilities.values()), abs=1e-5)

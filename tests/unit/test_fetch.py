@@ -2,8 +2,8 @@ import hashlib
 import json
 
 import pytest
-
 from conftest import write_zip
+
 from ferlab.data import kaggle, sources
 from ferlab.data.fetch import fetch
 from ferlab.data.table import read_table

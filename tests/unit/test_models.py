@@ -26,9 +26,9 @@ PAPER_TABLE_2 = [
 def test_paper_cnn_matches_table_2():
     model = models.build("paper_cnn")
     assert model.count_params() == 2_489_095
-    got = [(type(l).__name__, tuple(l.output.shape[1:]), l.count_params()) for l in model.layers]
+    got = [(type(layer).__name__, tuple(layer.output.shape[1:]), layer.count_params()) for layer in model.layers]
     assert got == PAPER_TABLE_2
-    assert [l.rate for l in model.layers if isinstance(l, keras.layers.Dropout)] == [0.1, 0.1, 0.1, 0.2]
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.1, 0.1, 0.1, 0.2]
 
 
 def test_default_model_outputs_seven_probabilities():

@@ -1,8 +1,8 @@
 import pytest
+from conftest import REPO
 
 from ferlab import params, tracking
 from ferlab.errors import FerlabError
-from conftest import REPO
 
 
 def test_project_params_load_with_every_section():

@@ -1,8 +1,8 @@
 import zipfile
 
 import pytest
-
 from conftest import csv_text, write_zip
+
 from ferlab.data import readers
 from ferlab.data.table import images_of
 from ferlab.errors import DataError
@@ -85,9 +85,10 @@ def _csv(tmp_path, text):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda rows: [(l, p.ravel()[:-1] if i == 3 else p, u) for i, (l, p, u) in enumerate(rows)], r"line 5: 2303 pixels instead of 2304"),
-        (lambda rows: [(9 if i == 2 else l, p, u) for i, (l, p, u) in enumerate(rows)], r"line 4: emotion '9' is not a label id 0..6"),
-        (lambda rows: [(l, p, "Validation" if i == 0 else u) for i, (l, p, u) in enumerate(rows)], r"line 2: unknown Usage 'Validation'"),
+        (lambda rows: [(y, p.ravel()[:-1] if i == 3 else p, u) for i, (y, p, u) in enumerate(rows)],
+         r"line 5: 2303 pixels instead of 2304"),
+        (lambda rows: [(9 if i == 2 else y, p, u) for i, (y, p, u) in enumerate(rows)], r"line 4: emotion '9' is not a label id 0..6"),
+        (lambda rows: [(y, p, "Validation" if i == 0 else u) for i, (y, p, u) in enumerate(rows)], r"line 2: unknown Usage 'Validation'"),
     ],
 )
 def test_bad_csv_rows_name_the_line(tmp_path, small_csv_rows, mutate, message):

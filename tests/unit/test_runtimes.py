@@ -9,8 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import face_scene
+
 from ferlab import detect
 from ferlab.errors import FerlabError
 from ferlab.image import normalize

@@ -112,6 +112,6 @@ def test_a_float32_model_is_returned_as_it_is():
 def test_ferlab_cnn_looks_at_the_centre_crop(crop, seen):
     model = models.build("ferlab_cnn", crop=crop)
     assert tuple(model.input.shape[1:]) == (48, 48, 1)
-    first_conv = next(l for l in model.layers if isinstance(l, keras.layers.Conv2D))
+    first_conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     assert tuple(first_conv.input.shape[1:3]) == seen
-    assert model.count_params() == 327_127
+    assert model.count_params() == 707_391

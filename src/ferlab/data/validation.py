@@ -14,7 +14,7 @@ import pandas as pd
 
 from ferlab.data.quality import class_counts, findings, image_facts
 from ferlab.image import PIXELS_PER_IMAGE
-from ferlab.labels import EMOTIONS, FULL_COUNTS, SPLITS, VAL_SPLIT, TEST_SPLIT
+from ferlab.labels import EMOTIONS, FULL_COUNTS, SPLITS, TEST_SPLIT, VAL_SPLIT
 from ferlab.params import Validate
 
 CRITICAL, WARNING = "critical", "warning"

@@ -25,8 +25,8 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve(source: str, *, host: str = "127.0.0.1", port: int = 8000, detector: str | None = None,
-          align: bool | None = None, runtime: str = "auto", tta: str | None = None, max_pixels: int | None = None, max_upload_mb: float = 10,
-          max_concurrency: int = 2, max_queue: int = 64, access_log: bool = True) -> None:
+          align: bool | None = None, runtime: str = "auto", tta: str | None = None, max_pixels: int | None = None,
+          max_upload_mb: float = 10, max_concurrency: int = 2, max_queue: int = 64, access_log: bool = True) -> None:
     import uvicorn
 
     from ferlab.detect import DEFAULT_DETECTOR
