@@ -74,7 +74,8 @@ def project(tmp_path, archive):
         src = REPO / name
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
-    set_params(root, **{"fetch.candidates": [str(archive)], "fetch.limit_per_class": 12,
+    # a relative candidate, as params.yaml has: `dvc exp run --temp` must find it from the project root
+    set_params(root, **{"fetch.candidates": [os.path.relpath(archive, root)], "fetch.limit_per_class": 12,
                         "train.epochs": 2, "train.batch_size": 32, "evaluate.example_faces": 8,
                         # 84 test faces: one changed answer is 1.2 points
                         "package.max_tflite_drop": 0.05})

@@ -22,9 +22,12 @@ def counts(table) -> dict[str, dict[str, int]]:
     }
 
 
-def fetch(params: Params, root: Path, client_factory=None, progress=None) -> dict:
+def fetch(params: Params, root: Path, client_factory=None, progress=None, source_root: Path | None = None) -> dict:
+    """Read the source into the raw table under `root`; relative source paths (drop folder,
+    candidates, Kaggle cache) are taken from `source_root` (default: `root`)."""
     cfg = params.fetch
-    source = sources.resolve(cfg.source, root, cfg.drop_folder, cfg.candidates, cfg.kaggle_cache, client_factory)
+    source = sources.resolve(cfg.source, source_root or root, cfg.drop_folder, cfg.candidates, cfg.kaggle_cache,
+                             client_factory)
     if progress:
         progress(f"source: {source.kind} {source.path}")
     sha256 = sources.verify(source, cfg.sha256)
