@@ -29,11 +29,15 @@ def inference_section(vs_fer: dict | None, inference: dict | None) -> list[str]:
     if vs_fer:
         ours, theirs = vs_fer["ferlab"], vs_fer["fer"]
         ratio = vs_fer["speedup_median_ferlab"]
-        lines += [f"{vs_fer['frames']} PrivateTest faces enlarged into 640x480 frames, the same frames for each tool, alternating:", "",
+        lines += [f"{vs_fer['frames']} PrivateTest faces enlarged into 640x480 frames, the same frames for each tool, alternating "
+                  f"(CPU: {vs_fer.get('cpu', 'not recorded')}):", "",
                   "| tool | median ms per frame (p25-p75) | face recall | boxes off the face | accuracy on found faces |",
                   "|---|---:|---:|---:|---:|"]
         for name, label in (("ferlab", f"ferlab ({vs_fer['ferlab_detector']}, {vs_fer['classifier_runtime']})"),
-                            ("ferlab_haar", "ferlab (haar)"), ("fer", "fer `FER(mtcnn=False)`")):
+                            ("ferlab_haar", "ferlab (haar)"), ("ferlab_no_tta", "ferlab (no flip TTA)"),
+                            ("fer", "fer `FER(mtcnn=False)`")):
+            if name not in vs_fer:  # runs before the TTA option have no such row
+                continue
             s = vs_fer[name]
             lines.append(f"| {label} | {s['median_ms']} ({s['p25_ms']}-{s['p75_ms']}) | {s['face_recall']:.3f} | "
                          f"{s['boxes_off_the_face']} | {s['accuracy_on_found']:.3f} |")

@@ -15,6 +15,7 @@ Writes reports/benchmarks/vs_fer.json.
 """
 
 import argparse
+import os
 import statistics
 import time
 from pathlib import Path
@@ -41,6 +42,13 @@ def astronaut_frame() -> np.ndarray:
     from skimage import data
 
     return cv2.resize(cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR), (640, 480))
+
+
+def cpu_name() -> str:
+    """The CPU's model name and family (family 23 is AMD Zen 1/2, 25 Zen 3/4, 26 Zen 5)."""
+    info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                                               if ":" in line)}
+    return f"{info.get('model name', '?')}, family {info.get('cpu family', '?')}, {os.cpu_count()} CPUs"
 
 
 def quartiles(values: list[float]) -> dict:
@@ -103,7 +111,7 @@ def main() -> None:
                 correct[name] += hits[0] == label
 
     astronaut = astronaut_frame()
-    summary = {"frames": len(frames), "frame_size": [640, 480], "model": model,
+    summary = {"frames": len(frames), "frame_size": [640, 480], "model": model, "cpu": cpu_name(),
                "classifier_runtime": ours.classifier.runtime, "ferlab_detector": ours.detector_name}
     for name in tools:
         summary[name] = quartiles(timing[name]) | {
