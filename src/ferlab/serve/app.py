@@ -1,7 +1,7 @@
 """The FastAPI app of `ferlab serve`.
 
     POST /v1/predict   an image (multipart field `file`, or the raw bytes) -> faces, boxes, emotions
-    GET  /v1/model     the model served: name, version, alias, source, detector, test metrics, limits
+    GET  /v1/model     the model served: name, version, alias, source, detector, runtime, tta, test metrics, limits
     GET  /healthz      200 while the process answers
     GET  /readyz       200 once the model is loaded and warmed up, 503 before (or if loading failed)
     GET  /             the webcam page (static/), GET /docs the OpenAPI documentation
