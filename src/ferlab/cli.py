@@ -1,5 +1,6 @@
 """The `ferlab` command: emotions of the faces in images, video files and live sources
-(`detect`, `video`, `webcam`), and the model registry (`models`, from ferlab.cli_models).
+(`detect`, `video`, `webcam`), the model on the user's labelled images (`evaluate`, from
+ferlab.cli_evaluate), and the model registry (`models`, from ferlab.cli_models).
 
 Heavy libraries (TensorFlow, OpenCV) are imported only by the commands that need
 them, so `ferlab --help` answers at once. A FerlabError ends the command with
@@ -15,8 +16,8 @@ import sys
 from pathlib import Path
 
 from ferlab.errors import FerlabError
+from ferlab.labelled_set import IMAGE_SUFFIXES  # looked for in folders; --annotate keeps them
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}  # looked for in folders; --annotate keeps them
 CHUNK = 32  # images whose faces go through the model together
 
 
@@ -335,8 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="log every request (default: on)")
     serve.set_defaults(func=cmd_serve)
 
-    from ferlab import cli_models
+    from ferlab import cli_evaluate, cli_models
 
+    cli_evaluate.add_command(sub, common)
     cli_models.add_commands(sub)
     sub.choices["models"].set_defaults(func=cli_models.run)
     return parser

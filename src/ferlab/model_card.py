@@ -24,8 +24,19 @@ def _tta_line(kind: str, note: str, scores: dict | None) -> str:
             f"accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}.")
 
 
+def _calibration_line(calibrated: dict) -> str:
+    flip, one = calibrated["test_ece"]["flip"], calibrated["test_ece"]["none"]
+    if calibrated["method"] != "temperature":
+        return (f"Probabilities are not calibrated: expected calibration error {flip['before']:.4f} with flip "
+                f"test-time augmentation, {one['before']:.4f} without ({calibrated['bins']} bins).")
+    return (f"Probabilities are calibrated by a softmax temperature of {calibrated['temperature']:.3f} fitted on PublicTest "
+            f"(in the weights of every format): expected calibration error with flip test-time augmentation "
+            f"{flip['before']:.4f} before, **{flip['after']:.4f}** after; without it {one['before']:.4f} before, "
+            f"{one['after']:.4f} after ({calibrated['bins']} bins).")
+
+
 def render(name: str, architecture: str, parameters: int, scores: dict, fetch_summary: dict,
-           validation: dict, export: dict, run: dict) -> str:
+           validation: dict, export: dict, run: dict, calibrated: dict) -> str:
     test, f = scores["test"], validation["findings"]
     counts = {s: sum(fetch_summary["counts"][s].values()) for s in SPLITS}
     tta = scores.get("test_tta_flip")
@@ -54,6 +65,7 @@ class imbalance (disgust is {f['class_share']['Training']['disgust']:.1%} of Tra
 Accuracy **{test['accuracy']:.4f}**, macro-F1 {test['macro_f1']:.4f}, weighted-F1 {test['weighted_f1']:.4f}.
 {_tta_line("horizontal-flip", "what ferlab's tools apply by default; ", tta)}
 {_tta_line("ten-crop", "", ten)}
+{_calibration_line(calibrated)}
 TensorFlow Lite export: accuracy {export['tflite_accuracy']:.4f} (the `.h5`: {export['h5_accuracy']:.4f}).
 
 {_metrics_table(test)}

@@ -1,10 +1,14 @@
-"""Typed loading of params.yaml: one dataclass per section, unknown keys are errors."""
+"""Typed loading of params.yaml: one dataclass per section; unknown keys, values of the wrong
+type and values outside a setting's choices are errors when the file is loaded, so a typo
+stops `dvc repro` in its first stage rather than after training."""
 
 import dataclasses
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
@@ -40,7 +44,7 @@ class Fetch:
 @dataclass(frozen=True)
 class Validate:
     blank_std_max: float = 2.0
-    exact_counts: str = "auto"  # auto | yes | no
+    exact_counts: Literal["auto", "yes", "no"] | bool = "auto"
     max_blank_fraction: float = 0.05
     minority_share_warn: float = 0.05  # classes below this share of a split are reported as imbalance
 
@@ -59,7 +63,7 @@ class Augment:
 class Preprocess:
     drop_blank_train: bool = True
     drop_test_leaks: bool = False
-    class_weights: str = "none"  # none | balanced | sqrt
+    class_weights: Literal["none", "balanced", "sqrt"] = "none"
     oversample_min_count: int = 0  # offline oversampling of minority classes up to this count
     augment: Augment = field(default_factory=Augment)
     sample_sheet_faces: int = 8
@@ -67,20 +71,20 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class Train:
-    model: str = "ferlab_cnn"
+    model: Literal["ferlab_cnn", "paper_cnn"] = "ferlab_cnn"
     model_options: dict = field(default_factory=dict)
     epochs: int = 18
     batch_size: int = 64
-    optimizer: str = "adamw"  # adam | adamw | sgd
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
     learning_rate: float = 0.002
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0001
-    schedule: str = "cosine"  # constant | cosine (with linear warm-up)
+    schedule: Literal["constant", "cosine"] = "cosine"  # cosine: with a linear warm-up
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
     class_weights: bool = False  # weight the loss with preprocess' class weights
     early_stopping_patience: int = 8  # epochs without a better PublicTest accuracy
-    precision: str = "auto"  # auto | float32 | mixed_bfloat16 | mixed_float16
+    precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     deterministic: bool = True  # TensorFlow op determinism: the same seed gives the same model
     experiment: str = "ferlab"  # MLflow experiment name
 
@@ -91,12 +95,13 @@ class Evaluate:
     tta_ten_crop: bool = True  # and ten-crop (four corners, centre, their mirrors), separately
     batch_size: int = 256
     example_faces: int = 32
+    calibrate: bool = True  # fit a softmax temperature on PublicTest; the bundle carries it
 
 
 @dataclass(frozen=True)
 class Package:
     registered_model: str = "ferlab-emotion"
-    tflite: str = "float16"  # float16 | dynamic | none
+    tflite: Literal["float16", "dynamic", "none"] = "float16"
     max_tflite_drop: float = 0.005  # PrivateTest accuracy the TFLite export may lose
     register: bool = True  # register a new MLflow model version (alias `candidate`)
 
@@ -126,8 +131,51 @@ def _build(cls, data, where: str):
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
             value = _build(hint, value, f"{where}.{name}")
+        else:
+            _check(value, hint, f"{where}.{name}")
         values[name] = value
     return cls(**values)
+
+
+def _fits(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return value in args
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list or hint is list:
+        return isinstance(value, list) and all(_fits(v, args[0]) for v in value) if args else isinstance(value, list)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict) and (not args or all(_fits(k, args[0]) and _fits(v, args[1]) for k, v in value.items()))
+    return True
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(map(str, args))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in args)
+    if hint is type(None):
+        return "null"
+    name = getattr(origin or hint, "__name__", str(hint))
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+            "list": "a list", "dict": "a mapping"}.get(name, name)
+
+
+def _check(value, hint, where: str) -> None:
+    if not _fits(value, hint):
+        raise FerlabError(f"params.yaml: `{where}` must be {_describe(hint)}, not {value!r}.")
 
 
 def load(path: str | os.PathLike = "params.yaml") -> Params:

@@ -94,7 +94,8 @@ def per_class_f1(per_class: dict, path, title: str) -> None:
     save(fig, path)
 
 
-def labelled_faces(faces, true: list[str], predicted: list[str], path, per_row: int = 8) -> None:
+def labelled_faces(faces, true: list[str], predicted: list[str], path, per_row: int = 8,
+                   title: str = "PrivateTest faces: true -> predicted (mistakes in red)") -> None:
     """Faces titled `true -> predicted`; mistakes in red, so a person sees what gets confused."""
     rows = int(np.ceil(len(faces) / per_row))
     fig, axes = plt.subplots(rows, per_row, figsize=(1.5 * per_row, 1.75 * rows), squeeze=False)
@@ -102,7 +103,7 @@ def labelled_faces(faces, true: list[str], predicted: list[str], path, per_row: 
         ax.axis("off")
     for ax, face, t, p in zip(axes.flat, faces, true, predicted):
         ax.imshow(face, cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{t}\n-> {p}", fontsize=7, color="black" if t == p else "red")
-    fig.suptitle("PrivateTest faces: true -> predicted (mistakes in red)", fontsize=9)
+        ax.set_title(f"{t}\n-> {p}", fontsize=7, color="black" if t == p.split()[0] else "red")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save(fig, path)

@@ -98,6 +98,10 @@ def get(name: str, version: str) -> VersionInfo:
     return _info(_call(f"version {version} of {name!r}", _client().get_model_version, name, str(version)))
 
 
+def tag_version(name: str, version: str, key: str, value: str) -> None:
+    _call(f"version {version} of {name!r}", _client().set_model_version_tag, name, str(version), key, value)
+
+
 def gate(candidate: VersionInfo, current: VersionInfo | None) -> list[str]:
     """Reasons the candidate is worse than production on PrivateTest (empty: it may go)."""
     if current is None:

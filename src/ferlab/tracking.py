@@ -7,12 +7,15 @@ project root is recovered from that path and every experiment lands in the same
 database. MLFLOW_TRACKING_URI overrides all of this (a team server).
 """
 
+import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Mapping
 
 _TEMP_EXPS = f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}"
+# MLflow 3's UI opens an experiment in its model-training or its GenAI view by this tag
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 def project_root(env: Mapping[str, str] = os.environ) -> Path:
@@ -51,9 +54,31 @@ def setup(experiment: str, env: Mapping[str, str] = os.environ):
     location = artifact_location(env)  # before set_tracking_uri, which exports MLFLOW_TRACKING_URI
     mlflow.set_tracking_uri(tracking_uri(env))
     found = mlflow.get_experiment_by_name(experiment)
-    if found is not None:
-        return found.experiment_id
-    return mlflow.create_experiment(experiment, artifact_location=location)
+    if found is None:
+        return mlflow.create_experiment(experiment, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING})
+    if found.tags.get(EXPERIMENT_KIND) != MODEL_TRAINING:  # an experiment made before ferlab set it
+        mlflow.MlflowClient().set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
+    return found.experiment_id
+
+
+def fer2013_dataset(fetch_summary: dict):
+    """FER2013 as an MLflow dataset: where fetch read it, the table's checksum as its digest
+    (MLflow keeps 36 characters), its columns, and the images per split as its profile."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    class Fer2013(MetaDataset):
+        @property
+        def profile(self):
+            return {split: sum(counts.values()) for split, counts in fetch_summary["counts"].items()}
+
+        def to_dict(self):
+            return super().to_dict() | {"profile": json.dumps(self.profile)}
+
+    return Fer2013(resolve_dataset_source(fetch_summary["source"]["path"]), name="fer2013",
+                   digest=fetch_summary["table_sha256"][:32],
+                   schema=Schema([ColSpec("integer", "label"), ColSpec("binary", "image"), ColSpec("string", "split")]))
 
 
 def git_commit(cwd: str | os.PathLike = ".") -> str:
@@ -105,6 +130,11 @@ class RunTracker:
         import mlflow
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+
+    def log_dataset(self, dataset, context: str) -> None:
+        import mlflow
+
+        mlflow.log_input(dataset, context=context)
 
     def log_artifact(self, path, folder: str | None = None) -> None:
         import mlflow

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab import model_io, plots, tracking
+from ferlab import calibration, model_io, plots, tracking
 from ferlab import params as params_mod
 from ferlab.data import arrays as arrays_mod
 from ferlab.evaluate import predict_proba, predict_proba_ten_crop, scores
@@ -16,12 +16,28 @@ from ferlab.stage import log, run
 SPLIT_NAMES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 
 
+def calibration_report(views: dict, y_val: np.ndarray, y_test: np.ndarray, fit: bool) -> dict:
+    """The temperature fitted on PublicTest (flip views) and PrivateTest's calibration error before and after."""
+    temperature = calibration.fit_temperature(views["val"], y_val) if fit else 1.0
+    ece = {mode: {"before": calibration.expected_calibration_error(calibration.tempered(v, 1.0), y_test),
+                  "after": calibration.expected_calibration_error(calibration.tempered(v, temperature), y_test)}
+           for mode, v in (("flip", views["test"]), ("none", views["test"][:1]))}
+    return {
+        "method": "temperature" if fit else "none", "temperature": round(temperature, 4),
+        "fitted_on": "PublicTest, the mean of each face and its mirror image (the tools' default)",
+        "bins": calibration.ECE_BINS,
+        "test_ece": {mode: {k: round(v, 4) for k, v in e.items()} for mode, e in ece.items()},
+        "reliability": {"before": calibration.reliability(calibration.tempered(views["test"], 1.0), y_test),
+                        "after": calibration.reliability(calibration.tempered(views["test"], temperature), y_test)},
+    }
+
+
 def main() -> None:
     params = params_mod.load()
     paths, cfg = params.paths, params.evaluate
     arrays = arrays_mod.load(Path(paths.processed) / arrays_mod.ARRAY_FILE)
     model = model_io.load_h5(paths.model)
-    results, test_probs = {}, None
+    results, views = {}, {}
     for key in ("train", "val", "test"):
         x, y = arrays.x[key], arrays.y[key].astype(int)
         if key == "train":  # the oversampled copies would count twice
@@ -30,26 +46,37 @@ def main() -> None:
         probs = predict_proba(model, x, cfg.batch_size)
         results[key] = scores(y, probs.argmax(1))
         log(f"{SPLIT_NAMES[key]}: accuracy {results[key]['accuracy']:.4f}, macro-F1 {results[key]['macro_f1']:.4f}")
+        if key != "train":  # (2, N, 7): the face and its mirror image, the tools' default views
+            views[key] = np.stack([probs, predict_proba(model, x[:, :, ::-1], cfg.batch_size)])
         if key == "test":
-            test_probs = probs
             if cfg.tta_flip:
-                results["test_tta_flip"] = scores(y, predict_proba(model, x, cfg.batch_size, flip=True).argmax(1))
+                results["test_tta_flip"] = scores(y, views["test"].mean(0).argmax(1))
                 log(f"PrivateTest with flip TTA: accuracy {results['test_tta_flip']['accuracy']:.4f}")
             if cfg.tta_ten_crop:
                 results["test_tta_ten_crop"] = scores(y, predict_proba_ten_crop(model, x, cfg.batch_size).argmax(1))
                 log(f"PrivateTest with ten-crop TTA: accuracy {results['test_tta_ten_crop']['accuracy']:.4f}")
+    test_probs = views["test"][0]
+    calibrated = calibration_report(views, arrays.y["val"].astype(int), arrays.y["test"].astype(int), cfg.calibrate)
+    log(f"PrivateTest expected calibration error (flip TTA): {calibrated['test_ece']['flip']['before']:.4f}"
+        + (f", {calibrated['test_ece']['flip']['after']:.4f} at temperature {calibrated['temperature']:.3f}"
+           if cfg.calibrate else " (calibration off)"))
 
     test = results["test"]
     metrics = {name: {k: round(results[name][k], 4) for k in ("accuracy", "macro_f1", "weighted_f1")}
                for name in results}
     metrics["test"]["per_class_f1"] = {e: round(test["per_class"][e]["f1-score"], 4) for e in EMOTIONS}
     metrics["test"]["per_class_recall"] = {e: round(test["per_class"][e]["recall"], 4) for e in EMOTIONS}
+    metrics["calibration"] = {"temperature": calibrated["temperature"], "ece_before": calibrated["test_ece"]["flip"]["before"],
+                              "ece_after": calibrated["test_ece"]["flip"]["after"]}
     write_json(paths.metrics, metrics)
 
     y_test = arrays.y["test"].astype(int)
     y_pred = test_probs.argmax(1)
     with atomic_path(paths.evaluate_report) as staged:
         staged.mkdir()
+        write_json(staged / "calibration.json", calibrated)
+        calibration.plot_reliability(calibrated["reliability"]["before"], calibrated["reliability"]["after"],
+                                     staged / "reliability.png", f"PrivateTest, flip TTA, temperature {calibrated['temperature']:.3f}")
         write_json(staged / "scores.json", {k: {m: v for m, v in r.items() if m != "report_text"} for k, r in results.items()})
         (staged / "classification_report.txt").write_text(
             "".join(f"== {SPLIT_NAMES.get(k, k)} ==\n{r['report_text']}\n" for k, r in results.items()))
@@ -74,7 +101,8 @@ def main() -> None:
     flat |= {f"eval/test_f1_{e}": v for e, v in metrics["test"]["per_class_f1"].items()}
     flat |= {f"eval/test_recall_{e}": v for e, v in metrics["test"]["per_class_recall"].items()}
     tracker.log_metrics(flat)
-    for name in ("classification_report.txt", "confusion_matrix.png", "per_class_f1.png", "test_examples.png", "scores.json"):
+    for name in ("classification_report.txt", "confusion_matrix.png", "per_class_f1.png", "test_examples.png", "scores.json",
+                 "calibration.json", "reliability.png"):
         tracker.log_artifact(Path(paths.evaluate_report) / name, "evaluate")
     tracker.end()
     log(f"wrote {paths.metrics}; logged to MLflow run {run_info['run_id']}")

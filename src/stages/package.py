@@ -1,11 +1,10 @@
 """DVC stage `package`: the deployable bundle under models/bundle/ and a new registry version (alias `candidate`)."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from ferlab import image, model_card, model_io, pyfunc, registry, tracking
+from ferlab import calibration, image, model_card, model_io, pyfunc, registry, tracking
 from ferlab import params as params_mod
 from ferlab.data import arrays as arrays_mod
 from ferlab.errors import FerlabError
@@ -25,11 +24,14 @@ def main() -> None:
     run_info = read_json(Path(paths.train_report) / "run.json")
     fetch_summary = read_json(paths.raw_summary)
     validation = read_json(Path(paths.validation_report) / "report.json")
+    calibrated = read_json(Path(paths.evaluate_report) / "calibration.json")
+    if calibrated["method"] == "temperature":  # the bundle's probabilities are the calibrated ones
+        model = calibration.with_temperature(model, calibrated["temperature"])
     x_test, y_test = arrays.x["test"], arrays.y["test"].astype(int)
 
     with atomic_path(paths.bundle) as bundle:
         bundle.mkdir()
-        shutil.copy(paths.model, bundle / "model.h5")
+        model_io.save_h5(model, bundle / "model.h5")
         h5_accuracy = float(np.mean(predict_proba(model, x_test).argmax(1) == y_test))
         to_tflite(model, bundle / "model.tflite", cfg.tflite)
         tflite_accuracy = float(np.mean(tflite_predict(bundle / "model.tflite", x_test).argmax(1) == y_test))
@@ -44,7 +46,8 @@ def main() -> None:
         write_json(bundle / "preprocessing.json", image.contract())
         write_json(bundle / "metrics.json", read_json(paths.metrics) | {"export": export})
         (bundle / "MODEL_CARD.md").write_text(model_card.render(
-            cfg.registered_model, params.train.model, int(model.count_params()), scores, fetch_summary, validation, export, run_info))
+            cfg.registered_model, params.train.model, int(model.count_params()), scores, fetch_summary, validation, export, run_info,
+            calibrated))
 
     if not cfg.register:
         log(f"wrote {paths.bundle}; registration is off (package.register: false)")
@@ -67,7 +70,9 @@ def main() -> None:
     test = scores["test"]
     version = registry.register(cfg.registered_model, info.model_uri, tags={
         "test_accuracy": f"{test['accuracy']:.4f}", "test_macro_f1": f"{test['macro_f1']:.4f}",
-        "tflite_accuracy": f"{tflite_accuracy:.4f}", "data_sha256": fetch_summary["table_sha256"],
+        "tflite_accuracy": f"{tflite_accuracy:.4f}",
+        "test_ece": f"{calibrated['test_ece']['flip']['after']:.4f}", "temperature": f"{calibrated['temperature']:.4f}",
+        "data_sha256": fetch_summary["table_sha256"],
         "git_commit": tracking.git_commit(), "architecture": params.train.model,
     }, run_id=run_info["run_id"])
     log(f"wrote {paths.bundle}; registered {cfg.registered_model} version {version.version} (alias candidate). "

@@ -18,7 +18,8 @@ def main() -> None:
     processed = Path(paths.processed)
     arrays = arrays_mod.load(processed / arrays_mod.ARRAY_FILE)
     meta = read_json(processed / arrays_mod.META_FILE)
-    data_digest = read_json(paths.raw_summary)["table_sha256"]
+    fetch_summary = read_json(paths.raw_summary)
+    data_digest = fetch_summary["table_sha256"]
     tracker = tracking.RunTracker(params.train.experiment, tags={
         "git_commit": tracking.git_commit(), "data_sha256": data_digest,
         "model": params.train.model, "dvc_exp": tracking.run_name() or "workspace",
@@ -42,6 +43,7 @@ def main() -> None:
         })
     report = Path(paths.train_report)
     tracker.log_metrics({"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch})
+    tracker.log_dataset(tracking.fer2013_dataset(fetch_summary), context="training")
     for name in ("model_summary.txt", "history.csv", "learning_curves.png"):
         tracker.log_artifact(report / name, "train")
     tracker.log_artifact(paths.model, "model_h5")

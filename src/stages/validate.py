@@ -8,7 +8,6 @@ from ferlab import plots
 from ferlab.data.fetch import counts
 from ferlab.data.table import read_table
 from ferlab.data.validation import summary_lines, validate
-from ferlab.errors import DataError
 from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.stage import log, run
 
@@ -18,9 +17,7 @@ def main() -> None:
     cfg = params.validate
     table = read_table(params.paths.raw_table)
     sliced = read_json(params.paths.raw_summary).get("limit_per_class") is not None
-    exact = {"auto": not sliced, "yes": True, "no": False}.get(str(cfg.exact_counts).lower())
-    if exact is None:
-        raise DataError(f"params.yaml: validate.exact_counts must be auto, yes or no, not {cfg.exact_counts!r}.")
+    exact = not sliced if cfg.exact_counts == "auto" else cfg.exact_counts in ("yes", True)  # YAML reads a bare yes as true
     out = Path(params.paths.validation_report)
     log(f"validating {len(table):,} rows ({'exact' if exact else 'slice'} counts)")
     with atomic_path(out) as staged:

@@ -64,7 +64,8 @@ def ferlab(capsys, *args) -> tuple[int, str, str]:
 # ---- help and the real process --------------------------------------------------------------
 
 def test_help_reads_well_and_starts_without_tensorflow():
-    for command, expected in [([], ["detect", "video", "webcam"]),
+    for command, expected in [([], ["detect", "video", "webcam", "evaluate"]),
+                              (["evaluate"], ["--face-crop", "--largest-face", "--log", "--out", "--model"]),
                               (["detect"], ["--json", "--csv", "--annotate", "--face-crop", "--detector", "--max-pixels"]),
                               (["video"], ["--stride", "--out"]),
                               (["webcam"], ["--camera", "--source", "--no-window", "--output"])]:
@@ -200,6 +201,65 @@ def test_detect_from_the_model_registry(capsys, photos, tiny_model_path, tmp_pat
     assert code == 1 and "error: no version of 'ferlab' has the alias 'staging'" in err
     code, out, err = ferlab(capsys, "models", "list", "--name", "ferlab")  # the registry commands share the CLI
     assert code == 0 and out.splitlines()[1].split()[:2] == ["1", "-"] and "production" in out
+
+
+# ---- evaluate -------------------------------------------------------------------------------
+
+def test_evaluate_a_labelled_folder_counts_what_it_cannot_score(capsys, tmp_path, detectable, tiny_model_path):
+    data = tmp_path / "my_faces"
+    for folder in ("Happiness", "SAD", "contempt"):
+        (data / folder).mkdir(parents=True)
+    cv2.imwrite(str(data / "Happiness" / "a.jpg"), face_scene(detectable[0]))
+    cv2.imwrite(str(data / "Happiness" / "b.jpg"), face_scene(detectable[1]))
+    cv2.imwrite(str(data / "SAD" / "c.jpg"), face_scene(detectable[2]))
+    cv2.imwrite(str(data / "SAD" / "wall.png"), np.full((300, 400), 120, np.uint8))
+    two = face_scene(detectable[0])
+    place(two, detectable[1], 420, 120, 160)
+    cv2.imwrite(str(data / "SAD" / "two.png"), two)
+    (data / "SAD" / "notes.jpg").write_text("not an image\n")
+    cv2.imwrite(str(data / "contempt" / "d.jpg"), face_scene(detectable[0]))
+    out = tmp_path / "report"
+    code, stdout, err = ferlab(capsys, "evaluate", data, "--out", out, "--detector", "haar", "--model", tiny_model_path)
+    assert code == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 6 and summary["scored"] == 3
+    assert summary["not_scored"] == {"no_face": 1, "several_faces": 1, "unreadable": 1}
+    assert summary["skipped_labels"] == {"contempt": 1} and summary["classes_in_macro"] == ["happy", "sad"]
+    assert "3 of 6 images scored" in stdout and "not in the set (left out of the macro averages): angry" in stdout
+    assert "skipped labels outside FER2013's seven: contempt (1)" in stdout
+    assert err.count("error: ") == 1 and "notes.jpg is not a readable image" in err and "Traceback" not in err
+    with open(out / "predictions.csv") as f:
+        rows = {Path(r["path"]).name: r for r in csv.DictReader(f)}
+    assert rows["two.png"]["status"] == "several_faces" and rows["wall.png"]["status"] == "no_face"
+    assert rows["a.jpg"]["predicted"] in EMOTIONS
+    for name in ("confusion_matrix.png", "confusion_matrix.json"):
+        assert (out / name).stat().st_size > 0
+
+    code, stdout, _ = ferlab(capsys, "evaluate", data, "--out", out, "--detector", "haar", "--model", tiny_model_path,
+                             "--largest-face", "--json")
+    assert code == 0 and json.loads(stdout)["scored"] == 4
+
+
+def test_evaluate_face_crops_from_a_csv(capsys, tmp_path, fer_faces, tiny_model_path):
+    faces, labels = fer_faces
+    (tmp_path / "crops").mkdir()
+    lines = ["path,label"]
+    for i in range(0, 60, 3):
+        cv2.imwrite(str(tmp_path / "crops" / f"{i}.png"), faces[i])
+        lines.append(f"crops/{i}.png,{EMOTIONS[labels[i]]}")
+    (tmp_path / "faces.csv").write_text("\n".join(lines) + "\n")
+    code, stdout, err = ferlab(capsys, "evaluate", tmp_path / "faces.csv", "--face-crop", "--json",
+                               "--out", tmp_path / "out", "--model", tiny_model_path)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["scored"] == 20 and summary["setup"]["detector"] == "none (face crops)"
+    assert sum(sum(row) for row in summary["confusion_matrix"]) == 20
+
+
+def test_evaluate_wrong_layout_is_one_line(capsys, tmp_path):
+    (tmp_path / "bad.csv").write_text("file,emotion\nx.png,happy\n")
+    code, _, err = ferlab(capsys, "evaluate", tmp_path / "bad.csv")
+    assert code == 1 and err.strip() == f"error: {tmp_path / 'bad.csv'} needs the columns path and label; it has file, emotion."
 
 
 # ---- video and webcam -----------------------------------------------------------------------

@@ -6,6 +6,7 @@ import sqlite3
 
 import numpy as np
 import pytest
+from mlflow import MlflowClient
 
 from integration.conftest import run
 
@@ -45,6 +46,11 @@ def test_dvc_repro_on_a_slice_produces_consistent_outputs(project):
         rows = list(csv.DictReader(f))
     assert np.mean([r["actual"] == r["predicted"] for r in rows]) == pytest.approx(scores["test"]["accuracy"])
     assert "test_tta_flip" in metrics
+    calibrated = json.loads((root / "reports/evaluate/calibration.json").read_text())
+    assert calibrated["method"] == "temperature" and 0.05 <= calibrated["temperature"] <= 20
+    assert metrics["calibration"]["ece_after"] == calibrated["test_ece"]["flip"]["after"]
+    assert sum(b["faces"] for b in calibrated["reliability"]["after"]) == 12 * 7
+    assert (root / "reports/evaluate/reliability.png").stat().st_size > 0
 
     run_id = json.loads((root / "reports/train/run.json").read_text())["run_id"]
     assert [r[0] for r in mlflow_runs(root)] == [run_id]
@@ -55,6 +61,10 @@ def test_dvc_repro_on_a_slice_produces_consistent_outputs(project):
     assert {"accuracy", "val_accuracy", "eval/test_accuracy", "eval/test_macro_f1", "eval/test_f1_disgust"} <= keys
     assert epochs == 2
     assert tags["data_sha256"] == summary["table_sha256"] and len(tags["git_commit"]) >= 40
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    (given,) = client.get_run(run_id).inputs.dataset_inputs  # the UI's Dataset column: FER2013 and its checksum
+    assert given.dataset.name == "fer2013" and given.dataset.digest == summary["table_sha256"][:32]
+    assert json.loads(given.dataset.profile) == {"Training": 12 * 7, "PublicTest": 12 * 7, "PrivateTest": 12 * 7}
     artifacts = list((root / "mlartifacts").rglob("model.h5"))
     assert artifacts and artifacts[0].stat().st_size == (root / "models/model.h5").stat().st_size
 

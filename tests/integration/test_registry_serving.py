@@ -11,6 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
+from ferlab.calibration import tempered
+from ferlab.evaluate import predict_proba
+from ferlab.model_io import load_h5
 from integration.conftest import free_port, run, set_params, wait_http
 
 pytestmark = pytest.mark.slow
@@ -47,6 +50,7 @@ def test_package_bundle_and_candidate_then_mlflow_serves_it(project):
     assert [e["name"] for e in json.loads((bundle / "labels.json").read_text())["emotions"]][:2] == ["angry", "disgust"]
     card = (bundle / "MODEL_CARD.md").read_text()
     assert "Not for decisions about people" in card and "| disgust |" in card
+    assert "calibrated by a softmax temperature" in card and "calibration" in metrics
 
     listed = run(["ferlab", "models", "list"], root, env).stdout
     assert "candidate" in listed and "   1  " in listed
@@ -76,6 +80,11 @@ def test_package_bundle_and_candidate_then_mlflow_serves_it(project):
     for row in rows:
         assert sum(row[e] for e in emotions) == pytest.approx(1.0, abs=1e-4)
         assert row["emotion"] == max(emotions, key=lambda e: row[e])
+    # the registered model returns the calibrated probabilities: the trained model's, tempered
+    temperature = json.loads((root / "reports/evaluate/calibration.json").read_text())["temperature"]
+    raw = predict_proba(load_h5(root / "models/model.h5"), faces.astype(np.uint8))
+    served = np.array([[row[e] for e in emotions] for row in rows])
+    np.testing.assert_allclose(served, tempered(raw[None], temperature), atol=1e-4)
 
 
 def test_pipeline_and_registry_against_a_real_mlflow_server(project, tmp_path):

@@ -45,12 +45,17 @@ def default_source(env=os.environ) -> str:
                       "folder, a .h5 or .tflite file, or models:/<name>@<alias>).")
 
 
-def _test_metrics(metrics_file: Path) -> dict | None:
+def _test_metrics(metrics_file: Path, calibrated: bool) -> dict | None:
+    """PrivateTest accuracy and macro-F1, and the calibration error of these probabilities: the
+    bundle's model carries the fitted temperature, the pipeline's models/model.h5 does not."""
     try:
-        test = json.loads(metrics_file.read_text())["test"]
-        return {"accuracy": float(test["accuracy"]), "macro_f1": float(test["macro_f1"])}
+        metrics = json.loads(metrics_file.read_text())
+        test = metrics["test"]
+        found = {"accuracy": float(test["accuracy"]), "macro_f1": float(test["macro_f1"])}
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    ece = metrics.get("calibration", {}).get("ece_after" if calibrated else "ece_before")
+    return found | ({"ece": float(ece)} if isinstance(ece, (int, float)) else {})
 
 
 def _card_name(card: Path) -> str | None:
@@ -71,16 +76,16 @@ def describe(source: str) -> dict:
         info.update(name=name, alias=alias)
         version = registry.by_alias(name, alias)
         if version is not None:
-            accuracy, macro_f1 = version.metric("test_accuracy"), version.metric("test_macro_f1")
+            accuracy, macro_f1, ece = (version.metric(f"test_{m}") for m in ("accuracy", "macro_f1", "ece"))
             info["version"] = version.version
             if accuracy is not None and macro_f1 is not None:
-                info["test_metrics"] = {"accuracy": accuracy, "macro_f1": macro_f1}
+                info["test_metrics"] = {"accuracy": accuracy, "macro_f1": macro_f1} | ({"ece": ece} if ece is not None else {})
         return info
     path = Path(source)
     folder = path if path.is_dir() else path.parent
     info["name"] = _card_name(folder / "MODEL_CARD.md") or path.name
     if (folder / "metrics.json").is_file():  # a bundle, or a .h5 inside one
-        info["test_metrics"] = _test_metrics(folder / "metrics.json")
+        info["test_metrics"] = _test_metrics(folder / "metrics.json", calibrated=True)
     elif path.resolve() == Path(Paths().model).resolve():  # the pipeline's model: its evaluate stage's numbers
-        info["test_metrics"] = _test_metrics(Path(Paths().metrics))
+        info["test_metrics"] = _test_metrics(Path(Paths().metrics), calibrated=False)
     return info

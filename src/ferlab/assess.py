@@ -1,0 +1,187 @@
+"""The model on the user's own labelled faces: score a LabelledSet, write the report, log it to MLflow.
+
+Each image is found to hold one face (scored), none, several (counted, not scored unless
+`largest_face`), or cannot be read (one sentence, counted); nothing is dropped silently.
+Classes absent from the set are left out of the macro averages, and the summary says so.
+"""
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ferlab.errors import FerlabError
+from ferlab.fileio import write_json
+from ferlab.labelled_set import LabelledSet
+from ferlab.labels import EMOTIONS
+
+CHUNK = 32  # images whose faces go through the model together
+EXPERIMENT = "ferlab-evaluations"
+NOT_SCORED = ("no_face", "several_faces", "unreadable")
+
+
+@dataclass
+class Outcome:
+    path: str
+    label: str
+    status: str  # scored | no_face | several_faces | unreadable
+    message: str = ""
+    face: np.ndarray | None = None  # the 48x48 model input that was scored
+    probabilities: np.ndarray | None = None
+
+    @property
+    def predicted(self) -> str | None:
+        return None if self.probabilities is None else EMOTIONS[int(np.argmax(self.probabilities))]
+
+
+def _face_of(path: str, label: str, detections, faces, face_crop: bool, largest_face: bool) -> Outcome:
+    if len(faces) == 0:
+        return Outcome(path, label, "no_face", f"{path}: no face found.")
+    if len(faces) > 1 and not largest_face:
+        return Outcome(path, label, "several_faces", f"{path}: {len(faces)} faces found; pass --largest-face to score the largest.")
+    largest = max(range(len(faces)), key=lambda i: detections[i].box[2] * detections[i].box[3])
+    return Outcome(path, label, "scored", face=faces[largest])
+
+
+def score(recognizer, labelled: LabelledSet, face_crop: bool = False, largest_face: bool = False,
+          progress: bool = True) -> list[Outcome]:
+    """One Outcome per image of `labelled`, in its order; faces are classified CHUNK images at a time."""
+    from tqdm import tqdm
+
+    outcomes: list[Outcome] = []
+    bar = tqdm(total=len(labelled.items), unit="image", disable=not progress or None, file=sys.stderr)
+    for start in range(0, len(labelled.items), CHUNK):
+        chunk = []
+        for path, label in labelled.items[start:start + CHUNK]:
+            try:
+                chunk.append(_face_of(path, label, *recognizer.crops(path, face_crop=face_crop), face_crop, largest_face))
+            except FerlabError as err:
+                chunk.append(Outcome(path, label, "unreadable", str(err)))
+            bar.update(1)
+        scored = [o for o in chunk if o.status == "scored"]
+        if scored:
+            for outcome, probs in zip(scored, recognizer.classify(np.stack([o.face for o in scored]))):
+                outcome.probabilities = np.asarray(probs, dtype=np.float64)
+        outcomes += chunk
+    bar.close()
+    return outcomes
+
+
+def summarise(outcomes: list[Outcome], labelled: LabelledSet, setup: dict) -> dict:
+    """Accuracy, macro-F1 over the classes present, per-class scores and the confusion matrix."""
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    scored = [o for o in outcomes if o.status == "scored"]
+    if not scored:
+        raise FerlabError(f"no image of {labelled.source} could be scored "
+                          f"({', '.join(f'{n} {s}' for s, n in _counts(outcomes).items() if n)}); see the messages above.")
+    y_true = np.array([EMOTIONS.index(o.label) for o in scored])
+    y_pred = np.array([int(np.argmax(o.probabilities)) for o in scored])
+    present = sorted(set(y_true.tolist()))
+    every = list(range(len(EMOTIONS)))
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=every, zero_division=0)
+    return {
+        "dataset": labelled.source,
+        "images": len(outcomes),
+        "scored": len(scored),
+        "not_scored": _counts(outcomes),
+        "skipped_labels": labelled.skipped,
+        "problems": labelled.problems,
+        "accuracy": round(float(np.mean(y_true == y_pred)), 4),
+        "macro_f1": round(float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)), 4),
+        "classes_in_macro": [EMOTIONS[i] for i in present],
+        "absent_classes": [e for i, e in enumerate(EMOTIONS) if i not in present],
+        "per_class": {e: ({"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
+                           "f1": round(float(f1[i]), 4), "support": int(support[i])} if i in present else None)
+                      for i, e in enumerate(EMOTIONS)},
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=every).tolist(),
+        "setup": setup,
+    }
+
+
+def _counts(outcomes: list[Outcome]) -> dict[str, int]:
+    return {status: sum(o.status == status for o in outcomes) for status in NOT_SCORED}
+
+
+def write_report(summary: dict, outcomes: list[Outcome], out_dir: str | Path, mistakes: int = 32) -> dict[str, Path]:
+    """summary.json, predictions.csv, confusion_matrix.json/.png and mistakes.png (the most confident wrong answers)."""
+    from ferlab import plots
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FerlabError(f"cannot create {out} ({err.strerror}); choose another --out.") from None
+    files = {name: out / name for name in ("summary.json", "predictions.csv", "confusion_matrix.json", "confusion_matrix.png")}
+    write_json(files["summary.json"], summary)
+    write_json(files["confusion_matrix.json"], {"labels": list(EMOTIONS), "rows": "true", "columns": "predicted",
+                                                "matrix": summary["confusion_matrix"]})
+    with open(files["predictions.csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label", "status", "predicted", "confidence", *[f"p_{e}" for e in EMOTIONS], "message"])
+        for o in outcomes:
+            probs = [] if o.probabilities is None else [f"{p:.4f}" for p in o.probabilities]
+            writer.writerow([o.path, o.label, o.status, o.predicted or "", f"{max(o.probabilities):.4f}" if probs else "",
+                             *(probs or [""] * len(EMOTIONS)), o.message])
+    plots.confusion(summary["confusion_matrix"], files["confusion_matrix.png"],
+                    f"{Path(summary['dataset']).name}: accuracy {summary['accuracy']:.3f}, macro-F1 {summary['macro_f1']:.3f}")
+    wrong = sorted((o for o in outcomes if o.status == "scored" and o.predicted != o.label),
+                   key=lambda o: -float(np.max(o.probabilities)))[:mistakes]
+    if wrong:
+        files["mistakes.png"] = out / "mistakes.png"
+        plots.labelled_faces([o.face for o in wrong], [o.label for o in wrong],
+                             [f"{o.predicted} {np.max(o.probabilities):.0%}" for o in wrong], files["mistakes.png"],
+                             title="The most confident mistakes: true -> predicted (confidence)")
+    return files
+
+
+def registered_version(model_source: str):
+    """(name, VersionInfo) when the model scored is a registered one (models:/name@alias), else None."""
+    if not str(model_source).startswith("models:/"):
+        return None
+    from ferlab import registry
+
+    name, _, alias = str(model_source).removeprefix("models:/").partition("@")
+    version = registry.by_alias(name, alias)
+    return (name, version) if version is not None else None
+
+
+def log_run(summary: dict, files: dict[str, Path], labelled: LabelledSet, model_source: str) -> str:
+    """One MLflow run in the `ferlab-evaluations` experiment: the set as a dataset input, the
+    scores as metrics, the report as artifacts, tagged with the registered version scored
+    (which is tagged back with the result), so versions compare on the same data in the UI."""
+    import mlflow
+    import pandas as pd
+
+    from ferlab import tracking
+
+    tracker = tracking.RunTracker(EXPERIMENT, tags={"ferlab.model_source": str(model_source),
+                                                     "ferlab.dataset": labelled.name})
+    run_id = tracker.start()
+    try:
+        found = registered_version(model_source)
+        if found:
+            mlflow.set_tags({"ferlab.registered_model": found[0], "ferlab.registered_version": found[1].version})
+        table = pd.DataFrame(labelled.items, columns=["path", "label"])
+        mlflow.log_input(mlflow.data.from_pandas(table, source=str(Path(labelled.source).resolve()), name=labelled.name),
+                         context="evaluation")
+        tracker.log_params({"dataset": labelled.source, "images": summary["images"], **summary["setup"]})
+        metrics = {"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"], "scored": summary["scored"]}
+        metrics |= {f"not_scored_{k}": v for k, v in summary["not_scored"].items()}
+        for emotion, cls in summary["per_class"].items():
+            if cls:
+                metrics |= {f"f1_{emotion}": cls["f1"], f"recall_{emotion}": cls["recall"]}
+        tracker.log_metrics(metrics)
+        for path in files.values():
+            tracker.log_artifact(path, "evaluation")
+    finally:
+        tracker.end()
+    if found:
+        from ferlab import registry
+
+        registry.tag_version(found[0], found[1].version, f"eval.{labelled.name}",
+                             f"accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f} "
+                             f"on {summary['scored']} faces (run {run_id})")
+    return run_id
