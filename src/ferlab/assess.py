@@ -139,11 +139,11 @@ def write_report(summary: dict, outcomes: list[Outcome], out_dir: str | Path, mi
 
 def registered_version(model_source: str):
     """(name, VersionInfo) when the model scored is a registered one (models:/name@alias), else None."""
-    if not str(model_source).startswith("models:/"):
-        return None
     from ferlab import registry
 
-    name, _, alias = str(model_source).removeprefix("models:/").partition("@")
+    if not registry.is_uri(model_source):
+        return None
+    name, alias = registry.parse_uri(model_source)
     version = registry.by_alias(name, alias)
     return (name, version) if version is not None else None
 

@@ -190,17 +190,10 @@ def _bundle_contract(folder: Path) -> CropContract:
 def _load_registered(uri: str):
     from ferlab import registry, tracking
 
-    name, at, alias = uri.removeprefix("models:/").partition("@")
-    if not (name and at and alias) or "/" in name:
-        raise FerlabError(f"{uri} is not a registered model alias; write models:/<name>@<alias>, "
-                          "e.g. models:/ferlab-emotion@production.")
-    tracking_uri = tracking.tracking_uri()
-    if tracking.store_missing(tracking_uri):
-        raise FerlabError(f"cannot resolve {uri}: there is no MLflow registry at {tracking_uri}; run `dvc repro` and "
+    name, alias = registry.parse_uri(uri)
+    if tracking.connect() is None:
+        raise FerlabError(f"cannot resolve {uri}: there is no MLflow registry at {tracking.tracking_uri()}; run `dvc repro` and "
                           "`ferlab models promote` in the project, set MLFLOW_TRACKING_URI, or pass --model with a .h5 file.")
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
     return Path(registry.local_model_file(name, alias))
 
 
@@ -226,7 +219,9 @@ def load_model(source: str | os.PathLike = DEFAULT_MODEL, runtime: str = "auto")
     if runtime not in RUNTIMES:
         raise FerlabError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
     text = os.fspath(source)
-    if text.startswith("models:/"):
+    from ferlab.registry import is_uri
+
+    if is_uri(text):
         h5 = _load_registered(text)
         folder = h5.parent
     else:

@@ -11,7 +11,21 @@ from dataclasses import dataclass
 from ferlab.errors import FerlabError
 
 CANDIDATE, PRODUCTION = "candidate", "production"
+URI_PREFIX = "models:/"
 GATE_METRICS = ("test_accuracy", "test_macro_f1")
+
+
+def is_uri(source) -> bool:
+    return str(source).startswith(URI_PREFIX)
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """models:/<name>@<alias> -> (name, alias)."""
+    name, at, alias = str(uri).removeprefix(URI_PREFIX).partition("@")
+    if not is_uri(uri) or not (name and at and alias) or "/" in name:
+        raise FerlabError(f"{uri} is not a registered model alias; write models:/<name>@<alias>, "
+                          "e.g. models:/ferlab-emotion@production.")
+    return name, alias
 
 
 def _client():

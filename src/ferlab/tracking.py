@@ -37,6 +37,18 @@ def store_missing(uri: str) -> bool:
     return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
 
 
+def connect(env: Mapping[str, str] = os.environ) -> str | None:
+    """Point MLflow at the project's store (or MLFLOW_TRACKING_URI) and return its URI; None
+    when that is a SQLite file that does not exist yet (no runs, no registry)."""
+    uri = tracking_uri(env)
+    if store_missing(uri):
+        return None
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 def artifact_location(env: Mapping[str, str] = os.environ) -> str | None:
     """Artifacts next to the embedded database; a server decides its own."""
     if env.get("MLFLOW_TRACKING_URI"):

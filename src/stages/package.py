@@ -15,6 +15,19 @@ from ferlab.labels import EMOTIONS
 from ferlab.stage import log, run
 
 
+def pinned(packages: list[str]) -> list[str]:
+    """The versions in use here, so `mlflow models serve` builds the environment the model was tested in."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pin(name: str) -> str:
+        try:
+            return f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            return name
+
+    return [pin(name) for name in packages]
+
+
 def main() -> None:
     params = params_mod.load()
     paths, cfg = params.paths, params.package
@@ -63,7 +76,7 @@ def main() -> None:
         artifacts={pyfunc.MODEL_ARTIFACT: str(Path(paths.bundle) / "model.h5")} | {
             name: str(Path(paths.bundle) / name) for name in ("model.tflite", "preprocessing.json", "labels.json")},
         code_paths=[str(Path(pyfunc.__file__).parent)], signature=pyfunc.signature(),
-        pip_requirements=["tensorflow", "keras", "numpy", "pandas", "opencv-python-headless", "pyyaml"],
+        pip_requirements=pinned(["tensorflow", "keras", "numpy", "pandas", "opencv-python-headless", "pyyaml"]),
     )
     mlflow.log_artifacts(paths.bundle, "bundle")
     tracker.end()

@@ -5,8 +5,7 @@ from pathlib import Path
 
 from ferlab import params as params_mod
 from ferlab import plots
-from ferlab.data.fetch import counts
-from ferlab.data.table import read_table
+from ferlab.data.table import class_counts, read_table
 from ferlab.data.validation import summary_lines, validate
 from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.stage import log, run
@@ -24,7 +23,7 @@ def main() -> None:
         staged.mkdir()
         outcome = validate(table, cfg, exact, docs_dir=staged / "data_docs")
         write_json(staged / "report.json", outcome.report)
-        plots.class_distribution(counts(table), staged / "class_distribution.png")
+        plots.class_distribution(class_counts(table), staged / "class_distribution.png")
     report_path = out / "report.json"
     f = outcome.report["findings"]
     log(f"near-blank images per split: {f['near_blank']}")

@@ -52,6 +52,11 @@ def test_package_bundle_and_candidate_then_mlflow_serves_it(project):
     assert "Not for decisions about people" in card and "| disgust |" in card
     assert "calibrated by a softmax temperature" in card and "calibration" in metrics
 
+    from importlib.metadata import version
+
+    requirements = [p.read_text() for p in (root / "mlartifacts").rglob("requirements.txt")]
+    assert any(f"tensorflow=={version('tensorflow')}" in r and f"keras=={version('keras')}" in r for r in requirements)
+
     listed = run(["ferlab", "models", "list"], root, env).stdout
     assert "candidate" in listed and "   1  " in listed
     missing = run(["ferlab", "models", "promote", "9"], root, env, check=False)

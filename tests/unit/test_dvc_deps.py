@@ -36,7 +36,7 @@ def imported_names(path: Path, module: str):
 
 
 def project_files(entry: str) -> set[Path]:
-    """The project's source files that running `python -m <entry>` can execute."""
+    """The project's source files that running the module `entry` can execute."""
     seen: set[Path] = set()
     todo = [entry]
     while todo:
@@ -57,6 +57,13 @@ def project_files(entry: str) -> set[Path]:
     return seen
 
 
+def entry_module(stage: dict) -> str:
+    """`python src/stages/train.py` -> "stages.train"."""
+    script = re.fullmatch(r"python src/(stages/\w+)\.py", stage["cmd"].strip())
+    assert script, f"unexpected stage command {stage['cmd']!r}"
+    return script.group(1).replace("/", ".")
+
+
 def declared(stage: dict, key: str) -> list[str]:
     return [next(iter(d)) if isinstance(d, dict) else d for d in stage.get(key, [])]
 
@@ -64,7 +71,7 @@ def declared(stage: dict, key: str) -> list[str]:
 @pytest.mark.parametrize("name", list(STAGES))
 def test_every_project_file_a_stage_runs_is_a_dependency(name):
     stage = STAGES[name]
-    entry = stage["cmd"].split("-m", 1)[1].split()[0]
+    entry = entry_module(stage)
     deps = [d for d in declared(stage, "deps") if d.startswith("src/")]
     missing = sorted(str(f.relative_to(REPO)) for f in project_files(entry)
                      if not any(str(f.relative_to(REPO)) == d or str(f.relative_to(REPO)).startswith(d.rstrip("/") + "/")
@@ -75,7 +82,7 @@ def test_every_project_file_a_stage_runs_is_a_dependency(name):
 @pytest.mark.parametrize("name", list(STAGES))
 def test_every_path_a_stage_reads_is_a_dependency_or_an_output(name):
     stage = STAGES[name]
-    script = SRC / (stage["cmd"].split("-m", 1)[1].split()[0].replace(".", "/") + ".py")
+    script = SRC / (entry_module(stage).replace(".", "/") + ".py")
     used = set(re.findall(r"paths\.(\w+)", script.read_text()))
     declared_paths = " ".join(declared(stage, "deps") + declared(stage, "outs") + declared(stage, "metrics"))
     missing = sorted(p for p in used if f"${{paths.{p}}}" not in declared_paths and p != "train_state")
@@ -86,3 +93,4 @@ def test_the_check_sees_lazy_imports_and_whole_packages():
     files = {str(f.relative_to(REPO)) for f in project_files("stages.train")}
     assert "src/ferlab/train.py" in files and "src/ferlab/models/ferlab_cnn.py" in files  # imported inside functions
     assert "src/ferlab/augment.py" in files
+

@@ -2,24 +2,11 @@
 
 from pathlib import Path
 
-import numpy as np
-
 from ferlab.data import sources
-from ferlab.data.table import content_digest, write_table
+from ferlab.data.table import class_counts, content_digest, write_table
 from ferlab.errors import DataError
 from ferlab.fileio import atomic_path, write_json
-from ferlab.labels import EMOTIONS, SPLITS
 from ferlab.params import Params
-
-
-def counts(table) -> dict[str, dict[str, int]]:
-    return {
-        split: {
-            name: int(n)
-            for name, n in zip(EMOTIONS, np.bincount(table.loc[table["split"] == split, "label"], minlength=len(EMOTIONS)))
-        }
-        for split in SPLITS
-    }
 
 
 def fetch(params: Params, root: Path, client_factory=None, progress=None, source_root: Path | None = None) -> dict:
@@ -49,7 +36,7 @@ def fetch(params: Params, root: Path, client_factory=None, progress=None, source
         "rows": len(table),
         "limit_per_class": cfg.limit_per_class,
         "unreadable": result.unreadable,
-        "counts": counts(table),
+        "counts": class_counts(table),
     }
     raw_dir = Path(root / params.paths.raw_table).parent
     if Path(root / params.paths.raw_summary).parent != raw_dir:

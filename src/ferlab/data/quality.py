@@ -5,8 +5,9 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from ferlab.data import table as table_mod
 from ferlab.image import PIXELS_PER_IMAGE
-from ferlab.labels import EMOTIONS, FULL_COUNTS, SPLITS, TRAIN_SPLIT
+from ferlab.labels import FULL_COUNTS, SPLITS, TRAIN_SPLIT
 
 
 def image_facts(table: pd.DataFrame, blank_std_max: float) -> pd.DataFrame:
@@ -30,17 +31,11 @@ def image_facts(table: pd.DataFrame, blank_std_max: float) -> pd.DataFrame:
 def class_counts(table: pd.DataFrame, exact: bool) -> pd.DataFrame:
     """One row per (split, emotion), zeros included, with the share of its split and the expected count."""
     rows = []
-    for split in SPLITS:
-        labels = table.loc[table["split"] == split, "label"].to_numpy()
-        counts = np.bincount(labels[(labels >= 0) & (labels < len(EMOTIONS))], minlength=len(EMOTIONS))
-        for label, name in enumerate(EMOTIONS):
-            rows.append({
-                "split": split,
-                "emotion": name,
-                "n": int(counts[label]),
-                "share": float(counts[label] / max(len(labels), 1)),
-                "expected_n": FULL_COUNTS[split][label] if exact else int(counts[label]),
-            })
+    for split, per_emotion in table_mod.class_counts(table).items():
+        size = max(int((table["split"] == split).sum()), 1)
+        for label, (name, n) in enumerate(per_emotion.items()):
+            rows.append({"split": split, "emotion": name, "n": n, "share": n / size,
+                         "expected_n": FULL_COUNTS[split][label] if exact else n})
     return pd.DataFrame(rows)
 
 

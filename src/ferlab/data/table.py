@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from ferlab.errors import DataError
 from ferlab.fileio import atomic_path
 from ferlab.image import IMAGE_SIZE, PIXELS_PER_IMAGE
+from ferlab.labels import EMOTIONS, SPLITS
 
 COLUMNS = ("id", "split", "label", "pixels")
 SCHEMA = pa.schema(
@@ -41,6 +42,16 @@ def images_of(table: pd.DataFrame) -> np.ndarray:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     flat = np.frombuffer(b"".join(table["pixels"]), dtype=np.uint8)
     return flat.reshape(len(table), IMAGE_SIZE, IMAGE_SIZE)
+
+
+def class_counts(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Images per split and emotion, zeros included; labels outside 0..6 are not counted (validation reports them)."""
+    counts = {}
+    for split in SPLITS:
+        labels = table.loc[table["split"] == split, "label"].to_numpy()
+        per_label = np.bincount(labels[(labels >= 0) & (labels < len(EMOTIONS))], minlength=len(EMOTIONS))
+        counts[split] = {name: int(n) for name, n in zip(EMOTIONS, per_label)}
+    return counts
 
 
 def content_digest(table: pd.DataFrame) -> str:

@@ -15,13 +15,9 @@ def _registry_has(uri: str) -> bool:
     """Whether the MLflow registry (the project's mlflow.db, or MLFLOW_TRACKING_URI) has this alias."""
     from ferlab import registry, tracking
 
-    tracking_uri = tracking.tracking_uri()
-    if tracking.store_missing(tracking_uri):
+    if tracking.connect() is None:
         return False
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    name, _, alias = uri.removeprefix("models:/").partition("@")
+    name, alias = registry.parse_uri(uri)
     try:
         return registry.by_alias(name, alias) is not None
     except FerlabError:  # no such registered model, or the server is unreachable
@@ -69,10 +65,10 @@ def _card_name(card: Path) -> str | None:
 def describe(source: str) -> dict:
     """name, version, alias, source and the PrivateTest metrics (null where unknown)."""
     info = {"name": None, "version": None, "alias": None, "source": source, "test_metrics": None}
-    if source.startswith("models:/"):
-        from ferlab import registry
+    from ferlab import registry
 
-        name, _, alias = source.removeprefix("models:/").partition("@")
+    if registry.is_uri(source):
+        name, alias = registry.parse_uri(source)
         info.update(name=name, alias=alias)
         version = registry.by_alias(name, alias)
         if version is not None:

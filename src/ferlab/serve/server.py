@@ -10,8 +10,9 @@ from ferlab.errors import FerlabError
 def check_source(source: str) -> None:
     """A missing file or folder is reported before the server starts (registry URIs are checked when loading)."""
     from ferlab.predict import missing_model
+    from ferlab.registry import is_uri
 
-    if not source.startswith("models:/") and not Path(source).exists():
+    if not is_uri(source) and not Path(source).exists():
         raise missing_model(source)
 
 
