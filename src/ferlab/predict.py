@@ -3,6 +3,8 @@
     recognizer = EmotionRecognizer.load("models/bundle")     # or a .h5, a .tflite, or models:/<name>@<alias>
     for face in recognizer.predict("photo.jpg"):             # a path, encoded bytes or a NumPy array
         print(face.box, face.emotion, face.probabilities["happy"])
+    for why in recognizer.explain("photo.jpg"):              # the same faces, each with a heat map (ferlab.explain)
+        cv2.imwrite("why.png", why.overlay())                # of the regions that moved its top emotion
 
 The JSON of one face (`Face.to_dict()`), a stable schema that the CLI and the web
 service share:
