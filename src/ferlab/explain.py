@@ -205,6 +205,6 @@ def overlay(face: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndar
     side = int(np.clip(face.shape[0], *OVERLAY_SIDE))
     if side != face.shape[0]:
         face = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA if side < face.shape[0] else cv2.INTER_CUBIC)
-    heat = cv2.resize(np.asarray(heat, np.float32), (side, side), interpolation=cv2.INTER_CUBIC)
+    heat = cv2.resize(np.asarray(heat, np.float32), (side, side), interpolation=cv2.INTER_LINEAR)  # cubic overshoots at block edges
     colours = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), cv2.COLORMAP_JET)
     return cv2.addWeighted(face, 1 - opacity, colours, opacity, 0)
