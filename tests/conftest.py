@@ -1,6 +1,7 @@
 """Shared fixtures: the real FER2013 archive (never downloaded) and small archives built from it."""
 
 import io
+import json
 import os
 import zipfile
 from pathlib import Path
@@ -103,6 +104,19 @@ def tiny_model_path(fer_faces, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "model.h5"
     save_h5(model, path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_model_path, tmp_path_factory) -> Path:
+    """A bundle as the package stage lays it out: model.h5 and its float16 model.tflite."""
+    from ferlab.export import to_tflite
+    from ferlab.model_io import load_h5
+
+    bundle = tmp_path_factory.mktemp("bundle")
+    (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
+    to_tflite(load_h5(tiny_model_path), bundle / "model.tflite")
+    (bundle / "preprocessing.json").write_text(json.dumps({"face_margin": 0.0, "align": False}))
+    return bundle
 
 
 def face_scene(face: np.ndarray, side: int = 160, size=(480, 640), at=(200, 120)) -> np.ndarray:

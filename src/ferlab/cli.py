@@ -1,6 +1,7 @@
 """The `ferlab` command: emotions of the faces in images, video files and live sources
-(`detect`, `video`, `webcam`), the model on the user's labelled images (`evaluate`, from
-ferlab.cli_evaluate), and the model registry (`models`, from ferlab.cli_models).
+(`detect`, `video`, `webcam`), heat maps of what they rest on (`explain`), the web service
+(`serve`), the model on the user's labelled images (`evaluate`, from ferlab.cli_evaluate) and
+the model registry (`models`, from ferlab.cli_models).
 
 Heavy libraries (TensorFlow, OpenCV) are imported only by the commands that need
 them, so `ferlab --help` answers at once. A FerlabError ends the command with
@@ -47,15 +48,19 @@ def expand_inputs(patterns: list[str]) -> tuple[list[str], list[tuple[str, str]]
     return files, problems
 
 
-def _annotated_name(path: str, out_dir: Path, used: set[str]) -> Path:
-    p = Path(path)
-    suffix = p.suffix.lower() if p.suffix.lower() in IMAGE_SUFFIXES else ".png"
-    name, n = f"{p.stem}{suffix}", 1
+def _unique(stem: str, suffix: str, used: set[str]) -> str:
+    """stem + suffix, or stem_2 + suffix, ...: inputs of the same name from different folders stay apart."""
+    name, n = f"{stem}{suffix}", 1
     while name in used:
         n += 1
-        name = f"{p.stem}_{n}{suffix}"
+        name = f"{stem}_{n}{suffix}"
     used.add(name)
-    return out_dir / name
+    return name
+
+
+def _annotated_name(path: str, out_dir: Path, used: set[str]) -> Path:
+    p = Path(path)
+    return out_dir / _unique(p.stem, p.suffix.lower() if p.suffix.lower() in IMAGE_SUFFIXES else ".png", used)
 
 
 def _print_table(results: list[dict]) -> None:
@@ -138,6 +143,71 @@ def cmd_detect(args) -> int:
         _print_csv(results)
     else:
         _print_table(results)
+    if failed:
+        _error(f"{failed} of {len(files) + len(problems)} inputs failed; the others were processed.")
+    return 1 if failed else 0
+
+
+# ---- explain --------------------------------------------------------------------------------
+
+def _print_explained(results: list[dict]) -> None:
+    rows = [("file", "face", "x", "y", "w", "h", "emotion", "prob", "method", "heatmap")]
+    for result in results:
+        if "error" in result:
+            continue
+        if not result["faces"]:
+            rows.append((result["path"], "-", "", "", "", "", "no face", "", "", ""))
+        for i, face in enumerate(result["faces"]):
+            box = face["box"]
+            rows.append((result["path"], str(i), *(str(box[k]) for k in "xywh"), face["emotion"],
+                         f"{face['probabilities'][face['emotion']]:.2f}", face["method"], face["heatmap"]))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def cmd_explain(args) -> int:
+    import cv2
+    from tqdm import tqdm
+
+    from ferlab.explain import choose_method
+
+    files, problems = expand_inputs(args.paths)
+    for _, message in problems:
+        _error(message)
+    recognizer = _recognizer(args)
+    choose_method(args.method, recognizer.classifier)  # an impossible method fails before any image is read
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    results: list[dict] = []
+    failed = len(problems)
+    bar = tqdm(total=len(files), unit="image", disable=len(files) < 2 or args.quiet or None, file=sys.stderr)
+    for path in files:
+        try:
+            explained = recognizer.explain(path, face_crop=args.face_crop, method=args.method)
+        except FerlabError as err:
+            failed += 1
+            bar.clear()
+            _error(str(err))
+            results.append({"path": path, "error": str(err)})
+            bar.update(1)
+            continue
+        stem = _unique(Path(path).stem, "", used)
+        faces = []
+        for i, explanation in enumerate(explained):
+            target = out_dir / f"{stem}.face{i}.{explanation.method}.png"
+            if not cv2.imwrite(str(target), explanation.overlay()):
+                raise FerlabError(f"cannot write {target}; check that {out_dir} is writable.")
+            faces.append({**explanation.to_dict(), "heatmap": str(target)})
+        results.append({"path": path, "faces": faces})
+        bar.update(1)
+    bar.close()
+    if args.json:
+        json.dump(results, sys.stdout, indent=2)
+        print()
+    else:
+        _print_explained(results)
     if failed:
         _error(f"{failed} of {len(files) + len(problems)} inputs failed; the others were processed.")
     return 1 if failed else 0
@@ -274,6 +344,33 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the images already are face crops (FER2013-style): classify them whole, no detection")
     detect.set_defaults(func=cmd_detect)
 
+    from ferlab.explain import METHODS
+
+    explain = sub.add_parser(
+        "explain", parents=[common], help="heat maps of what each face's emotion rests on",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="For each face in the images, write the face with a heat map over the regions that moved\n"
+                    "its top emotion (red: most) to --out as <image>.face<N>.<method>.png, N counting from the\n"
+                    "largest face, and print one line per face. Unreadable inputs are reported and skipped.",
+        epilog="methods:\n"
+               "  occlusion  hide the face patch by patch (8x8 pixels of the 48x48 input) and measure how much\n"
+               "             the top emotion's probability drops; works on every runtime\n"
+               "  gradcam    Grad-CAM: the last convolutional feature map weighted by the gradient of the\n"
+               "             top emotion; needs the Keras model (--runtime keras)\n"
+               "  auto       gradcam when the model runs on Keras, else occlusion\n"
+               "examples:\n"
+               "  ferlab explain photo.jpg --out heatmaps/\n"
+               "  ferlab explain photos/ --method occlusion --json > why.json\n"
+               "  ferlab explain photo.jpg --runtime keras --method gradcam")
+    explain.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    explain.add_argument("--out", default="heatmaps", metavar="DIR", help="where the face images go (default: %(default)s)")
+    explain.add_argument("--method", choices=METHODS, default="auto", help="how the heat map is made (default: %(default)s)")
+    explain.add_argument("--json", action="store_true",
+                         help="print JSON: [{path, faces: [{box, confidence, emotion, probabilities, method, heatmap}]}]")
+    explain.add_argument("--face-crop", action="store_true",
+                         help="the images already are face crops (FER2013-style): explain them whole, no detection")
+    explain.set_defaults(func=cmd_explain)
+
     video = sub.add_parser(
         "video", parents=[common], help="emotions over time in a video file",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -307,16 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
     webcam.set_defaults(func=cmd_webcam)
 
     serve = sub.add_parser(
-        "serve", help="web service and webcam page (HTTP API: POST /v1/predict)",
+        "serve", help="web service and webcam page (HTTP API: POST /v1/predict, /v1/explain)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Serve the model over HTTP: POST /v1/predict (an image -> faces and emotions as JSON),\n"
+                    "POST /v1/explain (the same, with a heat map per face as a PNG, like `ferlab explain`),\n"
                     "GET /v1/model, /healthz, /readyz, the webcam page at / and the API docs at /docs.\n"
                     "The server answers at once; /readyz turns 200 when the model is loaded and warm.",
         epilog="examples:\n"
                "  ferlab serve                                   # then open http://127.0.0.1:8000/\n"
                "  ferlab serve --model models/bundle --port 9000\n"
                "  curl -s -F file=@photo.jpg http://127.0.0.1:8000/v1/predict\n"
-               "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/v1/predict")
+               "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/v1/predict\n"
+               "  curl -s -F file=@photo.jpg 'http://127.0.0.1:8000/v1/explain?method=occlusion'")
     _model_options(serve.add_argument_group("model and detector"), None,
                    "(default: $FERLAB_MODEL, else models:/ferlab-emotion@production if the registry has it, "
                    "else models/bundle, else models/model.h5)")

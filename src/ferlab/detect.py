@@ -257,11 +257,10 @@ def eye_angle(detection: Detection) -> float:
     return math.degrees(math.atan2(ry - ly, rx - lx))
 
 
-def crop_face(grey: np.ndarray, detection: Detection, contract: CropContract = CropContract()) -> np.ndarray:
-    """The 48x48 uint8 model input for one detected face of a grey image (H, W).
-
-    Parts of the square outside the image repeat the edge pixels.
-    """
+def face_square(image: np.ndarray, detection: Detection, contract: CropContract = CropContract()) -> np.ndarray:
+    """The square of the image (grey or colour) that the crop contract frames for one detected
+    face, at the image's own resolution, levelled when aligning. Parts outside the image repeat
+    the edge pixels. The model input is this square shrunk to 48x48 (crop_face)."""
     x, y, w, h = detection.box
     side = max(w, h) * (1 + 2 * contract.margin)
     cx, cy = x + w / 2, y + h / 2
@@ -270,6 +269,12 @@ def crop_face(grey: np.ndarray, detection: Detection, contract: CropContract = C
     matrix = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)
     matrix[:, 2] += (side / 2 - cx, side / 2 - cy)
     n = max(1, int(round(side)))
-    patch = cv2.warpAffine(grey, matrix, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(image, matrix, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def crop_face(grey: np.ndarray, detection: Detection, contract: CropContract = CropContract()) -> np.ndarray:
+    """The 48x48 uint8 model input for one detected face of a grey image (H, W)."""
+    patch = face_square(grey, detection, contract)
+    n = patch.shape[0]
     interpolation = cv2.INTER_AREA if n > IMAGE_SIZE else cv2.INTER_LINEAR
     return cv2.resize(patch, (IMAGE_SIZE, IMAGE_SIZE), interpolation=interpolation)

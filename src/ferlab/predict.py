@@ -3,6 +3,8 @@
     recognizer = EmotionRecognizer.load("models/bundle")     # or a .h5, a .tflite, or models:/<name>@<alias>
     for face in recognizer.predict("photo.jpg"):             # a path, encoded bytes or a NumPy array
         print(face.box, face.emotion, face.probabilities["happy"])
+    for why in recognizer.explain("photo.jpg"):              # the same faces, each with a heat map (ferlab.explain)
+        cv2.imwrite("why.png", why.overlay())                # of the regions that moved its top emotion
 
 The JSON of one face (`Face.to_dict()`), a stable schema that the CLI and the web
 service share:
@@ -33,7 +35,17 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from ferlab.detect import DEFAULT_DETECTOR, DETECTORS, WHOLE_IMAGE, WITH_LANDMARKS, CropContract, Detection, crop_face, get_detector
+from ferlab.detect import (
+    DEFAULT_DETECTOR,
+    DETECTORS,
+    WHOLE_IMAGE,
+    WITH_LANDMARKS,
+    CropContract,
+    Detection,
+    crop_face,
+    face_square,
+    get_detector,
+)
 from ferlab.errors import FerlabError
 from ferlab.image import IMAGE_SIZE, normalize
 from ferlab.labels import EMOTIONS
@@ -73,6 +85,25 @@ class Face:
             "emotion": self.emotion,
             "probabilities": dict(self.probabilities),
         }
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a face got its emotion (EmotionRecognizer.explain)."""
+
+    face: Face
+    heatmap: np.ndarray  # (48, 48) float32 in [0, 1] on the model input's pixels: what moved the top emotion
+    method: str  # "occlusion" or "gradcam" (see ferlab.explain)
+    region: np.ndarray  # BGR uint8: the square of the image that the 48x48 input was made from
+
+    def overlay(self) -> np.ndarray:
+        """The region with the heat map blended on it (BGR uint8, 192 to 512 pixels a side)."""
+        from ferlab.explain import overlay
+
+        return overlay(self.region, self.heatmap)
+
+    def to_dict(self) -> dict:
+        return {**self.face.to_dict(), "method": self.method}
 
 
 # ---- images ---------------------------------------------------------------------------------
@@ -322,6 +353,31 @@ class EmotionRecognizer:
         both = self.classifier(np.concatenate([x, x[:, :, ::-1]]))
         return (both[:len(x)] + both[len(x):]) / 2
 
+    def regions(self, image: np.ndarray, detections: list[Detection], face_crop: bool = False) -> list[np.ndarray]:
+        """The squares of a BGR image that crops() made the 48x48 inputs from, at the image's resolution."""
+        contract = WHOLE_IMAGE if face_crop else self.contract
+        return [face_square(image, d, contract) for d in detections]
+
+    def explain(self, image: ImageInput, face_crop: bool = False, method: str = "auto",
+                color: str = "bgr") -> list[Explanation]:
+        """The faces of one image, largest first, each with a heat map of what its top emotion rests on.
+
+        method: "occlusion" (every runtime), "gradcam" (a Keras model), or "auto": Grad-CAM where
+        a Keras model is loaded, else occlusion. Both explain the probability predict() reports,
+        the mirror image included when tta is "flip".
+        """
+        from ferlab import explain
+
+        used = explain.choose_method(method, self.classifier)
+        bgr = load_image(image, color, self.max_pixels)
+        detections, faces = self.crops(bgr, face_crop)
+        if used == "occlusion":
+            probabilities, maps = explain.occlusion_maps(self.classify(explain.occlusion_inputs(faces)), len(faces))
+        else:
+            probabilities = self.classify(faces)
+            maps = explain.gradcam_maps(self.classifier.model, faces, probabilities.argmax(axis=1), self.tta == "flip")
+        return explanations(detections, probabilities, maps, used, self.regions(bgr, detections, face_crop))
+
     def predict(self, image: ImageInput, face_crop: bool = False, color: str = "bgr") -> list[Face]:
         """The faces of one image, largest first."""
         return self.predict_batch([image], face_crop, color)[0]
@@ -342,3 +398,11 @@ def assemble(detections: list[list[Detection]], probabilities: np.ndarray) -> li
         start += len(dets)
         results.append(sorted(faces, key=lambda f: -f.box[2] * f.box[3]))
     return results
+
+
+def explanations(detections: list[Detection], probabilities: np.ndarray, maps: np.ndarray, method: str,
+                 regions: list[np.ndarray]) -> list[Explanation]:
+    """The Explanations of one image's faces, largest first (the order of assemble)."""
+    (faces,) = assemble([detections], probabilities)
+    order = sorted(range(len(detections)), key=lambda i: -detections[i].box[2] * detections[i].box[3])
+    return [Explanation(face, maps[i], method, regions[i]) for face, i in zip(faces, order)]

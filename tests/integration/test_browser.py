@@ -116,6 +116,21 @@ def check_drawn_face(page, size: tuple[int, int]) -> dict:
     return face
 
 
+def check_explained(page, face: dict) -> None:
+    """Explain was pressed: the largest face comes back with its heat map, shown as a decoded PNG."""
+    page.wait_for_selector("#explain[data-state='shown']", timeout=WAIT_MS)
+    picture = page.evaluate("""() => {
+        const img = document.getElementById("explain-image");
+        return {src: img.src.slice(0, 22), width: img.naturalWidth, height: img.naturalHeight, shown: !img.hidden,
+                box: img.getBoundingClientRect().width};
+    }""")
+    assert picture == {"src": "data:image/png;base64,", "width": picture["width"], "height": picture["width"],
+                       "shown": True, "box": 192}, picture
+    assert picture["width"] >= 192  # the face region, decoded
+    caption = page.locator("#explain-caption").inner_text()
+    assert caption.startswith(f"{face['emotion']} ") and "Grad-CAM" in caption  # a .h5 runs on Keras: auto is Grad-CAM
+
+
 def test_webcam_frames_get_boxes_labels_and_bars(server, playwright, tmp_path, artifacts):
     video = write_y4m(tmp_path / "astronaut.y4m", astronaut_scene())
     browser = launch(playwright, *FAKE_CAMERA_ARGS, f"--use-file-for-fake-video-capture={video}")
@@ -131,6 +146,9 @@ def test_webcam_frames_get_boxes_labels_and_bars(server, playwright, tmp_path, a
         first = page.locator("#last-result").text_content()
         page.wait_for_function("(first) => document.getElementById('last-result').textContent !== first",
                                arg=first, timeout=WAIT_MS)  # timing_ms differs from frame to frame
+        assert page.locator("#explain").get_attribute("data-state") == ""
+        page.click("#explain-button")  # the current frame, while the frames keep flowing
+        check_explained(page, last_result(page)["faces"][0])
         screenshot(page, artifacts, "webcam_page.png")
     finally:
         browser.close()
@@ -149,17 +167,24 @@ def test_without_a_camera_the_page_says_so_and_a_chosen_image_works(server, play
         page.goto(server.url)
         page.wait_for_selector("#status.error", timeout=WAIT_MS)
         assert "camera" in page.locator("#status").inner_text().lower()
+        assert page.locator("#explain-button").is_disabled()  # nothing to explain yet
 
         page.set_input_files("#file", str(still))
         page.wait_for_selector("#stage[data-source='file'][data-faces='1']", timeout=WAIT_MS)
         assert page.locator("#still").is_visible() and not page.locator("#video").is_visible()
-        check_drawn_face(page, (640, 480))
+        face = check_drawn_face(page, (640, 480))
+        page.click("#explain-button")
+        check_explained(page, face)
         screenshot(page, artifacts, "still_image_page.png")
 
         page.set_input_files("#file", str(wall))
         page.wait_for_selector("#stage[data-faces='0']", timeout=WAIT_MS)
         assert page.locator("#status").inner_text().startswith("No face found")
         assert page.locator("#faces-list li").count() == 0
+        assert page.locator("#explain-image").is_hidden()  # the last face's heat map went with its image
+        page.click("#explain-button")
+        page.wait_for_selector("#explain[data-state='none']", timeout=WAIT_MS)
+        assert page.locator("#explain-caption").inner_text() == "No face to explain in this image."
 
         page.set_input_files("#file", str(notes))
         page.wait_for_selector("#status.error", timeout=WAIT_MS)

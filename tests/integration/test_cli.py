@@ -54,7 +54,7 @@ def ferlab(capsys, *args) -> tuple[int, str, str]:
     so detect/video/webcam run on Haar unless a test names a detector; the default detector
     is tested on real photos below and in tests/unit/test_runtimes.py."""
     args = [str(a) for a in args]
-    if args and args[0] in ("detect", "video", "webcam") and "--detector" not in args:
+    if args and args[0] in ("detect", "explain", "video", "webcam") and "--detector" not in args:
         args += ["--detector", "haar"]
     code = cli.main(args)
     out, err = capsys.readouterr()
@@ -64,9 +64,10 @@ def ferlab(capsys, *args) -> tuple[int, str, str]:
 # ---- help and the real process --------------------------------------------------------------
 
 def test_help_reads_well_and_starts_without_tensorflow():
-    for command, expected in [([], ["detect", "video", "webcam", "evaluate"]),
+    for command, expected in [([], ["detect", "explain", "video", "webcam", "evaluate"]),
                               (["evaluate"], ["--face-crop", "--largest-face", "--log", "--out", "--model"]),
                               (["detect"], ["--json", "--csv", "--annotate", "--face-crop", "--detector", "--max-pixels"]),
+                              (["explain"], ["--out", "--method", "occlusion", "gradcam", "--json", "--face-crop", "--runtime"]),
                               (["video"], ["--stride", "--out"]),
                               (["webcam"], ["--camera", "--source", "--no-window", "--output"])]:
         result = subprocess.run([sys.executable, "-m", "ferlab.cli", *command, "--help"], capture_output=True, text=True)
@@ -260,6 +261,65 @@ def test_evaluate_wrong_layout_is_one_line(capsys, tmp_path):
     (tmp_path / "bad.csv").write_text("file,emotion\nx.png,happy\n")
     code, _, err = ferlab(capsys, "evaluate", tmp_path / "bad.csv")
     assert code == 1 and err.strip() == f"error: {tmp_path / 'bad.csv'} needs the columns path and label; it has file, emotion."
+
+
+# ---- explain --------------------------------------------------------------------------------
+
+def test_explain_writes_a_heat_map_per_face_and_prints_json(capsys, photos, tiny_model_path, tmp_path):
+    out_dir = tmp_path / "why"
+    code, out, err = ferlab(capsys, "explain", photos / "face0.jpg", photos / "more" / "face2.jpg", photos / "wall.png",
+                            photos / "notes.jpg", "--out", out_dir, "--json", "--model", tiny_model_path)
+    assert code == 1  # notes.jpg is not an image; the others are explained
+    assert "notes.jpg is not a readable image" in err and "1 of 4 inputs failed" in err
+    results = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert results["wall.png"]["faces"] == [] and "error" in results["notes.jpg"]
+    # a .h5 runs on Keras (TensorFlow), so auto is Grad-CAM
+    assert sorted(p.name for p in out_dir.iterdir()) == ["face0.face0.gradcam.png", "face2.face0.gradcam.png"]
+    for name in ("face0.jpg", "face2.jpg"):
+        (face,) = results[name]["faces"]
+        assert list(face) == ["box", "confidence", "emotion", "probabilities", "method", "heatmap"]
+        assert face["method"] == "gradcam" and face["emotion"] == max(face["probabilities"], key=face["probabilities"].get)
+        picture = cv2.imread(face["heatmap"])
+        assert picture is not None and picture.shape[0] == picture.shape[1] >= 192
+        # the face as the photo shows it, tinted by the heat map: the same region, recognisably
+        photo = cv2.imread(str(photos / "more" / name if name == "face2.jpg" else photos / name))
+        box = face["box"]
+        region = cv2.resize(photo[box["y"]:box["y"] + box["h"], box["x"]:box["x"] + box["w"]], picture.shape[:2])
+        grey = [cv2.cvtColor(i, cv2.COLOR_BGR2GRAY).astype(float).ravel() for i in (region, picture)]
+        assert np.corrcoef(*grey)[0, 1] > 0.5
+    detected = json.loads(ferlab(capsys, "detect", photos / "face0.jpg", "--json", "--model", tiny_model_path)[1])
+    explained = results["face0.jpg"]["faces"][0]
+    assert explained["box"] == detected[0]["faces"][0]["box"]
+    assert explained["probabilities"] == pytest.approx(detected[0]["faces"][0]["probabilities"], abs=1e-4)
+
+
+def test_explain_prints_a_line_per_face_and_takes_face_crops(capsys, fer_faces, tiny_model_path, tmp_path):
+    for i, face in enumerate(fer_faces[0][:2]):
+        cv2.imwrite(str(tmp_path / f"fer{i}.png"), face)
+    (tmp_path / "other").mkdir()
+    cv2.imwrite(str(tmp_path / "other" / "fer0.png"), fer_faces[0][2])  # the same name from another folder
+    out_dir = tmp_path / "why"
+    code, out, err = ferlab(capsys, "explain", tmp_path / "fer0.png", tmp_path / "fer1.png", tmp_path / "other" / "fer0.png",
+                            "--face-crop", "--method", "occlusion", "--out", out_dir, "--model", tiny_model_path)
+    assert code == 0, err
+    header, *rows = [line.split() for line in out.splitlines()]
+    assert header == ["file", "face", "x", "y", "w", "h", "emotion", "prob", "method", "heatmap"]
+    assert [row[1:6] for row in rows] == [["0", "0", "0", "48", "48"]] * 3
+    assert all(row[6] in EMOTIONS and 0 < float(row[7]) <= 1 and row[8] == "occlusion" for row in rows)
+    written = [Path(row[9]) for row in rows]
+    assert [p.name for p in written] == ["fer0.face0.occlusion.png", "fer1.face0.occlusion.png", "fer0_2.face0.occlusion.png"]
+    assert all(cv2.imread(str(p)).shape == (192, 192, 3) for p in written)  # 48x48 crops, enlarged
+
+
+def test_explain_says_when_gradcam_cannot_run(capsys, photos, tiny_bundle, tmp_path):
+    code, out, err = ferlab(capsys, "explain", photos / "face0.jpg", "--method", "gradcam", "--out", tmp_path / "why",
+                            "--model", tiny_bundle)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip() == ("error: Grad-CAM needs the gradients of a Keras model, which the tflite runtime does not give; "
+                           "use --runtime keras with a .h5 file or a bundle, or --method occlusion.")
+    code, out, err = ferlab(capsys, "explain", photos / "face0.jpg", "--out", tmp_path / "why", "--model", tiny_bundle, "--json")
+    assert code == 0, err
+    assert json.loads(out)[0]["faces"][0]["method"] == "occlusion"  # auto, on LiteRT
 
 
 # ---- video and webcam -----------------------------------------------------------------------

@@ -172,6 +172,70 @@ def test_a_huge_upload_is_cut_off_not_held_in_memory(server):
     assert request(server, "GET", "/healthz")[0] == 200
 
 
+# ---- /v1/explain ------------------------------------------------------------------------------------
+
+def heat_map_picture(face: dict) -> np.ndarray:
+    import base64
+
+    picture = cv2.imdecode(np.frombuffer(base64.b64decode(face["heatmap_png"], validate=True), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert picture is not None, "heatmap_png is not a PNG"
+    return picture
+
+
+def test_explain_gives_the_faces_of_predict_with_a_heat_map_png_each(server, astronaut_jpeg):
+    (predicted,) = post_image(server, astronaut_jpeg)[1]["faces"]
+    for query, method in [("", "gradcam"), ("?method=auto", "gradcam"), ("?method=occlusion", "occlusion")]:
+        status, answer = request(server, "POST", f"/v1/explain{query}", astronaut_jpeg, {"Content-Type": "image/jpeg"})
+        assert status == 200, answer
+        assert (answer["width"], answer["height"]) == (640, 480) and set(answer["timing_ms"]) == {"read", "detect", "explain", "total"}
+        (face,) = answer["faces"]
+        assert list(face) == ["box", "confidence", "emotion", "probabilities", "method", "heatmap_png"]
+        assert face["method"] == method  # a .h5 is served on Keras: auto is Grad-CAM
+        assert face["box"] == predicted["box"] and face["emotion"] == predicted["emotion"]
+        assert face["probabilities"] == pytest.approx(predicted["probabilities"], abs=1e-4)  # the same answer, explained
+        picture = heat_map_picture(face)
+        assert picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[0] == picture.shape[1] >= 192
+    body, headers = multipart(astronaut_jpeg, "astronaut.jpg", content_type="image/jpeg")
+    status, answer = request(server, "POST", "/v1/explain?method=occlusion", body, headers)
+    assert status == 200 and answer["faces"][0]["heatmap_png"] == face["heatmap_png"]
+    wall = cv2.imencode(".png", np.full((240, 320, 3), 120, np.uint8))[1].tobytes()
+    status, answer = post_image(server, wall, "image/png")
+    assert status == 200 and answer["faces"] == []
+    status, answer = request(server, "POST", "/v1/explain", wall, {"Content-Type": "image/png"})
+    assert status == 200 and answer["faces"] == [] and (answer["width"], answer["height"]) == (320, 240)
+
+
+def test_explain_refuses_what_predict_refuses(server, astronaut_jpeg):
+    for what, body, headers, expected, words in bad_inputs(astronaut_jpeg):
+        status, answer = request(server, "POST", "/v1/explain", body, headers)
+        assert status == expected, (what, status, answer)
+        assert isinstance(answer, dict) and words in answer["detail"], (what, answer)
+        assert "Traceback" not in answer["detail"] and "\n" not in answer["detail"], what
+    status, answer = request(server, "POST", "/v1/explain?method=lime", astronaut_jpeg, {"Content-Type": "image/jpeg"})
+    assert status == 400 and answer["detail"] == "unknown explanation method 'lime'; choose one of auto, occlusion, gradcam."
+    assert request(server, "GET", "/v1/explain")[0] == 405
+    assert request(server, "GET", "/healthz")[0] == 200
+    assert "Traceback" not in server.log_tail()
+
+
+def test_explain_on_litert_uses_occlusion(tiny_bundle, tmp_path, astronaut_jpeg):
+    server = start_server(tiny_bundle, tmp_path / "serve.log")
+    try:
+        status, info = request(server, "GET", "/v1/model")
+        auto = request(server, "POST", "/v1/explain", astronaut_jpeg, {"Content-Type": "image/jpeg"})
+        gradcam = request(server, "POST", "/v1/explain?method=gradcam", astronaut_jpeg, {"Content-Type": "image/jpeg"})
+        predicted = post_image(server, astronaut_jpeg)
+    finally:
+        stop_server(server)
+    assert info["runtime"] == "tflite"
+    status, answer = auto
+    assert status == 200, answer
+    (face,) = answer["faces"]
+    assert face["method"] == "occlusion" and heat_map_picture(face).shape[2] == 3
+    assert face["probabilities"] == pytest.approx(predicted[1]["faces"][0]["probabilities"], abs=1e-4)
+    assert gradcam[0] == 400 and "Grad-CAM needs the gradients of a Keras model" in gradcam[1]["detail"]
+
+
 # ---- the other endpoints --------------------------------------------------------------------------
 
 def test_health_readiness_docs_and_model(server, tiny_model_path):
@@ -186,8 +250,11 @@ def test_health_readiness_docs_and_model(server, tiny_model_path):
         status, text = request(server, "GET", asset)
         assert status == 200 and len(text) > 10_000 and asset in docs
     status, spec = request(server, "GET", "/openapi.json")
-    body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
-    assert "multipart/form-data" in body and "image/jpeg" in body
+    for path in ("/v1/predict", "/v1/explain"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]
+        assert "multipart/form-data" in body and "image/jpeg" in body
+    (method,) = spec["paths"]["/v1/explain"]["post"]["parameters"]
+    assert method["name"] == "method" and method["in"] == "query" and "occlusion" in method["description"]
     status, info = request(server, "GET", "/v1/model")
     assert status == 200
     assert info["source"] == str(tiny_model_path) and info["name"] == "model.h5"

@@ -1,6 +1,5 @@
 """The LiteRT paths: the bundle's TFLite classifier and the BlazeFace detector."""
 
-import json
 import subprocess
 import sys
 import threading
@@ -18,19 +17,6 @@ from ferlab.litert import TFLiteModel
 from ferlab.predict import EmotionRecognizer, default_model, load_model
 
 MATPLOTLIB_HOPPER = ("sample_data", "grace_hopper.jpg")
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tiny_model_path, tmp_path_factory) -> Path:
-    """A bundle as the package stage lays it out: model.h5 and its float16 model.tflite."""
-    from ferlab.export import to_tflite
-    from ferlab.model_io import load_h5
-
-    bundle = tmp_path_factory.mktemp("bundle")
-    (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
-    to_tflite(load_h5(tiny_model_path), bundle / "model.tflite")
-    (bundle / "preprocessing.json").write_text(json.dumps({"face_margin": 0.0, "align": False}))
-    return bundle
 
 
 def astronaut_bgr() -> np.ndarray:

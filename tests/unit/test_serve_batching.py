@@ -104,6 +104,28 @@ def test_the_model_is_called_from_one_thread_only_even_under_load():
         assert all(np.all(rows == tag) and len(rows) == 1 + tag % 3 for rows in answers)
 
 
+def test_other_uses_of_the_model_run_on_its_thread_between_batches():
+    """What /v1/explain's Grad-CAM does: it never runs beside a classification."""
+    model = GatedModel()
+
+    async def scenario():
+        batcher = MicroBatcher(model)
+        await batcher.start()
+        blocked = asyncio.create_task(batcher.classify(faces_of(1, 1)))
+        assert await asyncio.to_thread(model.entered.wait, 10)
+        other = asyncio.create_task(batcher.call(lambda tag: (tag, model.active, threading.get_ident()), "gradients"))
+        await asyncio.sleep(0.05)
+        assert not other.done()  # it waits for the call in progress
+        model.release.set()
+        await blocked
+        result = await other
+        await batcher.stop()
+        return result
+
+    tag, active, thread = asyncio.run(scenario())
+    assert tag == "gradients" and active == 0 and model.threads == {thread}
+
+
 def test_a_failing_model_fails_its_batch_and_the_batcher_keeps_working():
     calls = []
 

@@ -1,6 +1,9 @@
 """The FastAPI app of `ferlab serve`.
 
     POST /v1/predict   an image (multipart field `file`, or the raw bytes) -> faces, boxes, emotions
+    POST /v1/explain   the same image input (?method=auto|occlusion|gradcam) -> the faces of /v1/predict,
+                       each with `method` and `heatmap_png`: the face with a heat map of what moved its
+                       top emotion blended on it, a base64 PNG (ferlab.explain)
     GET  /v1/model     the model served: name, version, alias, source, detector, runtime, tta, test metrics, limits
     GET  /healthz      200 while the process answers
     GET  /readyz       200 once the model is loaded and warmed up, 503 before (or if loading failed)
@@ -9,7 +12,8 @@
 Work per request: the body is read with a size limit, then decoding, face detection and
 cropping run in a small thread pool (one detector per thread: OpenCV's cascade is not
 thread-safe), and the faces go to the MicroBatcher, whose one worker classifies every
-queued face in one model call. Requests beyond `max_concurrency` wait, at most
+queued face in one model call (for /v1/explain: the face and all its occluded copies, or
+the Grad-CAM pass on the model's thread). Requests beyond `max_concurrency` wait, at most
 `max_queue` of them; more are refused with 503. Images come from the request body only:
 no user-given value is ever used as a server path.
 """
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import AsyncIterator, Callable
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -61,7 +65,7 @@ class Croppers:
         return mine
 
     def crops(self, data: bytes):
-        """(detections, (N, 48, 48) faces, (height, width)) of encoded image bytes."""
+        """(detections, (N, 48, 48) faces, the decoded BGR image) of encoded image bytes."""
         import cv2
 
         from ferlab.predict import load_image
@@ -73,10 +77,18 @@ class Croppers:
             raise FerlabError(f"the image bytes could not be decoded ({str(err).strip().splitlines()[-1]}); "
                               "send a JPEG or PNG.") from None
         detections, faces = recognizer.crops(image)
-        return detections, faces, image.shape[:2]
+        return detections, faces, image
 
     async def run(self, data: bytes):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self.crops, data)
+        """crops(data) in the pool; a bad image is a 400."""
+        try:
+            return await self.call(self.crops, data)
+        except FerlabError as err:
+            raise _fail(400, str(err)) from None
+
+    async def call(self, fn, *args):
+        """fn(*args) in the pool: CPU work that must not hold up the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     def warm_up(self, data: bytes) -> None:
         """Give every thread its detector now (they wait for each other, so all threads start)."""
@@ -213,6 +225,28 @@ PREDICT_DOC = {
 }
 
 
+METHOD_DOC = ("occlusion (every runtime), gradcam (needs a Keras model: --runtime keras) or auto: gradcam "
+              "where the model runs on Keras, else occlusion")
+EXPLAIN_DOC = {**PREDICT_DOC, "responses": {
+    **PREDICT_DOC["responses"],
+    "400": {"description": PREDICT_DOC["responses"]["400"]["description"]
+            + "; an unknown method, or gradcam on a model served by LiteRT"},
+}}
+
+
+def _rendered(recognizer, image: np.ndarray, detections, probabilities: np.ndarray, maps: np.ndarray, method: str) -> list[dict]:
+    """The faces of /v1/explain, largest first: Face.to_dict(), `method` and the overlay as a base64 PNG."""
+    import base64
+
+    import cv2
+
+    from ferlab.predict import explanations
+
+    found = explanations(detections, probabilities, maps, method, recognizer.regions(image, detections))
+    return [{**e.to_dict(), "heatmap_png": base64.b64encode(cv2.imencode(".png", e.overlay())[1].tobytes()).decode("ascii")}
+            for e in found]
+
+
 def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = None, max_upload_bytes: int = 10 << 20,
                max_concurrency: int = 2, max_queue: int = 64, max_batch: int = 256,
                on_load_error: Callable[[str], None] | None = None) -> FastAPI:
@@ -247,11 +281,10 @@ def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = Non
                 "the model is still loading; retry when /readyz answers 200."
             raise HTTPException(503, detail, headers={"Retry-After": "2"})
 
-    @app.post("/v1/predict", summary="Faces and their emotions in an image", openapi_extra=PREDICT_DOC)
-    async def predict(request: Request) -> dict:
-        """JSON: `faces` (largest first; each `Face.to_dict()`: box, confidence, emotion, probabilities),
-        the image's `width` and `height`, the `model` and `timing_ms`. No face: an empty list."""
-        started = time.perf_counter()
+    @asynccontextmanager
+    async def upload(request: Request) -> AsyncIterator[bytes]:
+        """The request's image bytes, after the checks every image endpoint makes, while it holds
+        a place among the requests admitted."""
         require_ready()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != FORM_TYPE and content_type not in IMAGE_TYPES:
@@ -263,24 +296,69 @@ def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = Non
                              "send a smaller image.")
         service.admission.enter()
         try:
-            data = await _image_bytes(request, content_type, max_upload_bytes)
+            yield await _image_bytes(request, content_type, max_upload_bytes)
+        finally:
+            service.admission.leave()
+
+    def model_name() -> dict:
+        return {"name": service.info.get("name"), "version": service.info.get("version")}
+
+    @app.post("/v1/predict", summary="Faces and their emotions in an image", openapi_extra=PREDICT_DOC)
+    async def predict(request: Request) -> dict:
+        """JSON: `faces` (largest first; each `Face.to_dict()`: box, confidence, emotion, probabilities),
+        the image's `width` and `height`, the `model` and `timing_ms`. No face: an empty list."""
+        started = time.perf_counter()
+        async with upload(request) as data:
             read = time.perf_counter()
-            try:
-                detections, crops, (height, width) = await service.croppers.run(data)
-            except FerlabError as err:
-                raise _fail(400, str(err)) from None
+            detections, crops, image = await service.croppers.run(data)
             detected = time.perf_counter()
             probabilities = await service.batcher.classify(crops) if len(crops) else np.zeros((0, len(EMOTIONS)), np.float32)
             classified = time.perf_counter()
-        finally:
-            service.admission.leave()
         from ferlab.predict import assemble
 
         faces = assemble([detections], probabilities)[0]
-        return {"faces": [face.to_dict() for face in faces], "width": width, "height": height,
-                "model": {"name": service.info.get("name"), "version": service.info.get("version")},
+        return {"faces": [face.to_dict() for face in faces], "width": image.shape[1], "height": image.shape[0],
+                "model": model_name(),
                 "timing_ms": {"read": _ms(started, read), "detect": _ms(read, detected),
                               "classify": _ms(detected, classified), "total": _ms(started, time.perf_counter())}}
+
+    async def heat_maps(method: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, heat maps) of the faces; the model is used from the batcher's thread only."""
+        from ferlab import explain as why
+
+        if method == "occlusion":
+            answers = await service.batcher.classify(why.occlusion_inputs(crops))  # the faces and all their copies: one call
+            return why.occlusion_maps(answers, len(crops))
+        probabilities = await service.batcher.classify(crops)
+        maps = await service.batcher.call(why.gradcam_maps, service.recognizer.classifier.model, crops,
+                                          probabilities.argmax(axis=1), service.recognizer.tta == "flip")
+        return probabilities, maps
+
+    @app.post("/v1/explain", summary="Faces, their emotions and heat maps of what each emotion rests on",
+              openapi_extra=EXPLAIN_DOC)
+    async def explain(request: Request, method: str = Query("auto", description=METHOD_DOC)) -> dict:
+        """JSON as /v1/predict, each face with its `method` and `heatmap_png`: the face as the image shows
+        it with the heat map blended on it (red: the regions that moved its top emotion most), a base64 PNG."""
+        from ferlab.explain import choose_method
+
+        started = time.perf_counter()
+        require_ready()
+        try:
+            used = choose_method(method, service.recognizer.classifier)
+        except FerlabError as err:
+            raise _fail(400, str(err)) from None
+        async with upload(request) as data:
+            read = time.perf_counter()
+            detections, crops, image = await service.croppers.run(data)
+            detected = time.perf_counter()
+            faces = []
+            if len(crops):
+                probabilities, maps = await heat_maps(used, crops)
+                faces = await service.croppers.call(_rendered, service.recognizer, image, detections, probabilities, maps, used)
+            explained = time.perf_counter()
+        return {"faces": faces, "width": image.shape[1], "height": image.shape[0], "model": model_name(),
+                "timing_ms": {"read": _ms(started, read), "detect": _ms(read, detected),
+                              "explain": _ms(detected, explained), "total": _ms(started, time.perf_counter())}}
 
     @app.get("/v1/model", summary="The model served")
     async def model() -> dict:

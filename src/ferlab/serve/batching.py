@@ -52,6 +52,13 @@ class MicroBatcher:
         self._queue.put_nowait((faces, future))
         return await future
 
+    async def call(self, fn: Callable, *args):
+        """fn(*args) on the model's thread, between two batches: other uses of the model (the
+        gradients of Grad-CAM) never run beside a classification."""
+        if self._thread is None:
+            raise RuntimeError("the batcher is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
     def _take_queued(self, first) -> list:
         batch, count = [first], len(first[0])
         while count < self.max_faces and not self._queue.empty():

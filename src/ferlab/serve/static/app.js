@@ -1,5 +1,7 @@
 // The ferlab page: webcam frames or a chosen image -> POST /v1/predict -> boxes, labels, bars.
 // Plain JavaScript, no build step. One request in flight at a time, at most one frame every FRAME_MS.
+// "Explain" sends the current frame (or the chosen image) to POST /v1/explain and shows the largest
+// face with its heat map.
 "use strict";
 
 const FRAME_MS = 200;        // the steady rate: at most 5 frames a second
@@ -9,7 +11,8 @@ const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutr
 const $ = (id) => document.getElementById(id);
 const stage = $("stage"), video = $("video"), still = $("still"), overlay = $("overlay");
 const frame = document.createElement("canvas");  // where camera frames are encoded to JPEG
-let stream = null, timer = null, limits = null, stillUrl = null;
+const snapshot = document.createElement("canvas");  // the frame to explain, apart from the stream's
+let stream = null, timer = null, limits = null, stillUrl = null, stillFile = null;
 let generation = 0;  // bumped when the source changes: late answers for the old one are dropped
 
 function setStatus(text, kind = "") {
@@ -166,6 +169,70 @@ function drawBars(face) {
   }));
 }
 
+// ---- why: the heat map of the largest face ------------------------------------------------
+
+const METHOD_NAMES = { gradcam: "Grad-CAM", occlusion: "occlusion" };
+
+function showExplanation(state, text, png = null) {
+  $("explain").dataset.state = state;
+  $("explain-caption").textContent = text;
+  $("explain-image").hidden = png === null;
+  if (png !== null) $("explain-image").src = `data:image/png;base64,${png}`;
+  else $("explain-image").removeAttribute("src");
+}
+
+function resetExplanation() {
+  $("explain-button").disabled = !(stream || stillFile);
+  showExplanation("", "Explain shows which regions of the largest face moved its emotion.");
+}
+
+async function currentImage() {
+  if (stream && video.videoWidth > 0) {
+    snapshot.width = video.videoWidth;
+    snapshot.height = video.videoHeight;
+    snapshot.getContext("2d").drawImage(video, 0, 0);
+    const blob = await new Promise((resolve) => snapshot.toBlob(resolve, "image/jpeg", JPEG_QUALITY));
+    return blob ? { body: blob, headers: { "Content-Type": "image/jpeg" } } : null;
+  }
+  if (stillFile) {
+    const form = new FormData();
+    form.append("file", stillFile, stillFile.name);
+    return { body: form, headers: {} };
+  }
+  return null;
+}
+
+async function explainCurrent() {
+  const mine = generation;
+  const image = await currentImage();
+  if (!image) return;
+  $("explain-button").disabled = true;
+  showExplanation("busy", "Explaining…");
+  let response, data;
+  try {
+    response = await fetch("/v1/explain", { method: "POST", ...image });
+    data = await response.json().catch(() => ({ detail: response.statusText }));
+  } catch (err) {
+    data = { detail: `the server does not answer (${err.message})` };
+  } finally {
+    $("explain-button").disabled = !(stream || stillFile);
+  }
+  if (mine !== generation) return;  // the source changed meanwhile
+  if (!response || !response.ok) {
+    const status = response ? ` (HTTP ${response.status})` : "";
+    showExplanation("error", `No explanation${status}: ${data.detail}`);
+    return;
+  }
+  const face = data.faces[0];
+  if (!face) {
+    showExplanation("none", "No face to explain in this image.");
+    return;
+  }
+  showExplanation("shown", `${face.emotion} ${percent(face.probabilities[face.emotion])}, by ` +
+                           `${METHOD_NAMES[face.method] || face.method}: red marks the regions that moved ` +
+                           `"${face.emotion}" most, blue those that did not.`, face.heatmap_png);
+}
+
 // ---- the camera --------------------------------------------------------------------------
 
 function cameraProblem(err) {
@@ -207,6 +274,8 @@ async function startCamera() {
   }
   showMedia("camera");
   clearResult();
+  stillFile = null;
+  resetExplanation();
   $("camera-stop").disabled = false;
   setStatus("Camera on; looking for faces…");
   nextFrame();
@@ -220,6 +289,7 @@ function stopCamera() {
   stream = null;
   video.srcObject = null;
   $("camera-stop").disabled = true;
+  resetExplanation();
 }
 
 async function nextFrame() {
@@ -245,6 +315,7 @@ function showMedia(source) {
 }
 
 async function analyseFile(file) {
+  stillFile = null;
   stopCamera();  // also drops any answer still coming for the camera
   clearResult();
   if (limits && file.size > limits.max_upload_bytes) {
@@ -255,6 +326,8 @@ async function analyseFile(file) {
   if (stillUrl) URL.revokeObjectURL(stillUrl);
   stillUrl = URL.createObjectURL(file);
   still.src = stillUrl;
+  stillFile = file;
+  resetExplanation();
   showMedia("file");
   setStatus(`Looking for faces in ${file.name}…`, "warn");
   const form = new FormData();
@@ -269,6 +342,7 @@ $("camera-stop").addEventListener("click", () => {
   stopCamera();
   setStatus("Camera stopped.");
 });
+$("explain-button").addEventListener("click", explainCurrent);
 $("file").addEventListener("change", (event) => {
   const file = event.target.files[0];
   if (file) analyseFile(file);
