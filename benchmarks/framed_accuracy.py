@@ -42,18 +42,23 @@ def scenes(faces: np.ndarray, seed: int, max_angle: float, upright: bool):
     rng = np.random.default_rng(seed)
     for face in faces:
         side = 160 if upright else int(rng.integers(96, 241))
-        centre = (320, 240) if upright else (int(rng.integers(side // 2, FRAME[1] - side // 2)),
-                                             int(rng.integers(side // 2, FRAME[0] - side // 2)))
+        centre = (
+            (320, 240)
+            if upright
+            else (int(rng.integers(side // 2, FRAME[1] - side // 2)), int(rng.integers(side // 2, FRAME[0] - side // 2)))
+        )
         angle = 0.0 if upright else float(rng.uniform(-max_angle, max_angle))
         yield framed(face, side, centre, angle), centre, side
 
 
-def score(recognizer: EmotionRecognizer, faces: np.ndarray, labels: np.ndarray, seed: int, max_angle: float,
-          upright: bool) -> dict:
+def score(recognizer: EmotionRecognizer, faces: np.ndarray, labels: np.ndarray, seed: int, max_angle: float, upright: bool) -> dict:
     found = right = 0
     for (frame, centre, side), label in zip(scenes(faces, seed, max_angle, upright), labels):
-        hits = [f for f in recognizer.predict(frame)
-                if np.hypot(f.box[0] + f.box[2] / 2 - centre[0], f.box[1] + f.box[3] / 2 - centre[1]) < 0.3 * side]
+        hits = [
+            f
+            for f in recognizer.predict(frame)
+            if np.hypot(f.box[0] + f.box[2] / 2 - centre[0], f.box[1] + f.box[3] / 2 - centre[1]) < 0.3 * side
+        ]
         if hits:
             found += 1
             right += int(np.argmax(list(hits[0].probabilities.values())) == label)
@@ -75,8 +80,10 @@ def main() -> None:
     results = {}
     for source in args.model:
         recognizer = EmotionRecognizer.load(source)
-        results[source] = {"framed": score(recognizer, faces, labels, args.seed, args.max_angle, upright=False),
-                           "upright": score(recognizer, faces, labels, args.seed, args.max_angle, upright=True)}
+        results[source] = {
+            "framed": score(recognizer, faces, labels, args.seed, args.max_angle, upright=False),
+            "upright": score(recognizer, faces, labels, args.seed, args.max_angle, upright=True),
+        }
         print(f"{source}: framed {results[source]['framed']}, upright {results[source]['upright']}", flush=True)
     write_json(OUT, {"split": "PublicTest", "max_angle": args.max_angle, "seed": args.seed, "results": results})
     print(f"wrote {OUT}")

@@ -66,7 +66,7 @@ def tiled_frame(frame: np.ndarray, count: int) -> np.ndarray:
     out = np.full((480, 640, 3), 110, np.uint8)
     for i in range(count):
         r, c = divmod(i, cols)
-        out[r * side:(r + 1) * side, c * side:(c + 1) * side] = tile
+        out[r * side : (r + 1) * side, c * side : (c + 1) * side] = tile
     return out
 
 
@@ -88,8 +88,11 @@ def main() -> None:
             runtimes[runtime] = load_model(model, runtime)
         except Exception as err:  # a .h5 has no TFLite model: time what there is
             print(f"runtime {runtime}: skipped ({err})")
-    results = {"machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
-               "model": model, "rounds": args.rounds}
+    results = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "model": model,
+        "rounds": args.rounds,
+    }
 
     rng = np.random.default_rng(0)
     results["classifier_throughput"] = {}
@@ -99,8 +102,10 @@ def main() -> None:
         for batch in args.batches:
             faces = rng.integers(0, 256, (batch, 48, 48), dtype=np.uint8)
             t = timed(lambda: recognizer.classify(faces), args.rounds, max(2, args.calls // max(1, batch // 32)))
-            table[str(batch)] = ms(t) | {"faces_per_s": round(batch / t["median_s"]),
-                                         "faces_per_s_spread": [round(batch / t["max_s"]), round(batch / t["min_s"])]}
+            table[str(batch)] = ms(t) | {
+                "faces_per_s": round(batch / t["median_s"]),
+                "faces_per_s_spread": [round(batch / t["max_s"]), round(batch / t["min_s"])],
+            }
             print(f"classifier {runtime:6s} batch {batch:5d}: {t['median_s'] * 1000:8.2f} ms, {batch / t['median_s']:7.0f} faces/s")
         results["classifier_throughput"][runtime] = table
 
@@ -121,10 +126,16 @@ def main() -> None:
             found = len(recognizer.predict(image))
             detect_t = timed(lambda: recognizer.detector.detect(image), args.rounds, args.calls // (4 if name == "mtcnn" else 1))
             total_t = timed(lambda: recognizer.predict(image), args.rounds, args.calls // (4 if name == "mtcnn" else 1))
-            latency[name][f"{n}_faces"] = {"found": found, "detect": ms(detect_t), "end_to_end": ms(total_t),
-                                           "fps": round(1 / total_t["median_s"], 1)}
-            print(f"640x480, {n:2d} face(s), {name:9s}: found {found:2d}, detection {detect_t['median_s'] * 1000:7.1f} ms, "
-                  f"end to end {total_t['median_s'] * 1000:7.1f} ms")
+            latency[name][f"{n}_faces"] = {
+                "found": found,
+                "detect": ms(detect_t),
+                "end_to_end": ms(total_t),
+                "fps": round(1 / total_t["median_s"], 1),
+            }
+            print(
+                f"640x480, {n:2d} face(s), {name:9s}: found {found:2d}, detection {detect_t['median_s'] * 1000:7.1f} ms, "
+                f"end to end {total_t['median_s'] * 1000:7.1f} ms"
+            )
     results["frame_640x480"] = latency
 
     tmp = Path(tempfile.mkdtemp(prefix="ferlab-bench-"))
@@ -139,8 +150,10 @@ def main() -> None:
             subprocess.run(command, check=True, capture_output=True)
             runs.append(time.perf_counter() - start)
         cold[label] = {"median_s": round(statistics.median(runs), 2), "runs": [round(r, 2) for r in runs], "command": command[3:]}
-        print(f"cold start, `ferlab detect` one image ({label}): {statistics.median(runs):.2f} s "
-              f"(median of {len(runs)}, {min(runs):.2f}-{max(runs):.2f})")
+        print(
+            f"cold start, `ferlab detect` one image ({label}): {statistics.median(runs):.2f} s "
+            f"(median of {len(runs)}, {min(runs):.2f}-{max(runs):.2f})"
+        )
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "ferlab.cli", "--help"], check=True, capture_output=True)
     cold["help_s"] = round(time.perf_counter() - start, 2)

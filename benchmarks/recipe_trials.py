@@ -14,10 +14,23 @@ from pathlib import Path
 
 from ferlab import tracking
 
-SHOWN = ("train.model", "train.model_options", "train.epochs", "train.batch_size", "train.optimizer",
-         "train.learning_rate", "train.weight_decay", "train.label_smoothing", "train.class_weights",
-         "preprocess.class_weights", "preprocess.augment.translate", "preprocess.augment.rotation_degrees",
-         "preprocess.augment.zoom", "train.resolved_precision", "model.parameters")
+SHOWN = (
+    "train.model",
+    "train.model_options",
+    "train.epochs",
+    "train.batch_size",
+    "train.optimizer",
+    "train.learning_rate",
+    "train.weight_decay",
+    "train.label_smoothing",
+    "train.class_weights",
+    "preprocess.class_weights",
+    "preprocess.augment.translate",
+    "preprocess.augment.rotation_degrees",
+    "preprocess.augment.zoom",
+    "train.resolved_precision",
+    "model.parameters",
+)
 EMOTIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 
@@ -38,20 +51,34 @@ def main() -> None:
     keys = {k for r in runs for k in r.data.params}
     candidates = [k for k in SHOWN if k in keys] + sorted(k for k in keys if k.startswith("train.model_options."))
     varying = [k for k in candidates if len({r.data.params.get(k) for r in runs}) > 1]
-    header = ["run", *(k.removeprefix("train.").removeprefix("preprocess.") for k in varying), "epochs run (best)", "PublicTest",
-              "PrivateTest", "flip", "ten-crop", "macro-F1", "lowest recall"]
+    header = [
+        "run",
+        *(k.removeprefix("train.").removeprefix("preprocess.") for k in varying),
+        "epochs run (best)",
+        "PublicTest",
+        "PrivateTest",
+        "flip",
+        "ten-crop",
+        "macro-F1",
+        "lowest recall",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
         m, p = run.data.metrics, run.data.params
         recalls = {e: m[f"eval/test_recall_{e}"] for e in EMOTIONS if f"eval/test_recall_{e}" in m}
         lowest = min(recalls, key=recalls.get) if recalls else None
         history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
-        cells = [run.info.run_name or run.info.run_id[:8], *(p.get(k, "") for k in varying),
-                 f"{len(history)} ({int(m['best_epoch'])})" if "best_epoch" in m else str(len(history)),
-                 pct(m.get("best_val_accuracy")), pct(m.get("eval/test_accuracy")),
-                 pct(m.get("eval/test_tta_flip_accuracy")), pct(m.get("eval/test_tta_ten_crop_accuracy")),
-                 f"{m['eval/test_macro_f1']:.3f}" if "eval/test_macro_f1" in m else "",
-                 f"{lowest} {recalls[lowest]:.2f}" if lowest else ""]
+        cells = [
+            run.info.run_name or run.info.run_id[:8],
+            *(p.get(k, "") for k in varying),
+            f"{len(history)} ({int(m['best_epoch'])})" if "best_epoch" in m else str(len(history)),
+            pct(m.get("best_val_accuracy")),
+            pct(m.get("eval/test_accuracy")),
+            pct(m.get("eval/test_tta_flip_accuracy")),
+            pct(m.get("eval/test_tta_ten_crop_accuracy")),
+            f"{m['eval/test_macro_f1']:.3f}" if "eval/test_macro_f1" in m else "",
+            f"{lowest} {recalls[lowest]:.2f}" if lowest else "",
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     table = "\n".join(lines) + "\n"
     print(table)

@@ -34,6 +34,7 @@ OUT = Path("reports/benchmarks/serve_load.json")
 
 # ---- the client process ---------------------------------------------------------------------
 
+
 async def load(url: str, image: bytes, requests: int, concurrency: int) -> dict:
     import aiohttp
 
@@ -63,10 +64,16 @@ async def load(url: str, image: bytes, requests: int, concurrency: int) -> dict:
     latencies.sort()
     ms = [x * 1000 for x in latencies]
     return {
-        "concurrency": concurrency, "requests": requests, "errors": requests - statuses.get("ok", 0), "statuses": statuses,
-        "seconds": round(elapsed, 2), "throughput_rps": round(requests / elapsed, 1),
-        "p50_ms": round(statistics.median(ms), 1), "p90_ms": round(ms[int(0.90 * (len(ms) - 1))], 1),
-        "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 1), "max_ms": round(ms[-1], 1),
+        "concurrency": concurrency,
+        "requests": requests,
+        "errors": requests - statuses.get("ok", 0),
+        "statuses": statuses,
+        "seconds": round(elapsed, 2),
+        "throughput_rps": round(requests / elapsed, 1),
+        "p50_ms": round(statistics.median(ms), 1),
+        "p90_ms": round(ms[int(0.90 * (len(ms) - 1))], 1),
+        "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 1),
+        "max_ms": round(ms[-1], 1),
     }
 
 
@@ -77,6 +84,7 @@ def client_main(args) -> None:
 
 
 # ---- the benchmark --------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -163,18 +171,36 @@ def run_phase(base: str, pid: int, image_path: Path, requests: int, concurrency:
     watcher = Watcher(base, pid)
     busy, ours, started = busy_cpu_seconds(), our_cpu_seconds(pid), time.perf_counter()
     watcher.start()
-    client = subprocess.run([sys.executable, __file__, "--client", "--url", base + "v1/predict", "--image", str(image_path),
-                             "--requests", str(requests), "--concurrency", str(concurrency)],
-                            capture_output=True, text=True, check=True)
+    client = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--client",
+            "--url",
+            base + "v1/predict",
+            "--image",
+            str(image_path),
+            "--requests",
+            str(requests),
+            "--concurrency",
+            str(concurrency),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     watcher.done.set()
     watcher.join()
     elapsed = time.perf_counter() - started
     others = (busy_cpu_seconds() - busy) - (our_cpu_seconds(pid) - ours)
     result = json.loads(client.stdout.strip().splitlines()[-1])
     result["other_processes_cpus"] = round(max(0.0, others) / elapsed, 2)  # cores busy with work not ours
-    result["healthz"] = {"polls": len(watcher.health_ms) + watcher.health_failures, "failures": watcher.health_failures,
-                         "median_ms": round(statistics.median(watcher.health_ms), 1) if watcher.health_ms else None,
-                         "max_ms": round(max(watcher.health_ms), 1) if watcher.health_ms else None}
+    result["healthz"] = {
+        "polls": len(watcher.health_ms) + watcher.health_failures,
+        "failures": watcher.health_failures,
+        "median_ms": round(statistics.median(watcher.health_ms), 1) if watcher.health_ms else None,
+        "max_ms": round(max(watcher.health_ms), 1) if watcher.health_ms else None,
+    }
     result["server_rss_mb_max_sampled"] = round(max(watcher.rss_mb), 1) if watcher.rss_mb else None
     return result
 
@@ -200,13 +226,11 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
     log = work / "serve.log"
-    command = [sys.executable, "-m", "ferlab.cli", "serve", "--model", args.model, "--port", str(port),
-               *args.server_args.split()]
+    command = [sys.executable, "-m", "ferlab.cli", "serve", "--model", args.model, "--port", str(port), *args.server_args.split()]
     load_before = os.getloadavg()
     started = time.perf_counter()
     with open(log, "wb") as out:
-        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
-                                  env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
+        server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "2"})
     try:
         while get(base + "readyz") != 200:
             if server.poll() is not None or time.perf_counter() - started > 300:
@@ -225,10 +249,19 @@ def main() -> None:
 
     result = {
         "what": "ferlab serve under load: POST /v1/predict of one 640x480 JPEG (one face), keep-alive connections",
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "python": platform.python_version(), "load_average_before": [round(x, 2) for x in load_before]},
-        "server": {"command": " ".join(command[1:]).replace(f"--port {port}", "--port <free>"), "model": info,
-                   "ready_after_s": round(ready_s, 1), "rss_mb_when_ready": idle_rss, "peak_rss_mb": peak},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "load_average_before": [round(x, 2) for x in load_before],
+        },
+        "server": {
+            "command": " ".join(command[1:]).replace(f"--port {port}", "--port <free>"),
+            "model": info,
+            "ready_after_s": round(ready_s, 1),
+            "rss_mb_when_ready": idle_rss,
+            "peak_rss_mb": peak,
+        },
         "image_bytes": len(image),
         "runs": runs,
     }
@@ -236,15 +269,21 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
-    print(f"ferlab serve, {args.model} ({info.get('runtime')} runtime, {info.get('detector')} detector), "
-          f"{os.cpu_count()} CPUs; ready in {ready_s:.1f} s; "
-          f"server memory {idle_rss} MB when ready, peak {peak} MB")
-    print(f"{'concurrency':>11} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'healthz max ms':>14} {'healthz fails':>13} {'other CPU':>9}")
+    print(
+        f"ferlab serve, {args.model} ({info.get('runtime')} runtime, {info.get('detector')} detector), "
+        f"{os.cpu_count()} CPUs; ready in {ready_s:.1f} s; "
+        f"server memory {idle_rss} MB when ready, peak {peak} MB"
+    )
+    print(
+        f"{'concurrency':>11} {'requests':>8} {'errors':>6} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'healthz max ms':>14} {'healthz fails':>13} {'other CPU':>9}"
+    )
     for r in runs:
-        print(f"{r['concurrency']:>11} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>7} {r['p50_ms']:>7} "
-              f"{r['p99_ms']:>7} {r['healthz']['max_ms']!s:>14} {r['healthz']['failures']:>13} "
-              f"{r['other_processes_cpus']:>9}")
+        print(
+            f"{r['concurrency']:>11} {r['requests']:>8} {r['errors']:>6} {r['throughput_rps']:>7} {r['p50_ms']:>7} "
+            f"{r['p99_ms']:>7} {r['healthz']['max_ms']!s:>14} {r['healthz']['failures']:>13} "
+            f"{r['other_processes_cpus']:>9}"
+        )
     print(f"wrote {out}")
 
 

@@ -29,44 +29,68 @@ def inference_section(vs_fer: dict | None, inference: dict | None) -> list[str]:
     if vs_fer:
         ours, theirs = vs_fer["ferlab"], vs_fer["fer"]
         ratio = vs_fer["speedup_median_ferlab"]
-        lines += [f"{vs_fer['frames']} PrivateTest faces enlarged into 640x480 frames, the same frames for each tool, alternating "
-                  f"(CPU: {vs_fer.get('cpu', 'not recorded')}):", "",
-                  "| tool | median ms per frame (p25-p75) | face recall | boxes off the face | accuracy on found faces |",
-                  "|---|---:|---:|---:|---:|"]
-        for name, label in (("ferlab", f"ferlab ({vs_fer['ferlab_detector']}, {vs_fer['classifier_runtime']})"),
-                            ("ferlab_haar", "ferlab (haar)"), ("ferlab_no_tta", "ferlab (no flip TTA)"),
-                            ("fer", "fer `FER(mtcnn=False)`")):
+        lines += [
+            f"{vs_fer['frames']} PrivateTest faces enlarged into 640x480 frames, the same frames for each tool, alternating "
+            f"(CPU: {vs_fer.get('cpu', 'not recorded')}):",
+            "",
+            "| tool | median ms per frame (p25-p75) | face recall | boxes off the face | accuracy on found faces |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, label in (
+            ("ferlab", f"ferlab ({vs_fer['ferlab_detector']}, {vs_fer['classifier_runtime']})"),
+            ("ferlab_haar", "ferlab (haar)"),
+            ("ferlab_no_tta", "ferlab (no flip TTA)"),
+            ("fer", "fer `FER(mtcnn=False)`"),
+        ):
             if name not in vs_fer:  # runs before the TTA option have no such row
                 continue
             s = vs_fer[name]
-            lines.append(f"| {label} | {s['median_ms']} ({s['p25_ms']}-{s['p75_ms']}) | {s['face_recall']:.3f} | "
-                         f"{s['boxes_off_the_face']} | {s['accuracy_on_found']:.3f} |")
-        lines += ["", f"Target: 3x faster than fer at equal or better recall: {ratio}x at recall "
-                      f"{ours['face_recall']:.3f} against {theirs['face_recall']:.3f}: "
-                      f"{target(ratio >= 3 and ours['face_recall'] >= theirs['face_recall'])}.", ""]
+            lines.append(
+                f"| {label} | {s['median_ms']} ({s['p25_ms']}-{s['p75_ms']}) | {s['face_recall']:.3f} | "
+                f"{s['boxes_off_the_face']} | {s['accuracy_on_found']:.3f} |"
+            )
+        lines += [
+            "",
+            f"Target: 3x faster than fer at equal or better recall: {ratio}x at recall "
+            f"{ours['face_recall']:.3f} against {theirs['face_recall']:.3f}: "
+            f"{target(ratio >= 3 and ours['face_recall'] >= theirs['face_recall'])}.",
+            "",
+        ]
     if inference:
         tp = inference["classifier_throughput"]
-        lines += ["Classifier throughput, faces per second (random 48x48 faces):", "",
-                  "| runtime | " + " | ".join(f"batch {b}" for b in next(iter(tp.values()))) + " |",
-                  "|---|" + "---:|" * len(next(iter(tp.values())))]
+        lines += [
+            "Classifier throughput, faces per second (random 48x48 faces):",
+            "",
+            "| runtime | " + " | ".join(f"batch {b}" for b in next(iter(tp.values()))) + " |",
+            "|---|" + "---:|" * len(next(iter(tp.values()))),
+        ]
         for runtime, table in tp.items():
             lines.append(f"| {runtime} | " + " | ".join(f"{v['faces_per_s']:,}" for v in table.values()) + " |")
         best = max(v["faces_per_s"] for table in tp.values() for v in table.values())
         columns = next(v for v in inference["frame_640x480"].values() if "error" not in v)
-        lines += ["", f"Target: 5,000 faces/s: best {best:,}: {target(best >= 5000)}.", "",
-                  "Latency per 640x480 frame as faces are added (end to end: detection, crops, one classifier call):", "",
-                  "| detector | " + " | ".join(k.replace("_", " ") for k in columns) + " |",
-                  "|---|" + "---:|" * len(columns)]
+        lines += [
+            "",
+            f"Target: 5,000 faces/s: best {best:,}: {target(best >= 5000)}.",
+            "",
+            "Latency per 640x480 frame as faces are added (end to end: detection, crops, one classifier call):",
+            "",
+            "| detector | " + " | ".join(k.replace("_", " ") for k in columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
         for name, rows in inference["frame_640x480"].items():
             if "error" in rows:
                 continue
             cells = (f"{r['end_to_end']['median_ms']} ms ({r['found']} found)" for r in rows.values())
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         cold = inference["cold_start"]
-        lines += ["", f"Cold start of `ferlab detect` on one photo (process start to printed JSON): {cold['default']['median_s']} s "
-                      f"with the bundle on LiteRT and blazeface; {cold['keras_haar']['median_s']} s "
-                      "with `--runtime keras --detector haar`. "
-                      f"Target under 3 s: {target(cold['default']['median_s'] < 3)}.", ""]
+        lines += [
+            "",
+            f"Cold start of `ferlab detect` on one photo (process start to printed JSON): {cold['default']['median_s']} s "
+            f"with the bundle on LiteRT and blazeface; {cold['keras_haar']['median_s']} s "
+            "with `--runtime keras --detector haar`. "
+            f"Target under 3 s: {target(cold['default']['median_s'] < 3)}.",
+            "",
+        ]
     return lines
 
 
@@ -74,44 +98,64 @@ def training_section(throughput: dict | None, tta: dict | None) -> list[str]:
     lines = ["## Training (`benchmarks/train_throughput.py`, `benchmarks/time_to_accuracy.py`)", ""]
     if throughput:
         bf16 = throughput["machine"]["native_bf16"]
-        lines += [f"Images per second, batch {throughput['batch']} (native bf16 on this CPU: {bf16}):", "",
-                  "| model | policy | images/s | s per FER2013 epoch |", "|---|---|---:|---:|"]
+        lines += [
+            f"Images per second, batch {throughput['batch']} (native bf16 on this CPU: {bf16}):",
+            "",
+            "| model | policy | images/s | s per FER2013 epoch |",
+            "|---|---|---:|---:|",
+        ]
         for r in throughput["results"]:
             lines.append(f"| {r['model']} | {r['policy']} | {r['images_per_s_median']} | {r['seconds_per_fer2013_epoch']} |")
         lines.append("")
     if tta:
         best = tta["best"]
         if tta["reached"]:
-            lines.append(f"Time to the paper's {tta['target_accuracy']:.2%} on PrivateTest from a cold start: "
-                         f"{tta['minutes_to_target']} min (epoch {tta['epoch_at_target']}). "
-                         f"Target 30 min: {target(tta['minutes_to_target'] <= 30)}.")
+            lines.append(
+                f"Time to the paper's {tta['target_accuracy']:.2%} on PrivateTest from a cold start: "
+                f"{tta['minutes_to_target']} min (epoch {tta['epoch_at_target']}). "
+                f"Target 30 min: {target(tta['minutes_to_target'] <= 30)}."
+            )
         else:
-            lines.append(f"Time to the paper's {tta['target_accuracy']:.2%} on PrivateTest from a cold start: not reached within "
-                         f"{tta['epochs'][-1]['train_seconds'] / 60:.1f} min of training (budget {tta['budget_minutes']} min); best "
-                         f"{best['private_test_accuracy']:.2%} at epoch {best['epoch']} ({best['train_seconds'] / 60:.1f} min). "
-                         f"Target 30 min: **missed**.")
+            lines.append(
+                f"Time to the paper's {tta['target_accuracy']:.2%} on PrivateTest from a cold start: not reached within "
+                f"{tta['epochs'][-1]['train_seconds'] / 60:.1f} min of training (budget {tta['budget_minutes']} min); best "
+                f"{best['private_test_accuracy']:.2%} at epoch {best['epoch']} ({best['train_seconds'] / 60:.1f} min). "
+                f"Target 30 min: **missed**."
+            )
         lines += ["", "| epoch | minutes of training | PrivateTest | PublicTest |", "|---:|---:|---:|---:|"]
-        lines += [f"| {e['epoch']} | {e['train_seconds'] / 60:.1f} | {e['private_test_accuracy']:.4f} | {e['public_test_accuracy']:.4f} |"
-                  for e in tta["epochs"]]
+        lines += [
+            f"| {e['epoch']} | {e['train_seconds'] / 60:.1f} | {e['private_test_accuracy']:.4f} | {e['public_test_accuracy']:.4f} |"
+            for e in tta["epochs"]
+        ]
         lines.append("")
     return lines
 
 
 def service_section(runs: dict[str, dict]) -> list[str]:
-    lines = ["## Service (`benchmarks/serve_load.py`)", "",
-             "| server | concurrency | requests | errors | req/s | p50 ms | p99 ms | /healthz max ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "## Service (`benchmarks/serve_load.py`)",
+        "",
+        "| server | concurrency | requests | errors | req/s | p50 ms | p99 ms | /healthz max ms |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for label, data in runs.items():
         model = data["server"]["model"]
         for r in data["runs"]:
-            lines.append(f"| {label} ({model['runtime']}, {model['detector']}) | {r['concurrency']} | {r['requests']} | {r['errors']} | "
-                         f"{r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['healthz']['max_ms']} |")
+            lines.append(
+                f"| {label} ({model['runtime']}, {model['detector']}) | {r['concurrency']} | {r['requests']} | {r['errors']} | "
+                f"{r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['healthz']['max_ms']} |"
+            )
     return lines + [""]
 
 
 def main() -> None:
-    lines = ["# Benchmark figures", "", "Generated by `python benchmarks/summary.py` from the JSON files next to this page; "
-             "each script's docstring says how it measures. Machine: 2 cores of an AMD EPYC (Zen 1, AVX2), no GPU.", ""]
+    lines = [
+        "# Benchmark figures",
+        "",
+        "Generated by `python benchmarks/summary.py` from the JSON files next to this page; "
+        "each script's docstring says how it measures. Machine: 2 cores of an AMD EPYC (Zen 1, AVX2), no GPU.",
+        "",
+    ]
     missing = []
     if load("accuracy.json"):
         lines += accuracy_section(load("accuracy.json"))
@@ -119,8 +163,15 @@ def main() -> None:
         missing.append("accuracy.py")
     lines += inference_section(load("vs_fer.json"), load("inference.json"))
     lines += training_section(load("train_throughput_precision.json"), load("time_to_accuracy.json"))
-    serve = {label: load(name) for label, name in (("model.h5", "serve_load.json"), ("bundle", "serve_load_bundle.json"),
-                                                   ("model.h5, haar", "serve_load_haar.json")) if load(name)}
+    serve = {
+        label: load(name)
+        for label, name in (
+            ("model.h5", "serve_load.json"),
+            ("bundle", "serve_load_bundle.json"),
+            ("model.h5, haar", "serve_load_haar.json"),
+        )
+        if load(name)
+    }
     if serve:
         lines += service_section(serve)
     for name in ("vs_fer.json", "inference.json", "train_throughput_precision.json", "time_to_accuracy.json", "serve_load.json"):

@@ -75,31 +75,53 @@ def main() -> None:
             trained_s = scoring_start - clock["start"] - clock["scoring"]
             accuracy = float(np.mean(self.model.predict(x_test, batch_size=256, verbose=0).argmax(1) == y_test))
             clock["scoring"] += time.perf_counter() - scoring_start
-            epochs.append({"epoch": epoch + 1, "train_seconds": round(trained_s, 1), "private_test_accuracy": round(accuracy, 4),
-                           "public_test_accuracy": round(float(logs.get("val_accuracy", float("nan"))), 4)})
+            epochs.append(
+                {
+                    "epoch": epoch + 1,
+                    "train_seconds": round(trained_s, 1),
+                    "private_test_accuracy": round(accuracy, 4),
+                    "public_test_accuracy": round(float(logs.get("val_accuracy", float("nan"))), 4),
+                }
+            )
             print(f"epoch {epoch + 1}: {trained_s / 60:6.1f} min of training, PrivateTest {accuracy:.4f}", flush=True)
             if accuracy >= args.target or trained_s >= args.budget_minutes * 60:
                 self.model.stop_training = True
 
     state_dir = Path(tempfile.mkdtemp(prefix="ferlab-tta-state-"))  # a cold start: no checkpoint to resume
-    result = train(params, arrays, meta["class_weights"], "time-to-accuracy", state_dir, None,
-                   print_fn=lambda m: print(m, flush=True), extra_callbacks=(PrivateTestClock(),))
+    result = train(
+        params,
+        arrays,
+        meta["class_weights"],
+        "time-to-accuracy",
+        state_dir,
+        None,
+        print_fn=lambda m: print(m, flush=True),
+        extra_callbacks=(PrivateTestClock(),),
+    )
     reached = next((e for e in epochs if e["private_test_accuracy"] >= args.target), None)
     best = max(epochs, key=lambda e: e["private_test_accuracy"])
     summary = {
-        "target_accuracy": args.target, "budget_minutes": args.budget_minutes, "overrides": args.overrides,
-        "model": params.train.model, "precision": result.precision, "cpus": os.cpu_count(),
+        "target_accuracy": args.target,
+        "budget_minutes": args.budget_minutes,
+        "overrides": args.overrides,
+        "model": params.train.model,
+        "precision": result.precision,
+        "cpus": os.cpu_count(),
         "train": dataclasses.asdict(params.train),
         "reached": reached is not None,
         "minutes_to_target": round(reached["train_seconds"] / 60, 1) if reached else None,
         "epoch_at_target": reached["epoch"] if reached else None,
-        "best": best, "epochs": epochs, "seed_paper": PAPER,
+        "best": best,
+        "epochs": epochs,
+        "seed_paper": PAPER,
     }
     if reached:
         print(f"reached {args.target:.2%} after {summary['minutes_to_target']} min of training (epoch {reached['epoch']})")
     else:
-        print(f"not reached: best PrivateTest {best['private_test_accuracy']:.4f} at epoch {best['epoch']} "
-              f"({best['train_seconds'] / 60:.1f} min); stopped after {epochs[-1]['train_seconds'] / 60:.1f} min")
+        print(
+            f"not reached: best PrivateTest {best['private_test_accuracy']:.4f} at epoch {best['epoch']} "
+            f"({best['train_seconds'] / 60:.1f} min); stopped after {epochs[-1]['train_seconds'] / 60:.1f} min"
+        )
     write_json(OUT, summary)
     print(f"wrote {OUT}")
 

@@ -27,6 +27,7 @@ from ferlab import models, precision
 
 def vgg(widths, depths, batch_norm):
     """The alternatives measured when choosing the default (ferlab_cnn is widths 16..128 with BN)."""
+
     def build():
         x = inputs = keras.Input((48, 48, 1))
         for width, depth in zip(widths, depths):
@@ -39,6 +40,7 @@ def vgg(widths, depths, batch_norm):
         x = layers.GlobalAveragePooling2D()(x)
         x = layers.Dense(256, activation="relu")(x)
         return keras.Model(inputs, layers.Dense(7, activation="softmax", dtype="float32")(x))
+
     return build
 
 
@@ -85,18 +87,39 @@ def main() -> None:
         for policy in args.policies:
             runs = [images_per_second(builder(name), policy, args.batch, args.steps) for _ in range(args.repeats)]
             median = statistics.median(runs)
-            results.append({"model": name, "policy": policy, "images_per_s_median": round(median, 1),
-                            "images_per_s_runs": [round(r, 1) for r in runs],
-                            "seconds_per_fer2013_epoch": round(28709 / median)})
-            print(f"{name:30s} {policy:15s} {median:8.1f} img/s  (runs {', '.join(f'{r:.0f}' for r in runs)})"
-                  f"  ~{28709 / median:.0f} s/epoch", flush=True)
+            results.append(
+                {
+                    "model": name,
+                    "policy": policy,
+                    "images_per_s_median": round(median, 1),
+                    "images_per_s_runs": [round(r, 1) for r in runs],
+                    "seconds_per_fer2013_epoch": round(28709 / median),
+                }
+            )
+            print(
+                f"{name:30s} {policy:15s} {median:8.1f} img/s  (runs {', '.join(f'{r:.0f}' for r in runs)})  ~{28709 / median:.0f} s/epoch",
+                flush=True,
+            )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     bf16 = any(f in precision.cpu_flags() for f in precision.BF16_CPU_FLAGS)
-    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                                           "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
-                                           "native_bf16": bf16, "auto_policy": precision.resolve("auto", 0)},
-                               "batch": args.batch, "results": results}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "processor": platform.processor() or platform.machine(),
+                    "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                    "native_bf16": bf16,
+                    "auto_policy": precision.resolve("auto", 0),
+                },
+                "batch": args.batch,
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

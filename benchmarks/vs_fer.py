@@ -46,15 +46,13 @@ def astronaut_frame() -> np.ndarray:
 
 def cpu_name() -> str:
     """The CPU's model name and family (family 23 is AMD Zen 1/2, 25 Zen 3/4, 26 Zen 5)."""
-    info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines()
-                                               if ":" in line)}
+    info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().splitlines() if ":" in line)}
     return f"{info.get('model name', '?')}, family {info.get('cpu family', '?')}, {os.cpu_count()} CPUs"
 
 
 def quartiles(values: list[float]) -> dict:
     q = statistics.quantiles(values, n=4)
-    return {"median_ms": round(statistics.median(values) * 1000, 2), "p25_ms": round(q[0] * 1000, 2),
-            "p75_ms": round(q[2] * 1000, 2)}
+    return {"median_ms": round(statistics.median(values) * 1000, 2), "p25_ms": round(q[0] * 1000, 2), "p75_ms": round(q[2] * 1000, 2)}
 
 
 def main() -> None:
@@ -111,26 +109,39 @@ def main() -> None:
                 correct[name] += hits[0] == label
 
     astronaut = astronaut_frame()
-    summary = {"frames": len(frames), "frame_size": [640, 480], "model": model, "cpu": cpu_name(),
-               "classifier_runtime": ours.classifier.runtime, "ferlab_detector": ours.detector_name}
+    summary = {
+        "frames": len(frames),
+        "frame_size": [640, 480],
+        "model": model,
+        "cpu": cpu_name(),
+        "classifier_runtime": ours.classifier.runtime,
+        "ferlab_detector": ours.detector_name,
+    }
     for name in tools:
         summary[name] = quartiles(timing[name]) | {
-            "face_recall": round(found[name] / len(frames), 3), "boxes_off_the_face": spurious[name],
-            "accuracy_on_found": round(correct[name] / max(found[name], 1), 3)}
+            "face_recall": round(found[name] / len(frames), 3),
+            "boxes_off_the_face": spurious[name],
+            "accuracy_on_found": round(correct[name] / max(found[name], 1), 3),
+        }
     for name in ("ferlab", "ferlab_haar"):
         summary[name]["astronaut"] = [f.to_dict() for f in tools[name](astronaut)]
-    summary["fer"]["astronaut"] = [{"box": [int(v) for v in r["box"]], "emotions": {k: float(v) for k, v in r["emotions"].items()}}
-                                   for r in tools["fer"](astronaut)]
+    summary["fer"]["astronaut"] = [
+        {"box": [int(v) for v in r["box"]], "emotions": {k: float(v) for k, v in r["emotions"].items()}} for r in tools["fer"](astronaut)
+    ]
     summary["ferlab_tta"] = ours.tta
     for name in ("ferlab", "ferlab_haar", "ferlab_no_tta"):
         summary[f"speedup_median_{name}"] = round(summary["fer"]["median_ms"] / summary[name]["median_ms"], 2)
     for tool in tools:
         s = summary[tool]
-        print(f"{tool:11s} median {s['median_ms']:7.2f} ms (p25 {s['p25_ms']}, p75 {s['p75_ms']}); "
-              f"face recall {s['face_recall']:.3f}; boxes off the face {s['boxes_off_the_face']}; "
-              f"accuracy on found faces {s['accuracy_on_found']:.3f}")
-    print(f"ferlab is {summary['speedup_median_ferlab']}x faster than fer (median per frame); "
-          f"with haar {summary['speedup_median_ferlab_haar']}x")
+        print(
+            f"{tool:11s} median {s['median_ms']:7.2f} ms (p25 {s['p25_ms']}, p75 {s['p75_ms']}); "
+            f"face recall {s['face_recall']:.3f}; boxes off the face {s['boxes_off_the_face']}; "
+            f"accuracy on found faces {s['accuracy_on_found']:.3f}"
+        )
+    print(
+        f"ferlab is {summary['speedup_median_ferlab']}x faster than fer (median per frame); "
+        f"with haar {summary['speedup_median_ferlab_haar']}x"
+    )
     OUT.parent.mkdir(parents=True, exist_ok=True)
     write_json(OUT, summary)
     print(f"wrote {OUT}")

@@ -45,8 +45,7 @@ def _face_of(path: str, label: str, detections, faces, face_crop: bool, largest_
     return Outcome(path, label, "scored", face=faces[largest])
 
 
-def score(recognizer, labelled: LabelledSet, face_crop: bool = False, largest_face: bool = False,
-          progress: bool = True) -> list[Outcome]:
+def score(recognizer, labelled: LabelledSet, face_crop: bool = False, largest_face: bool = False, progress: bool = True) -> list[Outcome]:
     """One Outcome per image of `labelled`, in its order; faces are classified CHUNK images at a time."""
     from tqdm import tqdm
 
@@ -54,7 +53,7 @@ def score(recognizer, labelled: LabelledSet, face_crop: bool = False, largest_fa
     bar = tqdm(total=len(labelled.items), unit="image", disable=not progress or None, file=sys.stderr)
     for start in range(0, len(labelled.items), CHUNK):
         chunk = []
-        for path, label in labelled.items[start:start + CHUNK]:
+        for path, label in labelled.items[start : start + CHUNK]:
             try:
                 chunk.append(_face_of(path, label, *recognizer.crops(path, face_crop=face_crop), face_crop, largest_face))
             except FerlabError as err:
@@ -75,8 +74,10 @@ def summarise(outcomes: list[Outcome], labelled: LabelledSet, setup: dict) -> di
 
     scored = [o for o in outcomes if o.status == "scored"]
     if not scored:
-        raise FerlabError(f"no image of {labelled.source} could be scored "
-                          f"({', '.join(f'{n} {s}' for s, n in _counts(outcomes).items() if n)}); see the messages above.")
+        raise FerlabError(
+            f"no image of {labelled.source} could be scored "
+            f"({', '.join(f'{n} {s}' for s, n in _counts(outcomes).items() if n)}); see the messages above."
+        )
     y_true = np.array([EMOTIONS.index(o.label) for o in scored])
     y_pred = np.array([int(np.argmax(o.probabilities)) for o in scored])
     present = sorted(set(y_true.tolist()))
@@ -93,9 +94,19 @@ def summarise(outcomes: list[Outcome], labelled: LabelledSet, setup: dict) -> di
         "macro_f1": round(float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)), 4),
         "classes_in_macro": [EMOTIONS[i] for i in present],
         "absent_classes": [e for i, e in enumerate(EMOTIONS) if i not in present],
-        "per_class": {e: ({"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
-                           "f1": round(float(f1[i]), 4), "support": int(support[i])} if i in present else None)
-                      for i, e in enumerate(EMOTIONS)},
+        "per_class": {
+            e: (
+                {
+                    "precision": round(float(precision[i]), 4),
+                    "recall": round(float(recall[i]), 4),
+                    "f1": round(float(f1[i]), 4),
+                    "support": int(support[i]),
+                }
+                if i in present
+                else None
+            )
+            for i, e in enumerate(EMOTIONS)
+        },
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=every).tolist(),
         "setup": setup,
     }
@@ -116,24 +127,43 @@ def write_report(summary: dict, outcomes: list[Outcome], out_dir: str | Path, mi
         raise FerlabError(f"cannot create {out} ({err.strerror}); choose another --out.") from None
     files = {name: out / name for name in ("summary.json", "predictions.csv", "confusion_matrix.json", "confusion_matrix.png")}
     write_json(files["summary.json"], summary)
-    write_json(files["confusion_matrix.json"], {"labels": list(EMOTIONS), "rows": "true", "columns": "predicted",
-                                                "matrix": summary["confusion_matrix"]})
+    write_json(
+        files["confusion_matrix.json"],
+        {"labels": list(EMOTIONS), "rows": "true", "columns": "predicted", "matrix": summary["confusion_matrix"]},
+    )
     with open(files["predictions.csv"], "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "status", "predicted", "confidence", *[f"p_{e}" for e in EMOTIONS], "message"])
         for o in outcomes:
             probs = [] if o.probabilities is None else [f"{p:.4f}" for p in o.probabilities]
-            writer.writerow([o.path, o.label, o.status, o.predicted or "", f"{max(o.probabilities):.4f}" if probs else "",
-                             *(probs or [""] * len(EMOTIONS)), o.message])
-    plots.confusion(summary["confusion_matrix"], files["confusion_matrix.png"],
-                    f"{Path(summary['dataset']).name}: accuracy {summary['accuracy']:.3f}, macro-F1 {summary['macro_f1']:.3f}")
-    wrong = sorted((o for o in outcomes if o.status == "scored" and o.predicted != o.label),
-                   key=lambda o: -float(np.max(o.probabilities)))[:mistakes]
+            writer.writerow(
+                [
+                    o.path,
+                    o.label,
+                    o.status,
+                    o.predicted or "",
+                    f"{max(o.probabilities):.4f}" if probs else "",
+                    *(probs or [""] * len(EMOTIONS)),
+                    o.message,
+                ]
+            )
+    plots.confusion(
+        summary["confusion_matrix"],
+        files["confusion_matrix.png"],
+        f"{Path(summary['dataset']).name}: accuracy {summary['accuracy']:.3f}, macro-F1 {summary['macro_f1']:.3f}",
+    )
+    wrong = sorted((o for o in outcomes if o.status == "scored" and o.predicted != o.label), key=lambda o: -float(np.max(o.probabilities)))[
+        :mistakes
+    ]
     if wrong:
         files["mistakes.png"] = out / "mistakes.png"
-        plots.labelled_faces([o.face for o in wrong], [o.label for o in wrong],
-                             [f"{o.predicted} {np.max(o.probabilities):.0%}" for o in wrong], files["mistakes.png"],
-                             title="The most confident mistakes: true -> predicted (confidence)")
+        plots.labelled_faces(
+            [o.face for o in wrong],
+            [o.label for o in wrong],
+            [f"{o.predicted} {np.max(o.probabilities):.0%}" for o in wrong],
+            files["mistakes.png"],
+            title="The most confident mistakes: true -> predicted (confidence)",
+        )
     return files
 
 
@@ -157,16 +187,16 @@ def log_run(summary: dict, files: dict[str, Path], labelled: LabelledSet, model_
 
     from ferlab import tracking
 
-    tracker = tracking.RunTracker(EXPERIMENT, tags={"ferlab.model_source": str(model_source),
-                                                     "ferlab.dataset": labelled.name})
+    tracker = tracking.RunTracker(EXPERIMENT, tags={"ferlab.model_source": str(model_source), "ferlab.dataset": labelled.name})
     run_id = tracker.start()
     try:
         found = registered_version(model_source)
         if found:
             mlflow.set_tags({"ferlab.registered_model": found[0], "ferlab.registered_version": found[1].version})
         table = pd.DataFrame(labelled.items, columns=["path", "label"])
-        mlflow.log_input(mlflow.data.from_pandas(table, source=str(Path(labelled.source).resolve()), name=labelled.name),
-                         context="evaluation")
+        mlflow.log_input(
+            mlflow.data.from_pandas(table, source=str(Path(labelled.source).resolve()), name=labelled.name), context="evaluation"
+        )
         tracker.log_params({"dataset": labelled.source, "images": summary["images"], **summary["setup"]})
         metrics = {"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"], "scored": summary["scored"]}
         metrics |= {f"not_scored_{k}": v for k, v in summary["not_scored"].items()}
@@ -181,7 +211,10 @@ def log_run(summary: dict, files: dict[str, Path], labelled: LabelledSet, model_
     if found:
         from ferlab import registry
 
-        registry.tag_version(found[0], found[1].version, f"eval.{labelled.name}",
-                             f"accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f} "
-                             f"on {summary['scored']} faces (run {run_id})")
+        registry.tag_version(
+            found[0],
+            found[1].version,
+            f"eval.{labelled.name}",
+            f"accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f} on {summary['scored']} faces (run {run_id})",
+        )
     return run_id

@@ -15,16 +15,23 @@ def _geometry(tf, batch, size, policy: Augment, seeds):
     rotation and zoom about the centre, then an integer shift of up to `translate` pixels."""
     angle = tf.random.stateless_uniform([batch], seeds[0], -1.0, 1.0) * (policy.rotation_degrees * 3.141592653589793 / 180.0)
     scale = 1.0 + tf.random.stateless_uniform([batch], seeds[1], -1.0, 1.0) * policy.zoom
-    shift = tf.cast(tf.random.stateless_uniform([batch, 2], seeds[2], -policy.translate, policy.translate + 1,
-                                                dtype=tf.int32), tf.float32)
+    shift = tf.cast(tf.random.stateless_uniform([batch, 2], seeds[2], -policy.translate, policy.translate + 1, dtype=tf.int32), tf.float32)
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
     centre = (size - 1) / 2.0
     zeros = tf.zeros([batch])
-    return tf.stack([
-        cos, -sin, centre - cos * centre + sin * centre + shift[:, 0],
-        sin, cos, centre - sin * centre - cos * centre + shift[:, 1],
-        zeros, zeros,
-    ], axis=1)
+    return tf.stack(
+        [
+            cos,
+            -sin,
+            centre - cos * centre + sin * centre + shift[:, 0],
+            sin,
+            cos,
+            centre - sin * centre - cos * centre + shift[:, 1],
+            zeros,
+            zeros,
+        ],
+        axis=1,
+    )
 
 
 def apply(faces, seed, policy: Augment):
@@ -39,8 +46,13 @@ def apply(faces, seed, policy: Augment):
     if policy.translate or policy.rotation_degrees or policy.zoom:
         exact = not (policy.rotation_degrees or policy.zoom)  # whole-pixel shifts need no interpolation
         faces = tf.raw_ops.ImageProjectiveTransformV3(
-            images=faces, transforms=_geometry(tf, batch, size, policy, seeds[1:4]), output_shape=[size, size],
-            fill_value=0.0, interpolation="NEAREST" if exact else "BILINEAR", fill_mode="REFLECT")
+            images=faces,
+            transforms=_geometry(tf, batch, size, policy, seeds[1:4]),
+            output_shape=[size, size],
+            fill_value=0.0,
+            interpolation="NEAREST" if exact else "BILINEAR",
+            fill_mode="REFLECT",
+        )
     if policy.brightness:
         faces = faces + tf.random.stateless_uniform([batch, 1, 1, 1], seeds[4], -policy.brightness, policy.brightness)
     if policy.contrast:
@@ -52,12 +64,16 @@ def apply(faces, seed, policy: Augment):
 
 def describe(policy: Augment) -> dict:
     """The resolved policy as written to reports/: every setting and the operations it becomes."""
-    steps = [name for name, on in (
-        ("mirror left-right (p=0.5)", policy.horizontal_flip),
-        (f"rotate up to {policy.rotation_degrees:g} degrees", policy.rotation_degrees),
-        (f"zoom by up to {policy.zoom:.0%}", policy.zoom),
-        (f"shift up to {policy.translate} px each way (reflected border)", policy.translate),
-        (f"brightness +-{policy.brightness:g}", policy.brightness),
-        (f"contrast x[{1 - policy.contrast:g}, {1 + policy.contrast:g}]", policy.contrast),
-    ) if on]
+    steps = [
+        name
+        for name, on in (
+            ("mirror left-right (p=0.5)", policy.horizontal_flip),
+            (f"rotate up to {policy.rotation_degrees:g} degrees", policy.rotation_degrees),
+            (f"zoom by up to {policy.zoom:.0%}", policy.zoom),
+            (f"shift up to {policy.translate} px each way (reflected border)", policy.translate),
+            (f"brightness +-{policy.brightness:g}", policy.brightness),
+            (f"contrast x[{1 - policy.contrast:g}, {1 + policy.contrast:g}]", policy.contrast),
+        )
+        if on
+    ]
     return {"settings": dataclasses.asdict(policy), "operations": steps}

@@ -36,9 +36,15 @@ def reliability(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[
     rows = []
     for b in range(bins):
         inside = which == b
-        rows.append({"low": float(edges[b]), "high": float(edges[b + 1]), "faces": int(inside.sum()),
-                     "confidence": float(confidence[inside].mean()) if inside.any() else None,
-                     "accuracy": float(correct[inside].mean()) if inside.any() else None})
+        rows.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "faces": int(inside.sum()),
+                "confidence": float(confidence[inside].mean()) if inside.any() else None,
+                "accuracy": float(correct[inside].mean()) if inside.any() else None,
+            }
+        )
     return rows
 
 
@@ -69,8 +75,7 @@ def with_temperature(model, temperature: float):
 
     last = model.layers[-1]
     if not isinstance(last, keras.layers.Dense) or last.get_config().get("activation") != "softmax":
-        raise FerlabError(f"{model.name} does not end in a softmax Dense layer, so it cannot be calibrated; "
-                          "set package.calibrate: false.")
+        raise FerlabError(f"{model.name} does not end in a softmax Dense layer, so it cannot be calibrated; set package.calibrate: false.")
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
     kernel, bias = last.get_weights()
@@ -88,8 +93,14 @@ def plot_reliability(before: list[dict], after: list[dict], path, title: str) ->
         centres = [(r["low"] + r["high"]) / 2 for r in filled]
         width = filled[0]["high"] - filled[0]["low"] if filled else 0.05
         ax.bar(centres, [r["accuracy"] for r in filled], width=width * 0.9, color="tab:blue", label="accuracy")
-        ax.plot([r["confidence"] for r in filled], [r["accuracy"] for r in filled], "o", color="tab:orange",
-                markersize=3, label="mean confidence")
+        ax.plot(
+            [r["confidence"] for r in filled],
+            [r["accuracy"] for r in filled],
+            "o",
+            color="tab:orange",
+            markersize=3,
+            label="mean confidence",
+        )
         ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

@@ -29,7 +29,7 @@ class KerasClassifier:
         self._infer = tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        parts = [self._infer(x[i:i + self.batch_size]).numpy() for i in range(0, len(x), self.batch_size)]
+        parts = [self._infer(x[i : i + self.batch_size]).numpy() for i in range(0, len(x), self.batch_size)]
         return np.concatenate(parts).astype(np.float32)
 
 
@@ -46,12 +46,13 @@ class TFLiteClassifier:
         if self._model.input_shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1) or len(outputs) != 1 or outputs[0][-1] != NUM_CLASSES:
             from ferlab.errors import FerlabError
 
-            raise FerlabError(f"{path} takes {self._model.input_shape} and has {len(self._model.outputs)} outputs; "
-                              f"an emotion model takes (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 1) and gives {NUM_CLASSES} probabilities.")
+            raise FerlabError(
+                f"{path} takes {self._model.input_shape} and has {len(self._model.outputs)} outputs; "
+                f"an emotion model takes (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 1) and gives {NUM_CLASSES} probabilities."
+            )
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        parts = [next(iter(self._model.run(x[i:i + self.batch_size]).values()))
-                 for i in range(0, len(x), self.batch_size)]
+        parts = [next(iter(self._model.run(x[i : i + self.batch_size]).values())) for i in range(0, len(x), self.batch_size)]
         return np.concatenate(parts).astype(np.float32)
 
 

@@ -18,30 +18,41 @@ fearful, disgusted, ...); a label outside FER2013's seven (contempt) is reported
 
 def add_command(sub, common: argparse.ArgumentParser) -> None:
     cmd = sub.add_parser(
-        "evaluate", parents=[common], help="score the model on your own labelled images",
+        "evaluate",
+        parents=[common],
+        help="score the model on your own labelled images",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Score the model on a labelled set: a folder with one subfolder per emotion, or a CSV of\n"
-                    "path,label. Writes to --out: summary.json, predictions.csv (one row per image),\n"
-                    "confusion_matrix.json/.png and mistakes.png (the most confident mistakes).\n"
-                    "Images with no face, several faces, or that cannot be read are counted and listed.",
-        epilog=EPILOG)
+        "path,label. Writes to --out: summary.json, predictions.csv (one row per image),\n"
+        "confusion_matrix.json/.png and mistakes.png (the most confident mistakes).\n"
+        "Images with no face, several faces, or that cannot be read are counted and listed.",
+        epilog=EPILOG,
+    )
     cmd.add_argument("data", metavar="DATA", help="a folder of emotion subfolders, or a .csv of path,label")
     cmd.add_argument("--out", metavar="DIR", help="report folder (default: ./<DATA name>_evaluation)")
     cmd.add_argument("--face-crop", action="store_true", help="the images already are face crops: classify them whole")
-    cmd.add_argument("--largest-face", action="store_true",
-                     help="score the largest face of an image with several (default: such images are counted, not scored)")
+    cmd.add_argument(
+        "--largest-face",
+        action="store_true",
+        help="score the largest face of an image with several (default: such images are counted, not scored)",
+    )
     cmd.add_argument("--mistakes", type=int, default=32, metavar="N", help="faces on the mistakes sheet (default: %(default)s)")
-    cmd.add_argument("--log", action="store_true",
-                     help="record the evaluation in MLflow (experiment ferlab-evaluations), against the registered "
-                          "version when --model is models:/<name>@<alias>")
+    cmd.add_argument(
+        "--log",
+        action="store_true",
+        help="record the evaluation in MLflow (experiment ferlab-evaluations), against the registered "
+        "version when --model is models:/<name>@<alias>",
+    )
     cmd.add_argument("--json", action="store_true", help="print the summary as JSON")
     cmd.set_defaults(func=run)
 
 
 def _print_summary(summary: dict, files: dict) -> None:
-    print(f"{summary['dataset']}: {summary['scored']} of {summary['images']} images scored; "
-          f"accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f} "
-          f"(over {len(summary['classes_in_macro'])} classes)")
+    print(
+        f"{summary['dataset']}: {summary['scored']} of {summary['images']} images scored; "
+        f"accuracy {summary['accuracy']:.4f}, macro-F1 {summary['macro_f1']:.4f} "
+        f"(over {len(summary['classes_in_macro'])} classes)"
+    )
     print(f"{'emotion':<10}{'precision':>10}{'recall':>8}{'F1':>8}{'faces':>7}")
     for emotion in EMOTIONS:
         cls = summary["per_class"][emotion]
@@ -69,14 +80,17 @@ def run(args) -> int:
     for problem in labelled.problems:
         _error(problem)
     recognizer = _recognizer(args)
-    outcomes = assess.score(recognizer, labelled, face_crop=args.face_crop, largest_face=args.largest_face,
-                            progress=not args.quiet)
+    outcomes = assess.score(recognizer, labelled, face_crop=args.face_crop, largest_face=args.largest_face, progress=not args.quiet)
     for outcome in outcomes:
         if outcome.status == "unreadable":
             _error(outcome.message)
     model_source = args.model or default_model()
-    setup = {"model": model_source, "detector": "none (face crops)" if args.face_crop else recognizer.detector_name,
-             "tta": recognizer.tta, "largest_face": args.largest_face}
+    setup = {
+        "model": model_source,
+        "detector": "none (face crops)" if args.face_crop else recognizer.detector_name,
+        "tta": recognizer.tta,
+        "largest_face": args.largest_face,
+    }
     summary = assess.summarise(outcomes, labelled, setup)
     out = Path(args.out) if args.out else Path(f"{labelled.name}_evaluation")
     files = assess.write_report(summary, outcomes, out, mistakes=args.mistakes)
@@ -90,4 +104,3 @@ def run(args) -> int:
         if args.log:
             print(f"logged to MLflow run {summary['mlflow_run_id']} (experiment {assess.EXPERIMENT})")
     return 0
-

@@ -27,16 +27,21 @@ def connect() -> None:
 
 
 def add_commands(subparsers) -> None:
-    models = subparsers.add_parser("models", help="the MLflow model registry: list, promote, roll back",
-                                   description="Versions of the registered model and the `production` alias that "
-                                               "inference loads (models:/<name>@production).")
+    models = subparsers.add_parser(
+        "models",
+        help="the MLflow model registry: list, promote, roll back",
+        description="Versions of the registered model and the `production` alias that inference loads (models:/<name>@production).",
+    )
     sub = models.add_subparsers(dest="models_command", required=True, metavar="{list,promote,rollback}")
     common = {"help": f"registered model (default: package.registered_model in ./params.yaml, else {DEFAULT_NAME})"}
     listing = sub.add_parser("list", help="versions with test accuracy, macro-F1, aliases, creation time")
     listing.add_argument("--name", **common)
-    promote = sub.add_parser("promote", help="move `production` to a version (default: the candidate) if it is not worse",
-                             description="Promotes only if PrivateTest accuracy and macro-F1 are not worse than "
-                                         "production's; --force --reason overrides and records why.")
+    promote = sub.add_parser(
+        "promote",
+        help="move `production` to a version (default: the candidate) if it is not worse",
+        description="Promotes only if PrivateTest accuracy and macro-F1 are not worse than "
+        "production's; --force --reason overrides and records why.",
+    )
     promote.add_argument("version", nargs="?", help="version number (default: the one with alias `candidate`)")
     promote.add_argument("--force", action="store_true", help="promote even if the gate refuses")
     promote.add_argument("--reason", help="why; required with --force, recorded on the version")
@@ -54,13 +59,17 @@ def run(args) -> int:
         print(f"{'version':>7}  {'test_acc':>8}  {'macro_f1':>8}  {'aliases':<22}  created")
         for v in rows:
             acc, f1 = v.metric("test_accuracy"), v.metric("test_macro_f1")
-            print(f"{v.version:>7}  {acc if acc is not None else '-':>8}  {f1 if f1 is not None else '-':>8}  "
-                  f"{','.join(v.aliases) or '-':<22}  {v.created}")
+            print(
+                f"{v.version:>7}  {acc if acc is not None else '-':>8}  {f1 if f1 is not None else '-':>8}  "
+                f"{','.join(v.aliases) or '-':<22}  {v.created}"
+            )
         return 0
     if args.models_command == "promote":
         chosen, previous = registry.promote(name, args.version, force=args.force, reason=args.reason)
-        print(f"{name} version {chosen.version} is now in production"
-              + (f" (was version {previous.version})" if previous else " (the first production version)"))
+        print(
+            f"{name} version {chosen.version} is now in production"
+            + (f" (was version {previous.version})" if previous else " (the first production version)")
+        )
         return 0
     target, current = registry.rollback(name, reason=args.reason)
     print(f"{name}: production rolled back from version {current.version} to version {target.version}")

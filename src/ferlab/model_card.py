@@ -20,23 +20,38 @@ def _confusion_table(matrix) -> str:
 def _tta_line(kind: str, note: str, scores: dict | None) -> str:
     if not scores:
         return ""
-    return (f"With {kind} test-time augmentation ({note}reported separately): "
-            f"accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}.")
+    return (
+        f"With {kind} test-time augmentation ({note}reported separately): "
+        f"accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}."
+    )
 
 
 def _calibration_line(calibrated: dict) -> str:
     flip, one = calibrated["test_ece"]["flip"], calibrated["test_ece"]["none"]
     if calibrated["method"] != "temperature":
-        return (f"Probabilities are not calibrated: expected calibration error {flip['before']:.4f} with flip "
-                f"test-time augmentation, {one['before']:.4f} without ({calibrated['bins']} bins).")
-    return (f"Probabilities are calibrated by a softmax temperature of {calibrated['temperature']:.3f} fitted on PublicTest "
-            f"(in the weights of every format): expected calibration error with flip test-time augmentation "
-            f"{flip['before']:.4f} before, **{flip['after']:.4f}** after; without it {one['before']:.4f} before, "
-            f"{one['after']:.4f} after ({calibrated['bins']} bins).")
+        return (
+            f"Probabilities are not calibrated: expected calibration error {flip['before']:.4f} with flip "
+            f"test-time augmentation, {one['before']:.4f} without ({calibrated['bins']} bins)."
+        )
+    return (
+        f"Probabilities are calibrated by a softmax temperature of {calibrated['temperature']:.3f} fitted on PublicTest "
+        f"(in the weights of every format): expected calibration error with flip test-time augmentation "
+        f"{flip['before']:.4f} before, **{flip['after']:.4f}** after; without it {one['before']:.4f} before, "
+        f"{one['after']:.4f} after ({calibrated['bins']} bins)."
+    )
 
 
-def render(name: str, architecture: str, parameters: int, scores: dict, fetch_summary: dict,
-           validation: dict, export: dict, run: dict, calibrated: dict) -> str:
+def render(
+    name: str,
+    architecture: str,
+    parameters: int,
+    scores: dict,
+    fetch_summary: dict,
+    validation: dict,
+    export: dict,
+    run: dict,
+    calibrated: dict,
+) -> str:
     test, f = scores["test"], validation["findings"]
     counts = {s: sum(fetch_summary["counts"][s].values()) for s in SPLITS}
     tta = scores.get("test_tta_flip")
@@ -44,35 +59,35 @@ def render(name: str, architecture: str, parameters: int, scores: dict, fetch_su
     return f"""# Model card: {name}
 
 ## Model
-- Architecture: `{architecture}`, {parameters:,} parameters, Keras (`model.h5`, HDF5) and TensorFlow Lite ({export['quantization']}).
+- Architecture: `{architecture}`, {parameters:,} parameters, Keras (`model.h5`, HDF5) and TensorFlow Lite ({export["quantization"]}).
 - Input: one 48x48 grayscale face, grey levels / 255; faces found by a detector are grown by the
   margin in `preprocessing.json` before cropping. Output: a probability for each of
-  {', '.join(EMOTIONS)}.
-- Trained in MLflow run `{run['run_id']}` (best epoch {run['best_epoch']} of {run['epochs_run']}, {run['precision']}).
+  {", ".join(EMOTIONS)}.
+- Trained in MLflow run `{run["run_id"]}` (best epoch {run["best_epoch"]} of {run["epochs_run"]}, {run["precision"]}).
 
 ## Data
 FER2013 (Goodfellow et al., 2013): {sum(counts.values()):,} web-sourced 48x48 grey faces labelled with 7 emotions;
-Training {counts['Training']:,} (fit), PublicTest {counts['PublicTest']:,} (model selection), PrivateTest {counts['PrivateTest']:,}
-(the numbers below; never used for selection). Data checksum `{fetch_summary['table_sha256'][:16]}...`.
+Training {counts["Training"]:,} (fit), PublicTest {counts["PublicTest"]:,} (model selection), PrivateTest {counts["PrivateTest"]:,}
+(the numbers below; never used for selection). Data checksum `{fetch_summary["table_sha256"][:16]}...`.
 
-Known issues, measured by the validation stage: {sum(f['near_blank'].values())} near-blank frames;
-exact duplicate images within splits ({', '.join(f"{s} {d['images']}" for s, d in f['duplicates_within_split'].items())});
-test images that also appear in Training ({', '.join(f"{k} {v}" for k, v in f['duplicates_across_splits'].items())});
-class imbalance (disgust is {f['class_share']['Training']['disgust']:.1%} of Training). FER2013 labels are noisy
+Known issues, measured by the validation stage: {sum(f["near_blank"].values())} near-blank frames;
+exact duplicate images within splits ({", ".join(f"{s} {d['images']}" for s, d in f["duplicates_within_split"].items())});
+test images that also appear in Training ({", ".join(f"{k} {v}" for k, v in f["duplicates_across_splits"].items())});
+class imbalance (disgust is {f["class_share"]["Training"]["disgust"]:.1%} of Training). FER2013 labels are noisy
 (human accuracy on it is estimated at about 65%).
 
-## Results on PrivateTest ({test['n']:,} faces)
-Accuracy **{test['accuracy']:.4f}**, macro-F1 {test['macro_f1']:.4f}, weighted-F1 {test['weighted_f1']:.4f}.
+## Results on PrivateTest ({test["n"]:,} faces)
+Accuracy **{test["accuracy"]:.4f}**, macro-F1 {test["macro_f1"]:.4f}, weighted-F1 {test["weighted_f1"]:.4f}.
 {_tta_line("horizontal-flip", "what ferlab's tools apply by default; ", tta)}
 {_tta_line("ten-crop", "", ten)}
 {_calibration_line(calibrated)}
-TensorFlow Lite export: accuracy {export['tflite_accuracy']:.4f} (the `.h5`: {export['h5_accuracy']:.4f}).
+TensorFlow Lite export: accuracy {export["tflite_accuracy"]:.4f} (the `.h5`: {export["h5_accuracy"]:.4f}).
 
 {_metrics_table(test)}
 
 Confusion matrix (counts):
 
-{_confusion_table(test['confusion_matrix'])}
+{_confusion_table(test["confusion_matrix"])}
 
 ## Intended use and limits
 - For research, teaching and aggregate, consented uses (e.g. how an audience reacts overall, with its consent).

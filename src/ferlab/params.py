@@ -169,8 +169,14 @@ def _describe(hint) -> str:
     if hint is type(None):
         return "null"
     name = getattr(origin or hint, "__name__", str(hint))
-    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-            "list": "a list", "dict": "a mapping"}.get(name, name)
+    return {
+        "int": "an integer",
+        "float": "a number",
+        "bool": "true or false",
+        "str": "a string",
+        "list": "a list",
+        "dict": "a mapping",
+    }.get(name, name)
 
 
 def _check(value, hint, where: str) -> None:

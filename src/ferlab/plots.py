@@ -71,8 +71,15 @@ def confusion(matrix, path, title: str) -> None:
     shown = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(len(EMOTIONS)):
         for j in range(len(EMOTIONS)):
-            ax.text(j, i, f"{rates[i, j]:.2f}\n{counts[i, j]}", ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{rates[i, j]:.2f}\n{counts[i, j]}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45)
     ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
     ax.set_xlabel("predicted")
@@ -94,8 +101,14 @@ def per_class_f1(per_class: dict, path, title: str) -> None:
     save(fig, path)
 
 
-def labelled_faces(faces, true: list[str], predicted: list[str], path, per_row: int = 8,
-                   title: str = "PrivateTest faces: true -> predicted (mistakes in red)") -> None:
+def labelled_faces(
+    faces,
+    true: list[str],
+    predicted: list[str],
+    path,
+    per_row: int = 8,
+    title: str = "PrivateTest faces: true -> predicted (mistakes in red)",
+) -> None:
     """Faces titled `true -> predicted`; mistakes in red, so a person sees what gets confused."""
     rows = int(np.ceil(len(faces) / per_row))
     fig, axes = plt.subplots(rows, per_row, figsize=(1.5 * per_row, 1.75 * rows), squeeze=False)

@@ -108,9 +108,11 @@ class Explanation:
 
 # ---- images ---------------------------------------------------------------------------------
 
+
 def _too_large(name: str, pixels: str, limit: int) -> FerlabError:
-    return FerlabError(f"{name} has {pixels} pixels, above the limit of {limit:,}; "
-                       "resize it, or raise the limit (--max-pixels) if you have the memory.")
+    return FerlabError(
+        f"{name} has {pixels} pixels, above the limit of {limit:,}; resize it, or raise the limit (--max-pixels) if you have the memory."
+    )
 
 
 def _check_header(data: bytes, name: str, max_pixels: int) -> None:
@@ -138,8 +140,9 @@ def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
     # IMREAD_COLOR: 8-bit BGR whatever the file (grey, 16-bit, alpha), EXIF orientation applied.
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
-        raise FerlabError(f"{name} is not a readable image (corrupt, truncated or not an image file); "
-                          "check it or save it again as JPEG or PNG.")
+        raise FerlabError(
+            f"{name} is not a readable image (corrupt, truncated or not an image file); check it or save it again as JPEG or PNG."
+        )
     if image.shape[0] * image.shape[1] > max_pixels:
         raise _too_large(name, f"{image.shape[1]}x{image.shape[0]}", max_pixels)
     return image
@@ -197,9 +200,12 @@ def load_image(image: ImageInput, color: str = "bgr", max_pixels: int = DEFAULT_
 
 # ---- models ---------------------------------------------------------------------------------
 
+
 def missing_model(source) -> FerlabError:
-    return FerlabError(f"no model at {source}; run `dvc repro` to train one, or promote a registered model "
-                       "and pass --model models:/<name>@<alias> (or a .h5 file, or a bundle folder).")
+    return FerlabError(
+        f"no model at {source}; run `dvc repro` to train one, or promote a registered model "
+        "and pass --model models:/<name>@<alias> (or a .h5 file, or a bundle folder)."
+    )
 
 
 def _bundle_contract(folder: Path) -> CropContract:
@@ -210,12 +216,14 @@ def _bundle_contract(folder: Path) -> CropContract:
         if labels.is_file():
             names = [e["name"] for e in json.loads(labels.read_text())["emotions"]]
             if tuple(names) != EMOTIONS:
-                raise FerlabError(f"{labels} lists the emotions {names}, not ferlab's {list(EMOTIONS)}; "
-                                  "this model was trained for other labels.")
+                raise FerlabError(
+                    f"{labels} lists the emotions {names}, not ferlab's {list(EMOTIONS)}; this model was trained for other labels."
+                )
         return CropContract.from_dict(json.loads(contract.read_text())) if contract.is_file() else CropContract()
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise FerlabError(f"the bundle {folder} has an unreadable {BUNDLE_LABELS} or {BUNDLE_CONTRACT} ({err}); "
-                          "rebuild it with `dvc repro`.") from None
+        raise FerlabError(
+            f"the bundle {folder} has an unreadable {BUNDLE_LABELS} or {BUNDLE_CONTRACT} ({err}); rebuild it with `dvc repro`."
+        ) from None
 
 
 def _load_registered(uri: str):
@@ -223,8 +231,10 @@ def _load_registered(uri: str):
 
     name, alias = registry.parse_uri(uri)
     if tracking.connect() is None:
-        raise FerlabError(f"cannot resolve {uri}: there is no MLflow registry at {tracking.tracking_uri()}; run `dvc repro` and "
-                          "`ferlab models promote` in the project, set MLFLOW_TRACKING_URI, or pass --model with a .h5 file.")
+        raise FerlabError(
+            f"cannot resolve {uri}: there is no MLflow registry at {tracking.tracking_uri()}; run `dvc repro` and "
+            "`ferlab models promote` in the project, set MLFLOW_TRACKING_URI, or pass --model with a .h5 file."
+        )
     return Path(registry.local_model_file(name, alias))
 
 
@@ -259,8 +269,9 @@ def load_model(source: str | os.PathLike = DEFAULT_MODEL, runtime: str = "auto")
         path = Path(text)
         if path.is_dir():
             if not (path / BUNDLE_MODEL).is_file():
-                raise FerlabError(f"{path} holds no {BUNDLE_MODEL}; pass a bundle folder made by `dvc repro` (models/bundle) "
-                                  "or a .h5 file.")
+                raise FerlabError(
+                    f"{path} holds no {BUNDLE_MODEL}; pass a bundle folder made by `dvc repro` (models/bundle) or a .h5 file."
+                )
             h5, folder = path / BUNDLE_MODEL, path
         elif not path.is_file():
             raise missing_model(path)
@@ -273,8 +284,9 @@ def load_model(source: str | os.PathLike = DEFAULT_MODEL, runtime: str = "auto")
     contract = _bundle_contract(folder) if folder is not None else CropContract()
     tflite = folder / BUNDLE_TFLITE if folder is not None else None
     if runtime == "tflite" and not (tflite and tflite.is_file()):
-        raise FerlabError(f"{text} has no {BUNDLE_TFLITE}; pass a bundle folder made by `dvc repro` (models/bundle), "
-                          "or use --runtime keras.")
+        raise FerlabError(
+            f"{text} has no {BUNDLE_TFLITE}; pass a bundle folder made by `dvc repro` (models/bundle), or use --runtime keras."
+        )
     if runtime != "keras" and tflite is not None and tflite.is_file():
         return TFLiteClassifier(tflite), contract
     return KerasClassifier(load_h5(h5)), contract
@@ -282,14 +294,21 @@ def load_model(source: str | os.PathLike = DEFAULT_MODEL, runtime: str = "auto")
 
 # ---- the recognizer -------------------------------------------------------------------------
 
+
 class EmotionRecognizer:
     """Detect faces, crop them by the model's contract, classify them in batches.
 
     model: a classifier from ferlab.classifier, or a Keras model (run as a traced graph).
     """
 
-    def __init__(self, model, detector: str = DEFAULT_DETECTOR, contract: CropContract = CropContract(),
-                 max_pixels: int = DEFAULT_MAX_PIXELS, tta: str = DEFAULT_TTA):
+    def __init__(
+        self,
+        model,
+        detector: str = DEFAULT_DETECTOR,
+        contract: CropContract = CropContract(),
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        tta: str = DEFAULT_TTA,
+    ):
         from ferlab.classifier import as_classifier
 
         if tta not in TTA_MODES:
@@ -297,8 +316,10 @@ class EmotionRecognizer:
         if detector not in DETECTORS:
             raise FerlabError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
         if contract.align and detector not in WITH_LANDMARKS:
-            raise FerlabError(f"aligning faces needs eye landmarks, which the {detector} detector does not give; "
-                              f"use --detector {' or '.join(WITH_LANDMARKS)}, or turn alignment off.")
+            raise FerlabError(
+                f"aligning faces needs eye landmarks, which the {detector} detector does not give; "
+                f"use --detector {' or '.join(WITH_LANDMARKS)}, or turn alignment off."
+            )
         self.classifier = as_classifier(model)
         self.detector_name = detector
         self.contract = contract
@@ -307,8 +328,15 @@ class EmotionRecognizer:
         self._detector = None
 
     @classmethod
-    def load(cls, source: str | os.PathLike | None = None, detector: str = DEFAULT_DETECTOR, align: bool | None = None,
-             max_pixels: int = DEFAULT_MAX_PIXELS, runtime: str = "auto", tta: str = DEFAULT_TTA) -> "EmotionRecognizer":
+    def load(
+        cls,
+        source: str | os.PathLike | None = None,
+        detector: str = DEFAULT_DETECTOR,
+        align: bool | None = None,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        runtime: str = "auto",
+        tta: str = DEFAULT_TTA,
+    ) -> "EmotionRecognizer":
         """source: as load_model takes it; None: the bundle if there is one, else models/model.h5."""
         classifier, contract = load_model(default_model() if source is None else source, runtime)
         if align is not None:
@@ -351,15 +379,14 @@ class EmotionRecognizer:
         if self.tta == "none":
             return self.classifier(x)
         both = self.classifier(np.concatenate([x, x[:, :, ::-1]]))
-        return (both[:len(x)] + both[len(x):]) / 2
+        return (both[: len(x)] + both[len(x) :]) / 2
 
     def regions(self, image: np.ndarray, detections: list[Detection], face_crop: bool = False) -> list[np.ndarray]:
         """The squares of a BGR image that crops() made the 48x48 inputs from, at the image's resolution."""
         contract = WHOLE_IMAGE if face_crop else self.contract
         return [face_square(image, d, contract) for d in detections]
 
-    def explain(self, image: ImageInput, face_crop: bool = False, method: str = "auto",
-                color: str = "bgr") -> list[Explanation]:
+    def explain(self, image: ImageInput, face_crop: bool = False, method: str = "auto", color: str = "bgr") -> list[Explanation]:
         """The faces of one image, largest first, each with a heat map of what its top emotion rests on.
 
         method: "occlusion" (every runtime), "gradcam" (a Keras model), or "auto": Grad-CAM where
@@ -393,15 +420,15 @@ def assemble(detections: list[list[Detection]], probabilities: np.ndarray) -> li
     """Split the probabilities of all faces back per image, as Faces, largest first."""
     results, start = [], 0
     for dets in detections:
-        faces = [Face(d.box, d.confidence, {e: float(p) for e, p in zip(EMOTIONS, probabilities[start + i])})
-                 for i, d in enumerate(dets)]
+        faces = [Face(d.box, d.confidence, {e: float(p) for e, p in zip(EMOTIONS, probabilities[start + i])}) for i, d in enumerate(dets)]
         start += len(dets)
         results.append(sorted(faces, key=lambda f: -f.box[2] * f.box[3]))
     return results
 
 
-def explanations(detections: list[Detection], probabilities: np.ndarray, maps: np.ndarray, method: str,
-                 regions: list[np.ndarray]) -> list[Explanation]:
+def explanations(
+    detections: list[Detection], probabilities: np.ndarray, maps: np.ndarray, method: str, regions: list[np.ndarray]
+) -> list[Explanation]:
     """The Explanations of one image's faces, largest first (the order of assemble)."""
     (faces,) = assemble([detections], probabilities)
     order = sorted(range(len(detections)), key=lambda i: -detections[i].box[2] * detections[i].box[3])

@@ -23,8 +23,7 @@ def parse_uri(uri: str) -> tuple[str, str]:
     """models:/<name>@<alias> -> (name, alias)."""
     name, at, alias = str(uri).removeprefix(URI_PREFIX).partition("@")
     if not is_uri(uri) or not (name and at and alias) or "/" in name:
-        raise FerlabError(f"{uri} is not a registered model alias; write models:/<name>@<alias>, "
-                          "e.g. models:/ferlab-emotion@production.")
+        raise FerlabError(f"{uri} is not a registered model alias; write models:/<name>@<alias>, e.g. models:/ferlab-emotion@production.")
     return name, alias
 
 
@@ -49,8 +48,10 @@ def _call(what: str, fn, *args, **kwargs):
         if "API request to" in text and ("Max retries" in text or "Connection" in text):
             import mlflow
 
-            raise FerlabError(f"{what}: cannot reach the MLflow registry at {mlflow.get_tracking_uri()}; "
-                              "is the server running and MLFLOW_TRACKING_URI right?") from None
+            raise FerlabError(
+                f"{what}: cannot reach the MLflow registry at {mlflow.get_tracking_uri()}; "
+                "is the server running and MLFLOW_TRACKING_URI right?"
+            ) from None
         if "RESOURCE_DOES_NOT_EXIST" in getattr(err, "error_code", "") or "not found" in text.lower() or "does not exist" in text.lower():
             raise FerlabError(f"{what}: not found in the registry.") from None
         raise FerlabError(f"{what}: the MLflow registry refused ({text.splitlines()[0]}).") from None
@@ -93,8 +94,7 @@ def versions(name: str) -> list[VersionInfo]:
     _call(f"registered model {name!r}", client.get_registered_model, name)
     found = _call(f"versions of {name!r}", client.search_model_versions, f"name='{name}'")
     # search results leave out aliases; a version fetched on its own has them
-    return sorted((_info(client.get_model_version(name, mv.version)) for mv in found),
-                  key=lambda v: int(v.version), reverse=True)
+    return sorted((_info(client.get_model_version(name, mv.version)) for mv in found), key=lambda v: int(v.version), reverse=True)
 
 
 def by_alias(name: str, alias: str) -> VersionInfo | None:
@@ -130,11 +130,12 @@ def gate(candidate: VersionInfo, current: VersionInfo | None) -> list[str]:
     return reasons
 
 
-def promote(name: str, version: str | None = None, force: bool = False,
-            reason: str | None = None) -> tuple[VersionInfo, VersionInfo | None]:
+def promote(
+    name: str, version: str | None = None, force: bool = False, reason: str | None = None
+) -> tuple[VersionInfo, VersionInfo | None]:
     """Move `production` to `version` (default: the candidate) if the gate allows or `force` with a reason."""
     if force and not reason:
-        raise FerlabError("--force needs --reason \"...\" so the override is on record.")
+        raise FerlabError('--force needs --reason "..." so the override is on record.')
     if version is None:
         chosen = by_alias(name, CANDIDATE)
         if chosen is None:
@@ -146,11 +147,14 @@ def promote(name: str, version: str | None = None, force: bool = False,
         raise FerlabError(f"version {chosen.version} of {name!r} is already in production.")
     refusals = gate(chosen, current)
     if refusals and not force:
-        raise FerlabError(f"not promoting version {chosen.version}: " + "; ".join(refusals) + " (override with --force --reason \"...\").")
+        raise FerlabError(f"not promoting version {chosen.version}: " + "; ".join(refusals) + ' (override with --force --reason "...").')
     client = _client()
     client.set_registered_model_alias(name, PRODUCTION, chosen.version)
-    record = {"promoted_at": _now(), "promoted_from": current.version if current else "none",
-              "promotion_reason": reason or ("forced" if force else "passed the gate")}
+    record = {
+        "promoted_at": _now(),
+        "promoted_from": current.version if current else "none",
+        "promotion_reason": reason or ("forced" if force else "passed the gate"),
+    }
     if refusals:
         record["promotion_overrode"] = "; ".join(refusals)
     for key, value in record.items():
@@ -182,8 +186,9 @@ def local_model_file(name: str, alias: str) -> str:
     import mlflow
 
     if by_alias(name, alias) is None:
-        raise FerlabError(f"no version of {name!r} has the alias {alias!r}; "
-                          f"promote one with `ferlab models promote` (or run `dvc repro` to package one).")
+        raise FerlabError(
+            f"no version of {name!r} has the alias {alias!r}; promote one with `ferlab models promote` (or run `dvc repro` to package one)."
+        )
     local = _call(f"models:/{name}@{alias}", mlflow.artifacts.download_artifacts, f"models:/{name}@{alias}")
     from pathlib import Path
 

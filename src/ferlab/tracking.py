@@ -88,16 +88,20 @@ def fer2013_dataset(fetch_summary: dict):
         def to_dict(self):
             return super().to_dict() | {"profile": json.dumps(self.profile)}
 
-    return Fer2013(resolve_dataset_source(fetch_summary["source"]["path"]), name="fer2013",
-                   digest=fetch_summary["table_sha256"][:32],
-                   schema=Schema([ColSpec("integer", "label"), ColSpec("binary", "image"), ColSpec("string", "split")]))
+    return Fer2013(
+        resolve_dataset_source(fetch_summary["source"]["path"]),
+        name="fer2013",
+        digest=fetch_summary["table_sha256"][:32],
+        schema=Schema([ColSpec("integer", "label"), ColSpec("binary", "image"), ColSpec("string", "split")]),
+    )
 
 
 def git_commit(cwd: str | os.PathLike = ".") -> str:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -26,8 +26,12 @@ HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lear
 def fingerprint(params: Params, data_digest: str) -> str:
     """What a resumable state belongs to: the train and preprocess params and the data."""
     payload = json.dumps(
-        {"train": dataclasses.asdict(params.train), "preprocess": dataclasses.asdict(params.preprocess),
-         "seed": params.seed, "data": data_digest},
+        {
+            "train": dataclasses.asdict(params.train),
+            "preprocess": dataclasses.asdict(params.preprocess),
+            "seed": params.seed,
+            "data": data_digest,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -47,12 +51,15 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(batch_size)
-    return ds.map(lambda faces, labels: _targets(tf.cast(faces[..., tf.newaxis], tf.float32) / image.PIXEL_SCALE, labels, None),
-                  num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return ds.map(
+        lambda faces, labels: _targets(tf.cast(faces[..., tf.newaxis], tf.float32) / image.PIXEL_SCALE, labels, None),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
 
 
-def make_training_dataset(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, policy,
-                          weights: dict[int, float] | None = None, start_step: int = 0):
+def make_training_dataset(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, policy, weights: dict[int, float] | None = None, start_step: int = 0
+):
     """An endless stream of shuffled, augmented batches (one epoch = ceil(N / batch) of them).
 
     Shuffling and augmentation depend only on the seed and the batch number, so the
@@ -83,8 +90,10 @@ def make_optimizer(cfg, steps_per_epoch: int):
         warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
         lr = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=cfg.learning_rate * 0.1 if warmup else cfg.learning_rate,
-            decay_steps=total - warmup, alpha=0.01,
-            warmup_target=cfg.learning_rate if warmup else None, warmup_steps=warmup,
+            decay_steps=total - warmup,
+            alpha=0.01,
+            warmup_target=cfg.learning_rate if warmup else None,
+            warmup_steps=warmup,
         )
     elif cfg.schedule != "constant":
         raise ValueError(f"train.schedule must be constant or cosine, not {cfg.schedule!r}")
@@ -135,8 +144,14 @@ class EpochState:
             self.print("params or data changed since the interrupted run: starting over")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True)
-        meta = {"fingerprint": fingerprint_, "run_id": None, "best_val_accuracy": -1.0, "best_epoch": 0,
-                "epochs_done": 0, "checkpoint": None}
+        meta = {
+            "fingerprint": fingerprint_,
+            "run_id": None,
+            "best_val_accuracy": -1.0,
+            "best_epoch": 0,
+            "epochs_done": 0,
+            "checkpoint": None,
+        }
         self.save_meta(meta)
         return meta
 
@@ -196,9 +211,15 @@ def epoch_callback(state: EpochState, meta: dict, patience: int, total_epochs: i
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
             number = epoch + 1
-            row = {"epoch": number, "loss": logs.get("loss"), "accuracy": logs.get("accuracy"),
-                   "val_loss": logs.get("val_loss"), "val_accuracy": logs.get("val_accuracy"),
-                   "learning_rate": current_lr(self.model.optimizer), "seconds": round(time.monotonic() - self.started, 1)}
+            row = {
+                "epoch": number,
+                "loss": logs.get("loss"),
+                "accuracy": logs.get("accuracy"),
+                "val_loss": logs.get("val_loss"),
+                "val_accuracy": logs.get("val_accuracy"),
+                "learning_rate": current_lr(self.model.optimizer),
+                "seconds": round(time.monotonic() - self.started, 1),
+            }
             improved = row["val_accuracy"] > meta["best_val_accuracy"]
             if improved:
                 state.save_weights(self.model, state.best_path)
@@ -229,8 +250,16 @@ class TrainResult:
     summary: str
 
 
-def train(params: Params, arrays: Arrays, class_weights: dict | None, data_digest: str, state_dir: Path,
-          tracker=None, print_fn=print, extra_callbacks: tuple = ()) -> TrainResult:
+def train(
+    params: Params,
+    arrays: Arrays,
+    class_weights: dict | None,
+    data_digest: str,
+    state_dir: Path,
+    tracker=None,
+    print_fn=print,
+    extra_callbacks: tuple = (),
+) -> TrainResult:
     """Train `params.train.model`; `tracker` (a tracking.RunTracker) receives params and metrics.
     extra_callbacks: Keras callbacks run after ferlab's own (benchmarks/time_to_accuracy.py uses one)."""
     import keras
@@ -272,23 +301,41 @@ def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print
         )
     summary = model_summary(model)
     done = state.restore(model, meta)
-    train_ds = make_training_dataset(arrays.x["train"], arrays.y["train"], batch, params.seed, params.preprocess.augment,
-                                     class_weights if cfg.class_weights else None, start_step=done * steps)
+    train_ds = make_training_dataset(
+        arrays.x["train"],
+        arrays.y["train"],
+        batch,
+        params.seed,
+        params.preprocess.augment,
+        class_weights if cfg.class_weights else None,
+        start_step=done * steps,
+    )
     val_ds = make_dataset(arrays.x["val"], arrays.y["val"], batch)
 
     if tracker is not None:
         meta["run_id"] = tracker.start(meta.get("run_id"))
         state.save_meta(meta)
-        tracker.log_params(as_flat_dict({"seed": params.seed, "train": dataclasses.asdict(cfg),
-                                         "preprocess": dataclasses.asdict(params.preprocess)})
-                           | {"train.resolved_precision": policy, "model.parameters": model.count_params()})
+        tracker.log_params(
+            as_flat_dict({"seed": params.seed, "train": dataclasses.asdict(cfg), "preprocess": dataclasses.asdict(params.preprocess)})
+            | {"train.resolved_precision": policy, "model.parameters": model.count_params()}
+        )
     if done:
         print_fn(f"resuming after epoch {done} (best PublicTest accuracy so far {meta['best_val_accuracy']:.4f})")
-    callbacks = [epoch_callback(state, meta, cfg.early_stopping_patience, cfg.epochs,
-                                tracker.log_metrics if tracker else (lambda *a, **k: None)), *extra_callbacks]
+    callbacks = [
+        epoch_callback(state, meta, cfg.early_stopping_patience, cfg.epochs, tracker.log_metrics if tracker else (lambda *a, **k: None)),
+        *extra_callbacks,
+    ]
     if not meta.get("finished"):
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=done, steps_per_epoch=steps, shuffle=False,
-                  callbacks=callbacks, verbose=0)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=cfg.epochs,
+            initial_epoch=done,
+            steps_per_epoch=steps,
+            shuffle=False,
+            callbacks=callbacks,
+            verbose=0,
+        )
         meta["finished"] = True
         state.save_meta(meta)
     model.load_weights(state.best_path)

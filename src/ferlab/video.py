@@ -29,6 +29,7 @@ BOX_COLOR = (0, 200, 255)  # BGR
 
 # ---- sources and writers --------------------------------------------------------------------
 
+
 def open_source(source: str | int) -> cv2.VideoCapture:
     """A camera index, a stream URL or a video file, opened; FerlabError if it does not open."""
     if isinstance(source, str) and source.isdigit():
@@ -39,8 +40,11 @@ def open_source(source: str | int) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(source)
     if not capture.isOpened():
         what = f"camera {source}" if isinstance(source, int) else source
-        hint = "check that it is connected and not in use" if isinstance(source, int) else \
-            "it is not a video OpenCV can read (corrupt, or an unsupported codec); convert it to MP4 (H.264)"
+        hint = (
+            "check that it is connected and not in use"
+            if isinstance(source, int)
+            else "it is not a video OpenCV can read (corrupt, or an unsupported codec); convert it to MP4 (H.264)"
+        )
         raise FerlabError(f"cannot open {what}: {hint}.")
     return capture
 
@@ -60,6 +64,7 @@ def open_writer(path: str | os.PathLike, fps: float, size: tuple[int, int]) -> c
 
 
 # ---- tracking -------------------------------------------------------------------------------
+
 
 class Tracker:
     """Stable face indices across frames, by nearest box.
@@ -94,21 +99,22 @@ class Tracker:
             if indices[i] is None:
                 indices[i] = self.next_index
                 self.next_index += 1
-        self.tracks = {index: (box, unseen + 1) for index, (box, unseen) in self.tracks.items()
-                       if index not in indices and unseen + 1 < self.patience}
+        self.tracks = {
+            index: (box, unseen + 1) for index, (box, unseen) in self.tracks.items() if index not in indices and unseen + 1 < self.patience
+        }
         self.tracks.update({index: (box, 0) for index, box in zip(indices, boxes)})
         return indices
 
 
 # ---- drawing --------------------------------------------------------------------------------
 
+
 def _text(image, text, origin, scale=0.5, color=(255, 255, 255)):
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
     cv2.putText(image, text, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
 
-def draw_faces(image: np.ndarray, faces: list[Face], indices: list[int] | None = None,
-               bars: bool = True) -> np.ndarray:
+def draw_faces(image: np.ndarray, faces: list[Face], indices: list[int] | None = None, bars: bool = True) -> np.ndarray:
     """A copy of a BGR image with each face's box, label and (if bars) its 7 probabilities."""
     out = image.copy()
     scale = max(0.4, min(1.2, out.shape[0] / 900))
@@ -128,8 +134,7 @@ def draw_faces(image: np.ndarray, faces: list[Face], indices: list[int] | None =
             _text(out, emotion, (left, top + line - 6), scale * 0.8)
             start = left + label
             cv2.rectangle(out, (start, top + 4), (start + bar, top + line - 4), (255, 255, 255), 1)
-            cv2.rectangle(out, (start, top + 4), (start + int(bar * face.probabilities[emotion]), top + line - 4),
-                          BOX_COLOR, -1)
+            cv2.rectangle(out, (start, top + 4), (start + int(bar * face.probabilities[emotion]), top + line - 4), BOX_COLOR, -1)
     return out
 
 
@@ -138,6 +143,7 @@ def draw_fps(image: np.ndarray, fps: float) -> None:
 
 
 # ---- video files ----------------------------------------------------------------------------
+
 
 def timeline_plot(times: list[float], probabilities: np.ndarray, dominant: str | None, path: Path) -> None:
     """The mean probability of each emotion over the faces of each analysed frame."""
@@ -149,8 +155,12 @@ def timeline_plot(times: list[float], probabilities: np.ndarray, dominant: str |
     fig, ax = plt.subplots(figsize=(10, 4))
     for k, emotion in enumerate(EMOTIONS):
         ax.plot(times, probabilities[:, k] if len(times) else [], label=emotion, linewidth=1.5)
-    ax.set(xlabel="time (s)", ylabel="probability (mean over faces)", ylim=(0, 1),
-           title=f"dominant emotion: {dominant}" if dominant else "no face found")
+    ax.set(
+        xlabel="time (s)",
+        ylabel="probability (mean over faces)",
+        ylim=(0, 1),
+        title=f"dominant emotion: {dominant}" if dominant else "no face found",
+    )
     ax.legend(loc="upper right", ncol=7, fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -158,8 +168,9 @@ def timeline_plot(times: list[float], probabilities: np.ndarray, dominant: str |
     plt.close(fig)
 
 
-def analyse_video(recognizer: EmotionRecognizer, path: str | os.PathLike, out_dir: str | os.PathLike,
-                  stride: int = 1, progress: bool = True) -> dict:
+def analyse_video(
+    recognizer: EmotionRecognizer, path: str | os.PathLike, out_dir: str | os.PathLike, stride: int = 1, progress: bool = True
+) -> dict:
     """Write <stem>.csv, <stem>.annotated.mp4, <stem>.timeline.png and <stem>.summary.json to out_dir.
 
     Every `stride`-th frame is analysed; the annotated video holds those frames, at fps / stride.
@@ -173,8 +184,10 @@ def analyse_video(recognizer: EmotionRecognizer, path: str | os.PathLike, out_di
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = frame_rate(capture)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    outputs = {k: out_dir / f"{path.stem}{suffix}" for k, suffix in
-               (("csv", ".csv"), ("video", ".annotated.mp4"), ("timeline", ".timeline.png"), ("summary", ".summary.json"))}
+    outputs = {
+        k: out_dir / f"{path.stem}{suffix}"
+        for k, suffix in (("csv", ".csv"), ("video", ".annotated.mp4"), ("timeline", ".timeline.png"), ("summary", ".summary.json"))
+    }
     tracker, writer = Tracker(), None
     times, frame_means, all_probabilities = [], [], []
     frame_index = analysed = 0
@@ -195,9 +208,17 @@ def analyse_video(recognizer: EmotionRecognizer, path: str | os.PathLike, out_di
                     indices = tracker.update([face.box for face in faces])
                     t = frame_index / fps
                     for index, face in zip(indices, faces):
-                        rows.writerow([frame_index, f"{t:.3f}", index, *face.box,
-                                       "" if face.confidence is None else f"{face.confidence:.4f}", face.emotion,
-                                       *(f"{face.probabilities[e]:.4f}" for e in EMOTIONS)])
+                        rows.writerow(
+                            [
+                                frame_index,
+                                f"{t:.3f}",
+                                index,
+                                *face.box,
+                                "" if face.confidence is None else f"{face.confidence:.4f}",
+                                face.emotion,
+                                *(f"{face.probabilities[e]:.4f}" for e in EMOTIONS),
+                            ]
+                        )
                     if faces:
                         p = np.array([[face.probabilities[e] for e in EMOTIONS] for face in faces])
                         times.append(t)
@@ -220,8 +241,13 @@ def analyse_video(recognizer: EmotionRecognizer, path: str | os.PathLike, out_di
     dominant = EMOTIONS[int(np.argmax(mean))] if mean is not None else None
     timeline_plot(times, np.array(frame_means).reshape(-1, len(EMOTIONS)), dominant, outputs["timeline"])
     summary = {
-        "video": str(path), "fps": fps, "frames": frame_index, "stride": stride, "analysed_frames": analysed,
-        "frames_with_faces": len(times), "faces_tracked": tracker.next_index,
+        "video": str(path),
+        "fps": fps,
+        "frames": frame_index,
+        "stride": stride,
+        "analysed_frames": analysed,
+        "frames_with_faces": len(times),
+        "faces_tracked": tracker.next_index,
         "dominant_emotion": dominant,
         "mean_probabilities": None if mean is None else {e: float(v) for e, v in zip(EMOTIONS, mean)},
         "outputs": {k: str(v) for k, v in outputs.items()},
@@ -232,6 +258,7 @@ def analyse_video(recognizer: EmotionRecognizer, path: str | os.PathLike, out_di
 
 # ---- live -----------------------------------------------------------------------------------
 
+
 def check_window() -> None:
     """FerlabError unless this OpenCV can open a window on this machine."""
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
@@ -239,12 +266,18 @@ def check_window() -> None:
     try:
         cv2.namedWindow(WINDOW)
     except cv2.error:
-        raise FerlabError("this OpenCV cannot open windows (opencv-python-headless); use --no-window, "
-                          "or install opencv-python for the live window.") from None
+        raise FerlabError(
+            "this OpenCV cannot open windows (opencv-python-headless); use --no-window, or install opencv-python for the live window."
+        ) from None
 
 
-def run_live(recognizer: EmotionRecognizer, source: str | int = 0, window: bool = True,
-             output: str | os.PathLike | None = None, max_frames: int | None = None) -> dict:
+def run_live(
+    recognizer: EmotionRecognizer,
+    source: str | int = 0,
+    window: bool = True,
+    output: str | os.PathLike | None = None,
+    max_frames: int | None = None,
+) -> dict:
     """Show (or write) every frame of a live source with faces, emotions and FPS; `q` quits the window."""
     if window:
         check_window()
@@ -283,5 +316,10 @@ def run_live(recognizer: EmotionRecognizer, source: str | int = 0, window: bool 
         if window:
             cv2.destroyAllWindows()
     seconds = time.perf_counter() - started
-    return {"source": str(source), "frames": frames, "seconds": round(seconds, 2),
-            "fps": round(frames / seconds, 2) if seconds else None, "output": None if output is None else str(output)}
+    return {
+        "source": str(source),
+        "frames": frames,
+        "seconds": round(seconds, 2),
+        "fps": round(frames / seconds, 2) if seconds else None,
+        "output": None if output is None else str(output),
+    }

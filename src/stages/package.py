@@ -51,16 +51,33 @@ def main() -> None:
         drop = h5_accuracy - tflite_accuracy
         log(f"PrivateTest accuracy: .h5 {h5_accuracy:.4f}, TFLite ({cfg.tflite}) {tflite_accuracy:.4f}")
         if drop > cfg.max_tflite_drop:
-            raise FerlabError(f"the TFLite export loses {drop * 100:.2f} points of PrivateTest accuracy "
-                              f"(limit {cfg.max_tflite_drop * 100:.2f}); try package.tflite=none or float16.")
-        export = {"quantization": cfg.tflite, "h5_accuracy": round(h5_accuracy, 4), "tflite_accuracy": round(tflite_accuracy, 4),
-                  "tflite_bytes": (bundle / "model.tflite").stat().st_size, "h5_bytes": (bundle / "model.h5").stat().st_size}
+            raise FerlabError(
+                f"the TFLite export loses {drop * 100:.2f} points of PrivateTest accuracy "
+                f"(limit {cfg.max_tflite_drop * 100:.2f}); try package.tflite=none or float16."
+            )
+        export = {
+            "quantization": cfg.tflite,
+            "h5_accuracy": round(h5_accuracy, 4),
+            "tflite_accuracy": round(tflite_accuracy, 4),
+            "tflite_bytes": (bundle / "model.tflite").stat().st_size,
+            "h5_bytes": (bundle / "model.h5").stat().st_size,
+        }
         write_json(bundle / "labels.json", {"emotions": [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]})
         write_json(bundle / "preprocessing.json", image.contract())
         write_json(bundle / "metrics.json", read_json(paths.metrics) | {"export": export})
-        (bundle / "MODEL_CARD.md").write_text(model_card.render(
-            cfg.registered_model, params.train.model, int(model.count_params()), scores, fetch_summary, validation, export, run_info,
-            calibrated))
+        (bundle / "MODEL_CARD.md").write_text(
+            model_card.render(
+                cfg.registered_model,
+                params.train.model,
+                int(model.count_params()),
+                scores,
+                fetch_summary,
+                validation,
+                export,
+                run_info,
+                calibrated,
+            )
+        )
 
     if not cfg.register:
         log(f"wrote {paths.bundle}; registration is off (package.register: false)")
@@ -70,26 +87,38 @@ def main() -> None:
     tracker = tracking.RunTracker(params.train.experiment)
     tracker.start(run_info["run_id"])
     info = mlflow.pyfunc.log_model(
-        name="emotion_model", python_model=pyfunc.EmotionModel(),
+        name="emotion_model",
+        python_model=pyfunc.EmotionModel(),
         # The bundle's other files sit next to model.h5 in the registered model, so that
         # models:/<name>@<alias> brings its crop contract and its TFLite model along.
-        artifacts={pyfunc.MODEL_ARTIFACT: str(Path(paths.bundle) / "model.h5")} | {
-            name: str(Path(paths.bundle) / name) for name in ("model.tflite", "preprocessing.json", "labels.json")},
-        code_paths=[str(Path(pyfunc.__file__).parent)], signature=pyfunc.signature(),
+        artifacts={pyfunc.MODEL_ARTIFACT: str(Path(paths.bundle) / "model.h5")}
+        | {name: str(Path(paths.bundle) / name) for name in ("model.tflite", "preprocessing.json", "labels.json")},
+        code_paths=[str(Path(pyfunc.__file__).parent)],
+        signature=pyfunc.signature(),
         pip_requirements=pinned(["tensorflow", "keras", "numpy", "pandas", "opencv-python-headless", "pyyaml"]),
     )
     mlflow.log_artifacts(paths.bundle, "bundle")
     tracker.end()
     test = scores["test"]
-    version = registry.register(cfg.registered_model, info.model_uri, tags={
-        "test_accuracy": f"{test['accuracy']:.4f}", "test_macro_f1": f"{test['macro_f1']:.4f}",
-        "tflite_accuracy": f"{tflite_accuracy:.4f}",
-        "test_ece": f"{calibrated['test_ece']['flip']['after']:.4f}", "temperature": f"{calibrated['temperature']:.4f}",
-        "data_sha256": fetch_summary["table_sha256"],
-        "git_commit": tracking.git_commit(), "architecture": params.train.model,
-    }, run_id=run_info["run_id"])
-    log(f"wrote {paths.bundle}; registered {cfg.registered_model} version {version.version} (alias candidate). "
-        f"Promote it with `ferlab models promote`.")
+    version = registry.register(
+        cfg.registered_model,
+        info.model_uri,
+        tags={
+            "test_accuracy": f"{test['accuracy']:.4f}",
+            "test_macro_f1": f"{test['macro_f1']:.4f}",
+            "tflite_accuracy": f"{tflite_accuracy:.4f}",
+            "test_ece": f"{calibrated['test_ece']['flip']['after']:.4f}",
+            "temperature": f"{calibrated['temperature']:.4f}",
+            "data_sha256": fetch_summary["table_sha256"],
+            "git_commit": tracking.git_commit(),
+            "architecture": params.train.model,
+        },
+        run_id=run_info["run_id"],
+    )
+    log(
+        f"wrote {paths.bundle}; registered {cfg.registered_model} version {version.version} (alias candidate). "
+        f"Promote it with `ferlab models promote`."
+    )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,15 @@ def main() -> None:
     meta = read_json(processed / arrays_mod.META_FILE)
     fetch_summary = read_json(paths.raw_summary)
     data_digest = fetch_summary["table_sha256"]
-    tracker = tracking.RunTracker(params.train.experiment, tags={
-        "git_commit": tracking.git_commit(), "data_sha256": data_digest,
-        "model": params.train.model, "dvc_exp": tracking.run_name() or "workspace",
-    })
+    tracker = tracking.RunTracker(
+        params.train.experiment,
+        tags={
+            "git_commit": tracking.git_commit(),
+            "data_sha256": data_digest,
+            "model": params.train.model,
+            "dvc_exp": tracking.run_name() or "workspace",
+        },
+    )
     result = train(params, arrays, meta["class_weights"], data_digest, Path(paths.train_state), tracker, print_fn=log)
 
     model_io.save_h5(result.model, paths.model)
@@ -35,12 +40,19 @@ def main() -> None:
             writer.writeheader()
             writer.writerows(result.history)
         plots.learning_curves(result.history, staged / "learning_curves.png")
-        write_json(staged / "run.json", {
-            "run_id": result.run_id, "tracking_uri": tracking.tracking_uri(), "experiment": params.train.experiment,
-            "best_epoch": result.best_epoch, "best_val_accuracy": result.best_val_accuracy,
-            "epochs_run": len(result.history), "precision": result.precision,
-            "parameters": int(result.model.count_params()),
-        })
+        write_json(
+            staged / "run.json",
+            {
+                "run_id": result.run_id,
+                "tracking_uri": tracking.tracking_uri(),
+                "experiment": params.train.experiment,
+                "best_epoch": result.best_epoch,
+                "best_val_accuracy": result.best_val_accuracy,
+                "epochs_run": len(result.history),
+                "precision": result.precision,
+                "parameters": int(result.model.count_params()),
+            },
+        )
     report = Path(paths.train_report)
     tracker.log_metrics({"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch})
     tracker.log_dataset(tracking.fer2013_dataset(fetch_summary), context="training")
@@ -52,8 +64,10 @@ def main() -> None:
     mlflow.keras.log_model(result.model, name="keras_model", signature=model_io.signature())
     tracker.end()
     shutil.rmtree(paths.train_state, ignore_errors=True)  # finished: nothing left to resume
-    log(f"wrote {paths.model} (best epoch {result.best_epoch}, PublicTest accuracy {result.best_val_accuracy:.4f}); "
-        f"MLflow run {result.run_id}")
+    log(
+        f"wrote {paths.model} (best epoch {result.best_epoch}, PublicTest accuracy {result.best_val_accuracy:.4f}); "
+        f"MLflow run {result.run_id}"
+    )
 
 
 if __name__ == "__main__":

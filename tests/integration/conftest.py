@@ -75,10 +75,18 @@ def project(tmp_path, archive):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if src.is_dir() else shutil.copy)(src, root / name)
     # a relative candidate, as params.yaml has: `dvc exp run --temp` must find it from the project root
-    set_params(root, **{"fetch.candidates": [os.path.relpath(archive, root)], "fetch.limit_per_class": 12,
-                        "train.epochs": 2, "train.batch_size": 32, "evaluate.example_faces": 8,
-                        # 84 test faces: one changed answer is 1.2 points
-                        "package.max_tflite_drop": 0.05})
+    set_params(
+        root,
+        **{
+            "fetch.candidates": [os.path.relpath(archive, root)],
+            "fetch.limit_per_class": 12,
+            "train.epochs": 2,
+            "train.batch_size": 32,
+            "evaluate.example_faces": 8,
+            # 84 test faces: one changed answer is 1.2 points
+            "package.max_tflite_drop": 0.05,
+        },
+    )
     env = project_env(root)
     run(["git", "init", "-q"], root, env)
     run(["dvc", "init", "-q"], root, env)

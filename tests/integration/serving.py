@@ -44,8 +44,13 @@ def start_server(model: Path, log: Path, *args, cwd: Path | None = None) -> Serv
     """Start `ferlab serve --model MODEL --port <free>` and wait until /readyz answers 200."""
     port = free_port()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(serve_command("--model", model, "--port", port, *args), stdout=out,
-                                stderr=subprocess.STDOUT, env=server_env(), cwd=cwd or log.parent)
+        proc = subprocess.Popen(
+            serve_command("--model", model, "--port", port, *args),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=server_env(),
+            cwd=cwd or log.parent,
+        )
     server = Server(proc, port, log)
     try:
         wait_http(f"{server.url}healthz", proc, seconds=120)
@@ -72,8 +77,7 @@ def stop_server(server: Server) -> None:
             server.proc.wait(10)
 
 
-def request(server: Server, method: str, path: str, body=None, headers: dict | None = None,
-            timeout: float = 60) -> tuple[int, dict | str]:
+def request(server: Server, method: str, path: str, body=None, headers: dict | None = None, timeout: float = 60) -> tuple[int, dict | str]:
     """(status, JSON or text). `body` may be bytes or an iterable of chunks (sent chunked)."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
     try:
@@ -88,12 +92,18 @@ def request(server: Server, method: str, path: str, body=None, headers: dict | N
     return response.status, data.decode(errors="replace")
 
 
-def multipart(data: bytes, filename: str = "image.jpg", field: str = "file",
-              content_type: str = "application/octet-stream") -> tuple[bytes, dict]:
+def multipart(
+    data: bytes, filename: str = "image.jpg", field: str = "file", content_type: str = "application/octet-stream"
+) -> tuple[bytes, dict]:
     """A multipart/form-data body with one file, and its headers."""
     boundary = uuid.uuid4().hex
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 

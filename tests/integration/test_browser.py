@@ -18,14 +18,22 @@ from ferlab.labels import EMOTIONS
 from integration.serving import ASTRONAUT_FACE, astronaut_scene, overlap, start_server, stop_server
 
 CHROMIUM = os.environ.get("FERLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-INSTALL = ("`apt-get install -y --no-install-recommends chromium` (Debian/Ubuntu; or set FERLAB_CHROMIUM to a "
-           "Chromium binary) and `pip install -e \".[dev]\"` (playwright)")
+INSTALL = (
+    "`apt-get install -y --no-install-recommends chromium` (Debian/Ubuntu; or set FERLAB_CHROMIUM to a "
+    'Chromium binary) and `pip install -e ".[dev]"` (playwright)'
+)
 if not CHROMIUM:
     pytest.skip(f"needs Chromium: {INSTALL}", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason=f"needs the playwright package: {INSTALL}")
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 FAKE_CAMERA_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 WAIT_MS = 20_000
 
@@ -77,7 +85,8 @@ def last_result(page) -> dict:
 
 def overlay_pixels(page, box: dict) -> dict:
     """The overlay canvas' alpha on the box's left edge, at its centre and in a far corner, and its geometry."""
-    return page.evaluate("""(box) => {
+    return page.evaluate(
+        """(box) => {
         const canvas = document.getElementById("overlay");
         const ctx = canvas.getContext("2d");
         const alpha = (x, y) => ctx.getImageData(Math.round(x), Math.round(y), 1, 1).data[3];
@@ -91,7 +100,9 @@ def overlay_pixels(page, box: dict) -> dict:
             covers: Math.abs(media.left - over.left) < 1 && Math.abs(media.top - over.top) < 1 &&
                     Math.abs(media.width - over.width) < 1 && Math.abs(media.height - over.height) < 1,
         };
-    }""", box)
+    }""",
+        box,
+    )
 
 
 def check_drawn_face(page, size: tuple[int, int]) -> dict:
@@ -124,8 +135,9 @@ def check_explained(page, face: dict) -> None:
         return {src: img.src.slice(0, 22), width: img.naturalWidth, height: img.naturalHeight, shown: !img.hidden,
                 box: img.getBoundingClientRect().width};
     }""")
-    assert picture == {"src": "data:image/png;base64,", "width": picture["width"], "height": picture["width"],
-                       "shown": True, "box": 192}, picture
+    assert picture == {"src": "data:image/png;base64,", "width": picture["width"], "height": picture["width"], "shown": True, "box": 192}, (
+        picture
+    )
     assert picture["width"] >= 192  # the face region, decoded
     caption = page.locator("#explain-caption").inner_text()
     assert caption.startswith(f"{face['emotion']} ") and "Grad-CAM" in caption  # a .h5 runs on Keras: auto is Grad-CAM
@@ -144,8 +156,9 @@ def test_webcam_frames_get_boxes_labels_and_bars(server, playwright, tmp_path, a
         page.wait_for_function("() => /^\\d+ ms$/.test(document.getElementById('rtt').textContent)")
         # frames keep flowing, one request at a time: the result is refreshed
         first = page.locator("#last-result").text_content()
-        page.wait_for_function("(first) => document.getElementById('last-result').textContent !== first",
-                               arg=first, timeout=WAIT_MS)  # timing_ms differs from frame to frame
+        page.wait_for_function(
+            "(first) => document.getElementById('last-result').textContent !== first", arg=first, timeout=WAIT_MS
+        )  # timing_ms differs from frame to frame
         assert page.locator("#explain").get_attribute("data-state") == ""
         page.click("#explain-button")  # the current frame, while the frames keep flowing
         check_explained(page, last_result(page)["faces"][0])

@@ -17,9 +17,10 @@ from ferlab.labels import EMOTIONS
 
 # ---- fixtures -------------------------------------------------------------------------------
 
+
 def place(frame: np.ndarray, face: np.ndarray, x: int, y: int, side: int) -> None:
     """Paste a FER2013 face, enlarged to side x side, into a grey frame."""
-    frame[y:y + side, x:x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
+    frame[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)
 
 
 @pytest.fixture(scope="session")
@@ -28,8 +29,7 @@ def detectable(fer_faces):
     from ferlab.detect import get_detector
 
     haar = get_detector("haar")
-    picked = [face for face in fer_faces[0][:10]
-              if len(haar.detect(cv2.cvtColor(face_scene(face), cv2.COLOR_GRAY2BGR))) == 1]
+    picked = [face for face in fer_faces[0][:10] if len(haar.detect(cv2.cvtColor(face_scene(face), cv2.COLOR_GRAY2BGR))) == 1]
     assert len(picked) >= 3
     return picked
 
@@ -63,13 +63,16 @@ def ferlab(capsys, *args) -> tuple[int, str, str]:
 
 # ---- help and the real process --------------------------------------------------------------
 
+
 def test_help_reads_well_and_starts_without_tensorflow():
-    for command, expected in [([], ["detect", "explain", "video", "webcam", "evaluate"]),
-                              (["evaluate"], ["--face-crop", "--largest-face", "--log", "--out", "--model"]),
-                              (["detect"], ["--json", "--csv", "--annotate", "--face-crop", "--detector", "--max-pixels"]),
-                              (["explain"], ["--out", "--method", "occlusion", "gradcam", "--json", "--face-crop", "--runtime"]),
-                              (["video"], ["--stride", "--out"]),
-                              (["webcam"], ["--camera", "--source", "--no-window", "--output"])]:
+    for command, expected in [
+        ([], ["detect", "explain", "video", "webcam", "evaluate"]),
+        (["evaluate"], ["--face-crop", "--largest-face", "--log", "--out", "--model"]),
+        (["detect"], ["--json", "--csv", "--annotate", "--face-crop", "--detector", "--max-pixels"]),
+        (["explain"], ["--out", "--method", "occlusion", "gradcam", "--json", "--face-crop", "--runtime"]),
+        (["video"], ["--stride", "--out"]),
+        (["webcam"], ["--camera", "--source", "--no-window", "--output"]),
+    ]:
         result = subprocess.run([sys.executable, "-m", "ferlab.cli", *command, "--help"], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         for option in expected:
@@ -79,8 +82,12 @@ def test_help_reads_well_and_starts_without_tensorflow():
 
 
 def test_missing_model_is_one_clear_line(tmp_path, photos):
-    result = subprocess.run([sys.executable, "-m", "ferlab.cli", "detect", photos / "face0.jpg", "--model",
-                             tmp_path / "models" / "model.h5"], capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "ferlab.cli", "detect", photos / "face0.jpg", "--model", tmp_path / "models" / "model.h5"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: no model at ")
@@ -88,6 +95,7 @@ def test_missing_model_is_one_clear_line(tmp_path, photos):
 
 
 # ---- detect ---------------------------------------------------------------------------------
+
 
 def test_detect_a_photo_with_the_default_detector_and_a_bundle(capsys, tmp_path, tiny_model_path):
     """What `ferlab detect photo.jpg` does after `dvc repro`: BlazeFace, and the bundle's TFLite model."""
@@ -100,8 +108,9 @@ def test_detect_a_photo_with_the_default_detector_and_a_bundle(capsys, tmp_path,
     (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
     to_tflite(load_h5(tiny_model_path), bundle / "model.tflite")
     cv2.imwrite(str(tmp_path / "astronaut.jpg"), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
-    result = subprocess.run([sys.executable, "-m", "ferlab.cli", "detect", "astronaut.jpg", "--json"],
-                            capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "ferlab.cli", "detect", "astronaut.jpg", "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=300
+    )
     assert result.returncode == 0, result.stderr
     ((photo,),) = [json.loads(result.stdout)]
     (face,) = photo["faces"]
@@ -149,15 +158,25 @@ def test_detect_table_csv_and_globs(capsys, photos, tiny_model_path):
 
 def test_detect_annotates_copies(capsys, photos, tiny_model_path, tmp_path):
     out_dir = tmp_path / "annotated"
-    code, out, err = ferlab(capsys, "detect", photos / "face0.jpg", photos / "more" / "face2.jpg",
-                            photos / "wall.png", "--annotate", out_dir, "--json", "--model", tiny_model_path)
+    code, out, err = ferlab(
+        capsys,
+        "detect",
+        photos / "face0.jpg",
+        photos / "more" / "face2.jpg",
+        photos / "wall.png",
+        "--annotate",
+        out_dir,
+        "--json",
+        "--model",
+        tiny_model_path,
+    )
     assert code == 0, err
     assert sorted(p.name for p in out_dir.iterdir()) == ["face0.jpg", "face2.jpg", "wall.png"]
     original, annotated = cv2.imread(str(photos / "face0.jpg")), cv2.imread(str(out_dir / "face0.jpg"))
     assert annotated.shape == original.shape
     box = json.loads(out)[0]["faces"][0]["box"]
     changed = np.abs(annotated.astype(int) - original).sum(axis=2) > 60
-    assert changed[box["y"], box["x"]:box["x"] + box["w"]].mean() > 0.8  # the box's top edge is drawn
+    assert changed[box["y"], box["x"] : box["x"] + box["w"]].mean() > 0.8  # the box's top edge is drawn
     assert np.array_equal(cv2.imread(str(out_dir / "wall.png")), cv2.imread(str(photos / "wall.png")))
 
 
@@ -206,6 +225,7 @@ def test_detect_from_the_model_registry(capsys, photos, tiny_model_path, tmp_pat
 
 # ---- evaluate -------------------------------------------------------------------------------
 
+
 def test_evaluate_a_labelled_folder_counts_what_it_cannot_score(capsys, tmp_path, detectable, tiny_model_path):
     data = tmp_path / "my_faces"
     for folder in ("Happiness", "SAD", "contempt"):
@@ -236,8 +256,9 @@ def test_evaluate_a_labelled_folder_counts_what_it_cannot_score(capsys, tmp_path
     for name in ("confusion_matrix.png", "confusion_matrix.json"):
         assert (out / name).stat().st_size > 0
 
-    code, stdout, _ = ferlab(capsys, "evaluate", data, "--out", out, "--detector", "haar", "--model", tiny_model_path,
-                             "--largest-face", "--json")
+    code, stdout, _ = ferlab(
+        capsys, "evaluate", data, "--out", out, "--detector", "haar", "--model", tiny_model_path, "--largest-face", "--json"
+    )
     assert code == 0 and json.loads(stdout)["scored"] == 4
 
 
@@ -249,8 +270,9 @@ def test_evaluate_face_crops_from_a_csv(capsys, tmp_path, fer_faces, tiny_model_
         cv2.imwrite(str(tmp_path / "crops" / f"{i}.png"), faces[i])
         lines.append(f"crops/{i}.png,{EMOTIONS[labels[i]]}")
     (tmp_path / "faces.csv").write_text("\n".join(lines) + "\n")
-    code, stdout, err = ferlab(capsys, "evaluate", tmp_path / "faces.csv", "--face-crop", "--json",
-                               "--out", tmp_path / "out", "--model", tiny_model_path)
+    code, stdout, err = ferlab(
+        capsys, "evaluate", tmp_path / "faces.csv", "--face-crop", "--json", "--out", tmp_path / "out", "--model", tiny_model_path
+    )
     assert code == 0, err
     summary = json.loads(stdout)
     assert summary["scored"] == 20 and summary["setup"]["detector"] == "none (face crops)"
@@ -265,10 +287,22 @@ def test_evaluate_wrong_layout_is_one_line(capsys, tmp_path):
 
 # ---- explain --------------------------------------------------------------------------------
 
+
 def test_explain_writes_a_heat_map_per_face_and_prints_json(capsys, photos, tiny_model_path, tmp_path):
     out_dir = tmp_path / "why"
-    code, out, err = ferlab(capsys, "explain", photos / "face0.jpg", photos / "more" / "face2.jpg", photos / "wall.png",
-                            photos / "notes.jpg", "--out", out_dir, "--json", "--model", tiny_model_path)
+    code, out, err = ferlab(
+        capsys,
+        "explain",
+        photos / "face0.jpg",
+        photos / "more" / "face2.jpg",
+        photos / "wall.png",
+        photos / "notes.jpg",
+        "--out",
+        out_dir,
+        "--json",
+        "--model",
+        tiny_model_path,
+    )
     assert code == 1  # notes.jpg is not an image; the others are explained
     assert "notes.jpg is not a readable image" in err and "1 of 4 inputs failed" in err
     results = {Path(r["path"]).name: r for r in json.loads(out)}
@@ -284,7 +318,7 @@ def test_explain_writes_a_heat_map_per_face_and_prints_json(capsys, photos, tiny
         # the face as the photo shows it, tinted by the heat map: the same region, recognisably
         photo = cv2.imread(str(photos / "more" / name if name == "face2.jpg" else photos / name))
         box = face["box"]
-        region = cv2.resize(photo[box["y"]:box["y"] + box["h"], box["x"]:box["x"] + box["w"]], picture.shape[:2])
+        region = cv2.resize(photo[box["y"] : box["y"] + box["h"], box["x"] : box["x"] + box["w"]], picture.shape[:2])
         grey = [cv2.cvtColor(i, cv2.COLOR_BGR2GRAY).astype(float).ravel() for i in (region, picture)]
         assert np.corrcoef(*grey)[0, 1] > 0.5
     detected = json.loads(ferlab(capsys, "detect", photos / "face0.jpg", "--json", "--model", tiny_model_path)[1])
@@ -299,8 +333,20 @@ def test_explain_prints_a_line_per_face_and_takes_face_crops(capsys, fer_faces, 
     (tmp_path / "other").mkdir()
     cv2.imwrite(str(tmp_path / "other" / "fer0.png"), fer_faces[0][2])  # the same name from another folder
     out_dir = tmp_path / "why"
-    code, out, err = ferlab(capsys, "explain", tmp_path / "fer0.png", tmp_path / "fer1.png", tmp_path / "other" / "fer0.png",
-                            "--face-crop", "--method", "occlusion", "--out", out_dir, "--model", tiny_model_path)
+    code, out, err = ferlab(
+        capsys,
+        "explain",
+        tmp_path / "fer0.png",
+        tmp_path / "fer1.png",
+        tmp_path / "other" / "fer0.png",
+        "--face-crop",
+        "--method",
+        "occlusion",
+        "--out",
+        out_dir,
+        "--model",
+        tiny_model_path,
+    )
     assert code == 0, err
     header, *rows = [line.split() for line in out.splitlines()]
     assert header == ["file", "face", "x", "y", "w", "h", "emotion", "prob", "method", "heatmap"]
@@ -312,17 +358,21 @@ def test_explain_prints_a_line_per_face_and_takes_face_crops(capsys, fer_faces, 
 
 
 def test_explain_says_when_gradcam_cannot_run(capsys, photos, tiny_bundle, tmp_path):
-    code, out, err = ferlab(capsys, "explain", photos / "face0.jpg", "--method", "gradcam", "--out", tmp_path / "why",
-                            "--model", tiny_bundle)
+    code, out, err = ferlab(
+        capsys, "explain", photos / "face0.jpg", "--method", "gradcam", "--out", tmp_path / "why", "--model", tiny_bundle
+    )
     assert code == 1 and "Traceback" not in err
-    assert err.strip() == ("error: Grad-CAM needs the gradients of a Keras model, which the tflite runtime does not give; "
-                           "use --runtime keras with a .h5 file or a bundle, or --method occlusion.")
+    assert err.strip() == (
+        "error: Grad-CAM needs the gradients of a Keras model, which the tflite runtime does not give; "
+        "use --runtime keras with a .h5 file or a bundle, or --method occlusion."
+    )
     code, out, err = ferlab(capsys, "explain", photos / "face0.jpg", "--out", tmp_path / "why", "--model", tiny_bundle, "--json")
     assert code == 0, err
     assert json.loads(out)[0]["faces"][0]["method"] == "occlusion"  # auto, on LiteRT
 
 
 # ---- video and webcam -----------------------------------------------------------------------
+
 
 @pytest.fixture
 def clip(tmp_path, detectable) -> Path:
@@ -383,8 +433,9 @@ def test_video_without_faces(capsys, tmp_path, tiny_model_path):
     assert "no face found in 5 analysed frames" in out
     summary = json.loads((tmp_path / "out" / "empty_room.summary.json").read_text())
     assert summary["dominant_emotion"] is None and summary["frames_with_faces"] == 0
-    assert (tmp_path / "out" / "empty_room.csv").read_text().splitlines() == [",".join(
-        ["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS])]
+    assert (tmp_path / "out" / "empty_room.csv").read_text().splitlines() == [
+        ",".join(["frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS])
+    ]
 
 
 def test_video_that_does_not_open(capsys, tmp_path, tiny_model_path):
@@ -406,8 +457,9 @@ def test_webcam_headless_writes_what_the_window_would_show(capsys, clip, tiny_mo
     source = cv2.VideoCapture(str(clip)).read()[1]
     assert np.abs(first.astype(int) - source).sum(axis=2).__gt__(60).mean() > 0.01  # boxes, labels, bars, FPS drawn
 
-    code, out, err = ferlab(capsys, "webcam", "--source", clip, "--no-window", "--output", output,
-                            "--max-frames", 5, "--model", tiny_model_path)
+    code, out, err = ferlab(
+        capsys, "webcam", "--source", clip, "--no-window", "--output", output, "--max-frames", 5, "--model", tiny_model_path
+    )
     assert code == 0 and frame_count(output)[0] == 5
 
 

@@ -82,8 +82,9 @@ def test_dvc_repro_on_a_slice_produces_consistent_outputs(project):
     run(["dvc", "repro", "-f", "-s", "train"], root, env)
     run(["dvc", "repro"], root, env)
     rerun = list(csv.DictReader(open(root / "reports/train/history.csv")))
-    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rerun] == \
-        [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in rerun] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in history
+    ]
     assert json.loads((root / "reports/metrics.json").read_text()) == metrics
 
 

@@ -68,9 +68,13 @@ def test_package_bundle_and_candidate_then_mlflow_serves_it(project):
     port = free_port()
     serve_env = env | {"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"}
     server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", f"models:/{NAME}@production", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=root, env=serve_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        ["mlflow", "models", "serve", "-m", f"models:/{NAME}@production", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=root,
+        env=serve_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/ping", server, seconds=180)
         with np.load(root / "data/processed/arrays.npz") as data:
@@ -96,21 +100,39 @@ def test_pipeline_and_registry_against_a_real_mlflow_server(project, tmp_path):
     root, env = project
     port = free_port()
     server = subprocess.Popen(
-        ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--artifacts-destination", str(tmp_path / "artifacts")],
-        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/server.db",
+            "--artifacts-destination",
+            str(tmp_path / "artifacts"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", server, seconds=120)
         remote = env | {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
         run(["dvc", "repro"], root, remote)
         assert not (root / "mlflow.db").exists()  # everything went to the server
         run(["ferlab", "models", "promote"], root, remote)
-        code = ("import mlflow, sys; from ferlab import registry; "
-                f"print(registry.local_model_file('{NAME}', 'production'))")
+        code = f"import mlflow, sys; from ferlab import registry; print(registry.local_model_file('{NAME}', 'production'))"
         path = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]
         assert path.endswith(".h5") and os.path.getsize(path) > 0
-        code = ("from ferlab.predict import load_model; "
-                f"classifier, contract = load_model('models:/{NAME}@production'); print(classifier.runtime, contract)")
+        code = (
+            "from ferlab.predict import load_model; "
+            f"classifier, contract = load_model('models:/{NAME}@production'); print(classifier.runtime, contract)"
+        )
         loaded = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]
         assert loaded.startswith("tflite CropContract(")  # the bundle's TFLite model came with the registered version
     finally:

@@ -56,6 +56,7 @@ def check_face(face: dict) -> None:
 
 # ---- good images ------------------------------------------------------------------------------
 
+
 def test_a_face_comes_back_as_the_cli_and_library_describe_it(server, astronaut_jpeg, tiny_model_path):
     status, answer = post_image(server, astronaut_jpeg)
     assert status == 200, answer
@@ -109,6 +110,7 @@ def test_a_real_fer_face_and_an_image_without_a_face(server, fer_faces):
 
 # ---- bad input: a clear 4xx, never a 500 ----------------------------------------------------------
 
+
 def bad_inputs(jpeg: bytes):
     """(what, body, headers, status, words the message must contain)."""
     jpeg_type = {"Content-Type": "image/jpeg"}
@@ -130,8 +132,13 @@ def bad_inputs(jpeg: bytes):
         ("64 M pixels", huge, {"Content-Type": "image/png"}, 400, f"above the limit of {DEFAULT_MAX_PIXELS:,}"),
         ("body over --max-upload-mb", too_big, jpeg_type, 413, "larger than the limit"),
         ("form over --max-upload-mb", *multipart(too_big), 413, "larger than the limit"),
-        ("chunked body over the limit", [too_big[i:i + 65536] for i in range(0, len(too_big), 65536)],
-         jpeg_type, 413, "larger than the limit"),
+        (
+            "chunked body over the limit",
+            [too_big[i : i + 65536] for i in range(0, len(too_big), 65536)],
+            jpeg_type,
+            413,
+            "larger than the limit",
+        ),
     ]
 
 
@@ -148,6 +155,7 @@ def test_bad_inputs_get_the_right_status_and_one_clear_message(server, astronaut
 
 def test_a_huge_upload_is_cut_off_not_held_in_memory(server):
     """64 MB sent without a Content-Length: the server stops reading at the limit."""
+
     def peak_rss_kb() -> int:
         status = Path(f"/proc/{server.proc.pid}/status").read_text()
         return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
@@ -173,6 +181,7 @@ def test_a_huge_upload_is_cut_off_not_held_in_memory(server):
 
 
 # ---- /v1/explain ------------------------------------------------------------------------------------
+
 
 def heat_map_picture(face: dict) -> np.ndarray:
     import base64
@@ -237,6 +246,7 @@ def test_explain_on_litert_uses_occlusion(tiny_bundle, tmp_path, astronaut_jpeg)
 
 
 # ---- the other endpoints --------------------------------------------------------------------------
+
 
 def test_health_readiness_docs_and_model(server, tiny_model_path):
     assert server.readyz_while_loading == 503  # the port answered before the model was loaded
@@ -314,9 +324,9 @@ def test_a_bundle_reports_its_metrics_and_a_full_server_says_busy(tiny_model_pat
 
 # ---- the command's own errors: one line, exit status 1 -----------------------------------------
 
+
 def run_serve(cwd: Path, *args, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(serve_command(*args), capture_output=True, text=True, cwd=cwd, env=server_env(),
-                          timeout=timeout)
+    return subprocess.run(serve_command(*args), capture_output=True, text=True, cwd=cwd, env=server_env(), timeout=timeout)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, starts: str) -> None:

@@ -22,8 +22,7 @@ def test_full_archive_fetch_and_validate(project, archive):
     run([sys.executable, "-m", "stages.fetch"], root, env)
     summary = json.loads((root / "data/raw/summary.json").read_text())
     assert summary["rows"] == 35_887
-    assert {s: sum(c.values()) for s, c in summary["counts"].items()} == {
-        "Training": 28_709, "PublicTest": 3_589, "PrivateTest": 3_589}
+    assert {s: sum(c.values()) for s, c in summary["counts"].items()} == {"Training": 28_709, "PublicTest": 3_589, "PrivateTest": 3_589}
     assert summary["counts"]["Training"]["disgust"] == 436
     assert summary["source"]["sha256_verified"]
 
@@ -71,8 +70,14 @@ def test_killed_training_resumes_where_it_stopped(project):
     def epochs_done() -> int:
         return json.loads(state.read_text()).get("epochs_done", 0) if state.is_file() else 0
 
-    proc = subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.train"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and epochs_done() < 1:
         time.sleep(0.05)

@@ -21,6 +21,7 @@ def image(path: Path, grey: int = 100) -> Path:
 
 # ---- reading a labelled set -----------------------------------------------------------------
 
+
 def test_folder_labels_match_synonyms_and_skip_what_is_not_fer2013(tmp_path):
     for folder, n in (("Happiness", 2), ("ANGER", 1), ("surprised", 1), ("fearful", 1), ("Contempt", 2), ("misc", 1)):
         for i in range(n):
@@ -61,8 +62,10 @@ def test_wrong_layouts_get_one_sentence(tmp_path):
 
 # ---- scoring --------------------------------------------------------------------------------
 
+
 class FakeRecognizer:
     """Faces by file name: none_* has no face, two_* two faces; the grey level picks the class."""
+
     detector_name, tta = "fake", "none"
 
     def crops(self, path, face_crop=False):
@@ -82,10 +85,15 @@ class FakeRecognizer:
 
 
 def labelled(tmp_path) -> labelled_set.LabelledSet:
-    items = [(image(tmp_path / "h1.png", 3 * 30), "happy"), (image(tmp_path / "h2.png", 3 * 30), "happy"),
-             (image(tmp_path / "h3.png", 0), "happy"), (image(tmp_path / "s1.png", 4 * 30), "sad"),
-             (image(tmp_path / "none_1.png"), "sad"), (image(tmp_path / "two_1.png", 4 * 30), "sad"),
-             (tmp_path / "broken.png", "angry")]
+    items = [
+        (image(tmp_path / "h1.png", 3 * 30), "happy"),
+        (image(tmp_path / "h2.png", 3 * 30), "happy"),
+        (image(tmp_path / "h3.png", 0), "happy"),
+        (image(tmp_path / "s1.png", 4 * 30), "sad"),
+        (image(tmp_path / "none_1.png"), "sad"),
+        (image(tmp_path / "two_1.png", 4 * 30), "sad"),
+        (tmp_path / "broken.png", "angry"),
+    ]
     return labelled_set.LabelledSet(str(tmp_path), [(str(p), label) for p, label in items])
 
 

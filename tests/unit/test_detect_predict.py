@@ -20,6 +20,7 @@ from ferlab.video import Tracker
 
 # ---- fixtures: real FER2013 faces, a tiny trained model -------------------------------------
 
+
 def scene(face: np.ndarray, **layout) -> np.ndarray:
     return cv2.cvtColor(face_scene(face, **layout), cv2.COLOR_GRAY2BGR)
 
@@ -42,8 +43,10 @@ def recognizer(tiny_model_path):
 
 # ---- bad input ------------------------------------------------------------------------------
 
+
 def huge_png(width: int, height: int) -> bytes:
     """A grey PNG that declares width x height but holds only its first row: huge, yet tiny on disk."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -56,7 +59,7 @@ def huge_jpeg(face: np.ndarray, width: int, height: int) -> bytes:
     """A real JPEG whose frame header (SOF0) is changed to declare width x height."""
     data = bytearray(encoded(face, ".jpg"))
     sof = data.index(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
@@ -66,13 +69,16 @@ def encoded(face: np.ndarray, suffix: str) -> bytes:
     return data.tobytes()
 
 
-@pytest.mark.parametrize("name, make", [
-    ("truncated.jpg", lambda f: encoded(f, ".jpg")[: len(encoded(f, ".jpg")) // 2]),
-    ("truncated.png", lambda f: encoded(f, ".png")[: len(encoded(f, ".png")) // 2]),
-    ("corrupt.jpg", lambda f: encoded(f, ".jpg")[:4] + bytes(range(256)) * 40),
-    ("corrupt.png", lambda f: encoded(f, ".png")[:8] + b"\x00" * 2000),
-    ("notes.jpg", lambda f: b"these are my notes, not a picture\n"),
-])
+@pytest.mark.parametrize(
+    "name, make",
+    [
+        ("truncated.jpg", lambda f: encoded(f, ".jpg")[: len(encoded(f, ".jpg")) // 2]),
+        ("truncated.png", lambda f: encoded(f, ".png")[: len(encoded(f, ".png")) // 2]),
+        ("corrupt.jpg", lambda f: encoded(f, ".jpg")[:4] + bytes(range(256)) * 40),
+        ("corrupt.png", lambda f: encoded(f, ".png")[:8] + b"\x00" * 2000),
+        ("notes.jpg", lambda f: b"these are my notes, not a picture\n"),
+    ],
+)
 def test_unreadable_images_are_refused_with_their_name(tmp_path, fer_faces, name, make):
     path = tmp_path / name
     path.write_bytes(make(fer_faces[0][0]))
@@ -92,12 +98,15 @@ def test_zero_byte_missing_and_folder_inputs(tmp_path):
         load_image(b"")
 
 
-@pytest.mark.parametrize("name, width, height, pixels", [
-    ("huge.png", 20000, 20000, "400,000,000"),
-    ("huge.jpg", 20000, 20000, "400,000,000"),
-    ("large.png", 10000, 6000, "10000x6000 = 60,000,000"),
-    ("large.jpg", 10000, 6000, "10000x6000 = 60,000,000"),
-])
+@pytest.mark.parametrize(
+    "name, width, height, pixels",
+    [
+        ("huge.png", 20000, 20000, "400,000,000"),
+        ("huge.jpg", 20000, 20000, "400,000,000"),
+        ("large.png", 10000, 6000, "10000x6000 = 60,000,000"),
+        ("large.jpg", 10000, 6000, "10000x6000 = 60,000,000"),
+    ],
+)
 def test_huge_image_is_refused_from_its_header(tmp_path, fer_faces, name, width, height, pixels):
     path = tmp_path / name
     path.write_bytes(huge_png(width, height) if name.endswith(".png") else huge_jpeg(fer_faces[0][0], width, height))
@@ -121,8 +130,7 @@ def test_image_inputs_agree(tmp_path, fer_faces):
     path = tmp_path / "face.png"
     cv2.imwrite(str(path), face)
     grey = cv2.cvtColor(face, cv2.COLOR_GRAY2BGR)
-    for source in (path, str(path), path.read_bytes(), face, face[..., None], face.astype(np.uint16) * 257,
-                   face.astype(np.float32) / 255):
+    for source in (path, str(path), path.read_bytes(), face, face[..., None], face.astype(np.uint16) * 257, face.astype(np.float32) / 255):
         assert np.array_equal(load_image(source), grey)
 
 
@@ -137,12 +145,15 @@ def test_channel_orders():
         load_image(rgb, color="hsv")
 
 
-@pytest.mark.parametrize("array, message", [
-    (np.zeros((4, 4, 2), np.uint8), r"shape \(4, 4, 2\)"),
-    (np.zeros((0, 4), np.uint8), r"shape \(0, 4\)"),
-    (np.zeros((4, 4), np.int64), "dtype int64"),
-    (np.full((4, 4), 200.0), r"outside \[0, 1\]"),
-])
+@pytest.mark.parametrize(
+    "array, message",
+    [
+        (np.zeros((4, 4, 2), np.uint8), r"shape \(4, 4, 2\)"),
+        (np.zeros((0, 4), np.uint8), r"shape \(0, 4\)"),
+        (np.zeros((4, 4), np.int64), "dtype int64"),
+        (np.full((4, 4), 200.0), r"outside \[0, 1\]"),
+    ],
+)
 def test_bad_arrays(array, message):
     with pytest.raises(FerlabError, match=message):
         load_image(array)
@@ -157,6 +168,7 @@ def test_no_face_and_tiny_images_give_empty_results(recognizer):
 
 
 # ---- detection and the crop contract ---------------------------------------------------------
+
 
 def test_haar_frames_a_face_as_fer2013_does(haar_faces):
     """Haar's box on an enlarged FER2013 face is that face's 48x48 frame (the measurement in detect.py)."""
@@ -259,6 +271,7 @@ def test_recognizer_with_mtcnn_and_alignment(recognizer, haar_faces):
 
 # ---- the recognizer -------------------------------------------------------------------------
 
+
 def test_face_json_schema(recognizer, haar_faces):
     (face,) = recognizer.predict(scene(haar_faces[0]))
     data = json.loads(json.dumps(face.to_dict()))
@@ -328,6 +341,7 @@ def test_two_faces_are_found_largest_first(recognizer, haar_faces):
 
 # ---- models ---------------------------------------------------------------------------------
 
+
 def test_missing_model_says_how_to_get_one(tmp_path):
     with pytest.raises(FerlabError, match=r"no model at .*nothing\.h5; run `dvc repro` to train one, or promote"):
         load_model(tmp_path / "nothing.h5")
@@ -374,6 +388,7 @@ def test_corrupt_model_file(tmp_path):
 
 # ---- tracking -------------------------------------------------------------------------------
 
+
 def test_tracker_keeps_indices_of_moving_faces():
     tracker = Tracker()
     assert tracker.update([(100, 100, 80, 80), (400, 100, 80, 80)]) == [0, 1]
@@ -384,6 +399,7 @@ def test_tracker_keeps_indices_of_moving_faces():
 
 
 # ---- quality --------------------------------------------------------------------------------
+
 
 def test_astronaut_is_one_happy_face():
     skimage_data = pytest.importorskip("skimage.data", reason="needs scikit-image for its astronaut photo")

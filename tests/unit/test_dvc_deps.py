@@ -73,9 +73,11 @@ def test_every_project_file_a_stage_runs_is_a_dependency(name):
     stage = STAGES[name]
     entry = entry_module(stage)
     deps = [d for d in declared(stage, "deps") if d.startswith("src/")]
-    missing = sorted(str(f.relative_to(REPO)) for f in project_files(entry)
-                     if not any(str(f.relative_to(REPO)) == d or str(f.relative_to(REPO)).startswith(d.rstrip("/") + "/")
-                                for d in deps))
+    missing = sorted(
+        str(f.relative_to(REPO))
+        for f in project_files(entry)
+        if not any(str(f.relative_to(REPO)) == d or str(f.relative_to(REPO)).startswith(d.rstrip("/") + "/") for d in deps)
+    )
     assert not missing, f"stage {name} runs {missing}, which its deps in dvc.yaml do not list"
 
 
@@ -93,4 +95,3 @@ def test_the_check_sees_lazy_imports_and_whole_packages():
     files = {str(f.relative_to(REPO)) for f in project_files("stages.train")}
     assert "src/ferlab/train.py" in files and "src/ferlab/models/ferlab_cnn.py" in files  # imported inside functions
     assert "src/ferlab/augment.py" in files
-

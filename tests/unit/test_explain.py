@@ -55,6 +55,7 @@ class BlockReader:
 
 # ---- occlusion ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("tta", ["none", "flip"])
 def test_occlusion_is_one_classifier_call_and_finds_what_the_classifier_reads(tta):
     reader = BlockReader()
@@ -111,6 +112,7 @@ def test_methods_are_checked():
 
 
 # ---- Grad-CAM -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def spot_model():
@@ -182,6 +184,7 @@ def test_the_recognizer_explains_with_gradcam_and_occlusion_alike(spot_model):
 
 # ---- rendering and the LiteRT runtime ----------------------------------------------------------
 
+
 def test_overlay_colours_the_hot_region_on_the_face():
     heat = np.zeros((48, 48), np.float32)
     heat[30:40, 10:20] = 1
@@ -197,16 +200,19 @@ def test_explain_on_the_litert_runtime_never_imports_tensorflow(tiny_bundle, tmp
     skimage_data = pytest.importorskip("skimage.data", reason="needs scikit-image for its astronaut photo")
     image = tmp_path / "astronaut.png"
     cv2.imwrite(str(image), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
-    code = ("import sys; from ferlab.predict import EmotionRecognizer; "
-            f"(e,) = EmotionRecognizer.load({str(tiny_bundle)!r}).explain({str(image)!r}); "
-            "print(e.method, e.heatmap.shape, round(float(e.heatmap.max()), 3), e.overlay().shape[2], "
-            "'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    code = (
+        "import sys; from ferlab.predict import EmotionRecognizer; "
+        f"(e,) = EmotionRecognizer.load({str(tiny_bundle)!r}).explain({str(image)!r}); "
+        "print(e.method, e.heatmap.shape, round(float(e.heatmap.max()), 3), e.overlay().shape[2], "
+        "'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["occlusion", "(48,", "48)", "1.0", "3", "False", "False"], out.stderr
 
 
 # ---- with the trained model: a smile rests on the mouth ---------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def trained():
@@ -237,7 +243,9 @@ def test_a_smile_rests_on_the_mouth_not_the_frame(trained, happy_test_faces, met
     smiling = [mouth_and_border(e.heatmap) for e in explained if e.face.emotion == "happy"]
     assert len(smiling) >= 30  # the model calls most of them happy
     mouths, borders = np.array(smiling).T
-    print(f"{method}: {len(smiling)} happy PrivateTest faces, mean mouth {mouths.mean():.3f}, border {borders.mean():.3f}, "
-          f"mouth above border on {(mouths > borders).mean():.0%}")
+    print(
+        f"{method}: {len(smiling)} happy PrivateTest faces, mean mouth {mouths.mean():.3f}, border {borders.mean():.3f}, "
+        f"mouth above border on {(mouths > borders).mean():.0%}"
+    )
     assert mouths.mean() > borders.mean()
     assert (mouths > borders).mean() >= 0.8

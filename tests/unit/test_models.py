@@ -55,8 +55,12 @@ def test_unknown_model_name():
 
 @pytest.mark.parametrize(
     "flags, gpus, expected",
-    [({"avx2"}, 0, "float32"), ({"avx2", "amx_bf16"}, 0, "mixed_bfloat16"), ({"avx512_bf16"}, 0, "mixed_bfloat16"),
-     ({"avx2"}, 1, "mixed_float16")],
+    [
+        ({"avx2"}, 0, "float32"),
+        ({"avx2", "amx_bf16"}, 0, "mixed_bfloat16"),
+        ({"avx512_bf16"}, 0, "mixed_bfloat16"),
+        ({"avx2"}, 1, "mixed_float16"),
+    ],
 )
 def test_auto_precision(flags, gpus, expected):
     assert precision.resolve("auto", gpus, flags) == expected

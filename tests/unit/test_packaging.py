@@ -21,8 +21,11 @@ def test_every_dependency_has_its_tested_version_in_the_lock():
     from packaging.utils import canonicalize_name
 
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pinned = {canonicalize_name(line.split("==")[0]) for line in (REPO / "constraints.txt").read_text().splitlines()
-              if line and not line.startswith("#")}
+    pinned = {
+        canonicalize_name(line.split("==")[0])
+        for line in (REPO / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    }
     wanted = {canonicalize_name(Requirement(r).name) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
     assert wanted - pinned == set()
     assert all("==" in line for line in (REPO / "constraints.txt").read_text().splitlines() if line and not line.startswith("#"))

@@ -19,16 +19,19 @@ def test_unknown_key_is_an_error(tmp_path):
         params.load(path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("package:\n  tflite: float61\n", "`params.package.tflite` must be one of float16, dynamic, none, not 'float61'"),
-    ("train:\n  epochs: ten\n", "`params.train.epochs` must be an integer, not 'ten'"),
-    ("train:\n  epochs: 2.5\n", "`params.train.epochs` must be an integer, not 2.5"),
-    ("train:\n  deterministic: 1\n", "`params.train.deterministic` must be true or false, not 1"),
-    ("train:\n  optimizer: SGD\n", "`params.train.optimizer` must be one of adam, adamw, sgd, not 'SGD'"),
-    ("fetch:\n  limit_per_class: many\n", "`params.fetch.limit_per_class` must be an integer or null, not 'many'"),
-    ("fetch:\n  candidates: archive.zip\n", "`params.fetch.candidates` must be a list, not 'archive.zip'"),
-    ("preprocess:\n  augment:\n    zoom: lots\n", "`params.preprocess.augment.zoom` must be a number, not 'lots'"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("package:\n  tflite: float61\n", "`params.package.tflite` must be one of float16, dynamic, none, not 'float61'"),
+        ("train:\n  epochs: ten\n", "`params.train.epochs` must be an integer, not 'ten'"),
+        ("train:\n  epochs: 2.5\n", "`params.train.epochs` must be an integer, not 2.5"),
+        ("train:\n  deterministic: 1\n", "`params.train.deterministic` must be true or false, not 1"),
+        ("train:\n  optimizer: SGD\n", "`params.train.optimizer` must be one of adam, adamw, sgd, not 'SGD'"),
+        ("fetch:\n  limit_per_class: many\n", "`params.fetch.limit_per_class` must be an integer or null, not 'many'"),
+        ("fetch:\n  candidates: archive.zip\n", "`params.fetch.candidates` must be a list, not 'archive.zip'"),
+        ("preprocess:\n  augment:\n    zoom: lots\n", "`params.preprocess.augment.zoom` must be a number, not 'lots'"),
+    ],
+)
 def test_wrong_values_stop_at_loading(tmp_path, text, message):
     path = tmp_path / "params.yaml"
     path.write_text(text)
@@ -38,8 +41,10 @@ def test_wrong_values_stop_at_loading(tmp_path, text, message):
 
 def test_right_values_of_every_kind_load(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("fetch:\n  limit_per_class: 12\n  sha256: {a.zip: abc}\ntrain:\n  learning_rate: 1\n"
-                    "  model_options: {widths: [8, 16]}\nvalidate:\n  exact_counts: yes\n")
+    path.write_text(
+        "fetch:\n  limit_per_class: 12\n  sha256: {a.zip: abc}\ntrain:\n  learning_rate: 1\n"
+        "  model_options: {widths: [8, 16]}\nvalidate:\n  exact_counts: yes\n"
+    )
     loaded = params.load(path)
     assert loaded.train.learning_rate == 1 and loaded.validate.exact_counts is True
 
@@ -76,8 +81,11 @@ def test_training_runs_name_fer2013_and_open_in_the_model_training_view(tmp_path
     from mlflow import MlflowClient
 
     env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    summary = {"source": {"kind": "archive", "path": str(tmp_path / "archive.zip")}, "table_sha256": "ab" * 32,
-               "counts": {"Training": {"happy": 3, "sad": 2}, "PublicTest": {"happy": 1, "sad": 1}, "PrivateTest": {"happy": 2}}}
+    summary = {
+        "source": {"kind": "archive", "path": str(tmp_path / "archive.zip")},
+        "table_sha256": "ab" * 32,
+        "counts": {"Training": {"happy": 3, "sad": 2}, "PublicTest": {"happy": 1, "sad": 1}, "PrivateTest": {"happy": 2}},
+    }
     tracker = tracking.RunTracker("trials", env=env)
     run_id = tracker.start()
     tracker.log_dataset(tracking.fer2013_dataset(summary), context="training")

@@ -85,8 +85,10 @@ def _csv(tmp_path, text):
 @pytest.mark.parametrize(
     "mutate, message",
     [
-        (lambda rows: [(y, p.ravel()[:-1] if i == 3 else p, u) for i, (y, p, u) in enumerate(rows)],
-         r"line 5: 2303 pixels instead of 2304"),
+        (
+            lambda rows: [(y, p.ravel()[:-1] if i == 3 else p, u) for i, (y, p, u) in enumerate(rows)],
+            r"line 5: 2303 pixels instead of 2304",
+        ),
         (lambda rows: [(9 if i == 2 else y, p, u) for i, (y, p, u) in enumerate(rows)], r"line 4: emotion '9' is not a label id 0..6"),
         (lambda rows: [(y, p, "Validation" if i == 0 else u) for i, (y, p, u) in enumerate(rows)], r"line 2: unknown Usage 'Validation'"),
     ],

@@ -21,8 +21,7 @@ def client(tmp_path, monkeypatch):
 def add_version(client, accuracy, macro_f1, candidate=True):
     if not client.search_registered_models(f"name='{NAME}'"):
         client.create_registered_model(NAME)
-    mv = client.create_model_version(NAME, source="file:///nowhere",
-                                     tags={"test_accuracy": str(accuracy), "test_macro_f1": str(macro_f1)})
+    mv = client.create_model_version(NAME, source="file:///nowhere", tags={"test_accuracy": str(accuracy), "test_macro_f1": str(macro_f1)})
     if candidate:
         client.set_registered_model_alias(NAME, registry.CANDIDATE, mv.version)
     return mv.version

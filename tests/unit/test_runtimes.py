@@ -32,6 +32,7 @@ def hopper_bgr() -> np.ndarray:
 
 # ---- the classifier -------------------------------------------------------------------------
 
+
 def test_bundle_runs_its_tflite_model_with_the_keras_numbers(tiny_bundle, fer_faces):
     faces = normalize(fer_faces[0][:40])
     tflite, _ = load_model(tiny_bundle)
@@ -82,16 +83,18 @@ def test_inference_from_a_bundle_never_imports_tensorflow(tiny_bundle, tmp_path)
     """What makes `ferlab detect` start in half a second instead of eight."""
     image = tmp_path / "face.jpg"
     cv2.imwrite(str(image), astronaut_bgr())
-    code = ("import sys; from ferlab.predict import EmotionRecognizer; "
-            f"faces = EmotionRecognizer.load({str(tiny_bundle)!r}).predict({str(image)!r}); "
-            "print(len(faces), 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    code = (
+        "import sys; from ferlab.predict import EmotionRecognizer; "
+        f"faces = EmotionRecognizer.load({str(tiny_bundle)!r}).predict({str(image)!r}); "
+        "print(len(faces), 'tensorflow' in sys.modules, 'keras' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.split() == ["1", "False", "False"], out.stderr
 
 
 def test_one_tflite_model_serves_many_threads(tiny_bundle, fer_faces):
     model = TFLiteModel(tiny_bundle / "model.tflite")
-    batches = [normalize(fer_faces[0][i:i + n]) for i, n in ((0, 1), (5, 4), (20, 9), (40, 2))]
+    batches = [normalize(fer_faces[0][i : i + n]) for i, n in ((0, 1), (5, 4), (20, 9), (40, 2))]
     want = [next(iter(model.run(b).values())) for b in batches]
     errors = []
 
@@ -111,13 +114,13 @@ def test_one_tflite_model_serves_many_threads(tiny_bundle, fer_faces):
 
 # ---- BlazeFace --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def blazeface():
     return detect.get_detector("blazeface")
 
 
-@pytest.mark.parametrize("photo, centre, side", [(astronaut_bgr, (225, 115), (80, 150)),
-                                                 (hopper_bgr, (265, 215), (170, 280))])
+@pytest.mark.parametrize("photo, centre, side", [(astronaut_bgr, (225, 115), (80, 150)), (hopper_bgr, (265, 215), (170, 280))])
 def test_blazeface_finds_real_faces_with_their_eyes(blazeface, photo, centre, side):
     (face,) = blazeface.detect(photo())
     x, y, w, h = face.box

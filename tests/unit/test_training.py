@@ -43,8 +43,9 @@ def test_translate_moves_whole_faces_by_whole_pixels_within_the_limit():
     moved = 0
     for o, f in zip(out, x):
         # the interior of the output is the input shifted by some (dy, dx) with |dy|, |dx| <= 3
-        matches = [(dy, dx) for dy in range(-3, 4) for dx in range(-3, 4)
-                   if np.array_equal(o[4:44, 4:44], f[4 + dy:44 + dy, 4 + dx:44 + dx])]
+        matches = [
+            (dy, dx) for dy in range(-3, 4) for dx in range(-3, 4) if np.array_equal(o[4:44, 4:44], f[4 + dy : 44 + dy, 4 + dx : 44 + dx])
+        ]
         assert len(matches) == 1
         moved += matches[0] != (0, 0)
     assert moved > 20
@@ -72,8 +73,11 @@ def test_the_batch_stream_repeats_run_to_run_and_a_resumed_run_continues_it():
     y = rng.integers(0, 7, 50)
     weights = {i: 1.0 + i for i in range(7)}
     full = batches(make_training_dataset(x, y, 16, 42, Augment(), weights), 12)  # 3 epochs of 4 batches
-    assert all(np.array_equal(a, b) for fa, fb in zip(full, batches(make_training_dataset(x, y, 16, 42, Augment(), weights), 12))
-               for a, b in zip(fa, fb))
+    assert all(
+        np.array_equal(a, b)
+        for fa, fb in zip(full, batches(make_training_dataset(x, y, 16, 42, Augment(), weights), 12))
+        for a, b in zip(fa, fb)
+    )
     resumed = batches(make_training_dataset(x, y, 16, 42, Augment(), weights, start_step=8), 4)
     for (fa, ta, wa), (fb, tb, wb) in zip(full[8:], resumed):
         assert np.array_equal(fa, fb) and np.array_equal(ta, tb) and np.array_equal(wa, wb)

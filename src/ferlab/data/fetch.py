@@ -13,8 +13,7 @@ def fetch(params: Params, root: Path, client_factory=None, progress=None, source
     """Read the source into the raw table under `root`; relative source paths (drop folder,
     candidates, Kaggle cache) are taken from `source_root` (default: `root`)."""
     cfg = params.fetch
-    source = sources.resolve(cfg.source, source_root or root, cfg.drop_folder, cfg.candidates, cfg.kaggle_cache,
-                             client_factory)
+    source = sources.resolve(cfg.source, source_root or root, cfg.drop_folder, cfg.candidates, cfg.kaggle_cache, client_factory)
     if progress:
         progress(f"source: {source.kind} {source.path}")
     sha256 = sources.verify(source, cfg.sha256)
@@ -30,8 +29,12 @@ def fetch(params: Params, root: Path, client_factory=None, progress=None, source
             progress(f"warning: skipped unreadable image {problem}")
     table = result.table
     summary = {
-        "source": {"kind": source.kind, "path": str(source.path), "sha256": sha256,
-                   "sha256_verified": sha256 is not None and sources.expected_sha256(source.path, cfg.sha256) is not None},
+        "source": {
+            "kind": source.kind,
+            "path": str(source.path),
+            "sha256": sha256,
+            "sha256_verified": sha256 is not None and sources.expected_sha256(source.path, cfg.sha256) is not None,
+        },
         "table_sha256": content_digest(table),
         "rows": len(table),
         "limit_per_class": cfg.limit_per_class,

@@ -34,8 +34,9 @@ def class_counts(table: pd.DataFrame, exact: bool) -> pd.DataFrame:
     for split, per_emotion in table_mod.class_counts(table).items():
         size = max(int((table["split"] == split).sum()), 1)
         for label, (name, n) in enumerate(per_emotion.items()):
-            rows.append({"split": split, "emotion": name, "n": n, "share": n / size,
-                         "expected_n": FULL_COUNTS[split][label] if exact else n})
+            rows.append(
+                {"split": split, "emotion": name, "n": n, "share": n / size, "expected_n": FULL_COUNTS[split][label] if exact else n}
+            )
     return pd.DataFrame(rows)
 
 
@@ -44,7 +45,7 @@ def findings(facts: pd.DataFrame) -> dict:
     leak_pairs = {}
     by_split = {s: set(facts.loc[facts["split"] == s, "digest"]) for s in SPLITS}
     for i, a in enumerate(SPLITS):
-        for b in SPLITS[i + 1:]:
+        for b in SPLITS[i + 1 :]:
             shared = by_split[a] & by_split[b]
             leak_pairs[f"{a}~{b}"] = int(facts.loc[facts["split"] == b, "digest"].isin(shared).sum())
     dup_groups = facts[facts["duplicate_in_split"]].groupby(["split", "digest"]).size()

@@ -106,9 +106,7 @@ def _decode(data: bytes) -> tuple[np.ndarray | None, str]:
     return image, ""
 
 
-def _read_entries(
-    entries: list[_Entry], read: Callable[[str], bytes], limit: int | None, seed: int, progress
-) -> ReadResult:
+def _read_entries(entries: list[_Entry], read: Callable[[str], bytes], limit: int | None, seed: int, progress) -> ReadResult:
     entries = sorted(entries, key=lambda e: (SPLITS.index(e.split), e.id))
     picked = stratified_pick([(e.split, e.label) for e in entries], limit, seed)
     kept, images, unreadable = [], [], []
@@ -138,10 +136,7 @@ def read_image_archive(path: Path, limit: int | None = None, seed: int = 0, prog
                 try:
                     return archive.read(member)
                 except (zipfile.BadZipFile, EOFError, OSError) as err:
-                    raise DataError(
-                        f"{path} is corrupt: {member} cannot be extracted ({err}); "
-                        "download the archive again."
-                    ) from None
+                    raise DataError(f"{path} is corrupt: {member} cannot be extracted ({err}); download the archive again.") from None
 
             return _read_entries(entries, read, limit, seed, progress)
     except zipfile.BadZipFile as err:

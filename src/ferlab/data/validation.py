@@ -41,13 +41,9 @@ def image_expectations(gx, cfg: Validate, exact: bool) -> list:
         E.ExpectColumnValuesToBeBetween(column="label", min_value=0, max_value=len(EMOTIONS) - 1, severity=CRITICAL),
         E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS), severity=CRITICAL),
         E.ExpectColumnDistinctValuesToEqualSet(column="split", value_set=list(SPLITS), severity=CRITICAL),
-        E.ExpectColumnValuesToBeBetween(
-            column="pixel_count", min_value=PIXELS_PER_IMAGE, max_value=PIXELS_PER_IMAGE, severity=CRITICAL
-        ),
+        E.ExpectColumnValuesToBeBetween(column="pixel_count", min_value=PIXELS_PER_IMAGE, max_value=PIXELS_PER_IMAGE, severity=CRITICAL),
         # The share of near-blank frames: a few are FER2013, many mean a broken source.
-        E.ExpectColumnValuesToBeInSet(
-            column="near_blank", value_set=[False], mostly=1 - cfg.max_blank_fraction, severity=CRITICAL
-        ),
+        E.ExpectColumnValuesToBeInSet(column="near_blank", value_set=[False], mostly=1 - cfg.max_blank_fraction, severity=CRITICAL),
         E.ExpectColumnValuesToBeInSet(column="near_blank", value_set=[False], severity=WARNING),
         E.ExpectColumnValuesToBeInSet(column="duplicate_in_split", value_set=[False], severity=WARNING),
         E.ExpectColumnValuesToBeInSet(column="leaked_from_training", value_set=[False], severity=WARNING),
@@ -96,9 +92,7 @@ def _run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list], docs_d
             suite = context.suites.add(gx.ExpectationSuite(name=f"fer2013_{name}", expectations=suites[name]))
             definition = context.validation_definitions.add(gx.ValidationDefinition(name=name, data=batch, suite=suite))
             actions = [gx.checkpoint.UpdateDataDocsAction(name="docs", site_names=["ferlab"])] if docs_dir else []
-            checkpoint = context.checkpoints.add(
-                gx.Checkpoint(name=f"check_{name}", validation_definitions=[definition], actions=actions)
-            )
+            checkpoint = context.checkpoints.add(gx.Checkpoint(name=f"check_{name}", validation_definitions=[definition], actions=actions))
             run = checkpoint.run(batch_parameters={"dataframe": frame})
             results.extend(r for v in run.run_results.values() for r in v.results)
         if docs_dir is not None:
@@ -139,7 +133,8 @@ def validate(table: pd.DataFrame, cfg: Validate, exact: bool, docs_dir: Path | N
         "exact_counts": exact,
         "critical_failures": len(critical),
         "warnings": len(warnings),
-        "findings": findings(facts) | {
+        "findings": findings(facts)
+        | {
             "class_share": {s: dict(zip(EMOTIONS, counts.loc[counts["split"] == s, "share"].round(4))) for s in SPLITS},
             "test_splits": [VAL_SPLIT, TEST_SPLIT],
         },
@@ -155,7 +150,8 @@ def summary_lines(outcome: Outcome, report_path: str) -> list[str]:
         column = c["kwargs"].get("column") or c["kwargs"].get("column_A") or "table"
         detail = c["exception"] or (
             f"{c['unexpected_count']} unexpected, e.g. {', '.join(c['partial_unexpected_list'][:3])}"
-            if c["unexpected_count"] else f"observed {c['observed_value']}"
+            if c["unexpected_count"]
+            else f"observed {c['observed_value']}"
         )
         lines.append(f"  - {c['expectation']} on {column}: {detail}")
     lines.append(f"full report: {report_path} (and Data Docs: index.html beside it)")

@@ -21,8 +21,9 @@ def _conv(x, filters: int):
     return layers.Activation("relu")(x)
 
 
-def build(input_shape=(48, 48, 1), num_classes=7, widths=(24, 48, 96, 192), depths=(1, 2, 2, 2),
-          dense=256, dropout=0.4, crop=44) -> keras.Model:
+def build(
+    input_shape=(48, 48, 1), num_classes=7, widths=(24, 48, 96, 192), depths=(1, 2, 2, 2), dense=256, dropout=0.4, crop=44
+) -> keras.Model:
     inputs = keras.Input(shape=input_shape)
     x = inputs
     margin = (input_shape[0] - crop) // 2

@@ -40,8 +40,10 @@ IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "applicatio
 FORM_TYPE = "multipart/form-data"
 FORM_FIELD = "file"
 STATIC = Path(__file__).parent / "static"
-PAGE_POLICY = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
-               "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 log = logging.getLogger("uvicorn.error")
 
 
@@ -74,8 +76,7 @@ class Croppers:
         try:
             image = load_image(data, max_pixels=recognizer.max_pixels)  # bytes only: never a path
         except cv2.error as err:  # OpenCV refused something the header checks let through
-            raise FerlabError(f"the image bytes could not be decoded ({str(err).strip().splitlines()[-1]}); "
-                              "send a JPEG or PNG.") from None
+            raise FerlabError(f"the image bytes could not be decoded ({str(err).strip().splitlines()[-1]}); send a JPEG or PNG.") from None
         detections, faces = recognizer.crops(image)
         return detections, faces, image
 
@@ -121,8 +122,9 @@ class Admission:
 class Service:
     """The state behind the endpoints: loading, readiness, the pool and the batcher."""
 
-    def __init__(self, recognizer, model_info, max_concurrency: int, max_queue: int, max_batch: int,
-                 on_load_error: Callable[[str], None] | None):
+    def __init__(
+        self, recognizer, model_info, max_concurrency: int, max_queue: int, max_batch: int, on_load_error: Callable[[str], None] | None
+    ):
         self._load = recognizer if callable(recognizer) else (lambda: recognizer)
         self._info = model_info if callable(model_info) else (lambda: model_info)
         self.max_concurrency = max_concurrency
@@ -150,16 +152,23 @@ class Service:
             await self._warm_up()
         except Exception as err:  # FerlabError: the user's to fix; anything else: say what broke
             first = (str(err).strip().splitlines() or [""])[0]
-            self.load_error = str(err) if isinstance(err, FerlabError) else \
-                f"the model could not be loaded ({type(err).__name__}: {first})."
+            self.load_error = (
+                str(err) if isinstance(err, FerlabError) else f"the model could not be loaded ({type(err).__name__}: {first})."
+            )
             if self.on_load_error is not None:  # the caller reports it (ferlab serve: one line, exit status 1)
                 self.on_load_error(self.load_error)
             else:
                 log.error("the model could not be loaded: %s", self.load_error)
             return
         self.ready = True
-        log.info("ready: %s (%s runtime, %s detector, %d threads) in %.1f s", self.info.get("source", "the model"),
-                 self.info["runtime"], self.recognizer.detector_name, self.max_concurrency, time.perf_counter() - started)
+        log.info(
+            "ready: %s (%s runtime, %s detector, %d threads) in %.1f s",
+            self.info.get("source", "the model"),
+            self.info["runtime"],
+            self.recognizer.detector_name,
+            self.max_concurrency,
+            time.perf_counter() - started,
+        )
 
     async def _warm_up(self) -> None:
         import cv2
@@ -212,9 +221,12 @@ PREDICT_DOC = {
     "requestBody": {
         "required": True,
         "description": f"An image: a multipart form with the file in the field `{FORM_FIELD}`, or the raw bytes.",
-        "content": {FORM_TYPE: {"schema": {"type": "object", "required": [FORM_FIELD],
-                                           "properties": {FORM_FIELD: {"type": "string", "format": "binary"}}}},
-                    **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES}},
+        "content": {
+            FORM_TYPE: {
+                "schema": {"type": "object", "required": [FORM_FIELD], "properties": {FORM_FIELD: {"type": "string", "format": "binary"}}}
+            },
+            **{t: {"schema": {"type": "string", "format": "binary"}} for t in IMAGE_TYPES},
+        },
     },
     "responses": {
         "400": {"description": "not a readable image (corrupt, truncated, empty, not an image), too many pixels, or a bad form"},
@@ -225,13 +237,19 @@ PREDICT_DOC = {
 }
 
 
-METHOD_DOC = ("occlusion (every runtime), gradcam (needs a Keras model: --runtime keras) or auto: gradcam "
-              "where the model runs on Keras, else occlusion")
-EXPLAIN_DOC = {**PREDICT_DOC, "responses": {
-    **PREDICT_DOC["responses"],
-    "400": {"description": PREDICT_DOC["responses"]["400"]["description"]
-            + "; an unknown method, or gradcam on a model served by LiteRT"},
-}}
+METHOD_DOC = (
+    "occlusion (every runtime), gradcam (needs a Keras model: --runtime keras) or auto: gradcam "
+    "where the model runs on Keras, else occlusion"
+)
+EXPLAIN_DOC = {
+    **PREDICT_DOC,
+    "responses": {
+        **PREDICT_DOC["responses"],
+        "400": {
+            "description": PREDICT_DOC["responses"]["400"]["description"] + "; an unknown method, or gradcam on a model served by LiteRT"
+        },
+    },
+}
 
 
 def _rendered(recognizer, image: np.ndarray, detections, probabilities: np.ndarray, maps: np.ndarray, method: str) -> list[dict]:
@@ -243,13 +261,19 @@ def _rendered(recognizer, image: np.ndarray, detections, probabilities: np.ndarr
     from ferlab.predict import explanations
 
     found = explanations(detections, probabilities, maps, method, recognizer.regions(image, detections))
-    return [{**e.to_dict(), "heatmap_png": base64.b64encode(cv2.imencode(".png", e.overlay())[1].tobytes()).decode("ascii")}
-            for e in found]
+    return [{**e.to_dict(), "heatmap_png": base64.b64encode(cv2.imencode(".png", e.overlay())[1].tobytes()).decode("ascii")} for e in found]
 
 
-def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = None, max_upload_bytes: int = 10 << 20,
-               max_concurrency: int = 2, max_queue: int = 64, max_batch: int = 256,
-               on_load_error: Callable[[str], None] | None = None) -> FastAPI:
+def create_app(
+    recognizer,
+    *,
+    model_info: dict | Callable[[], dict] | None = None,
+    max_upload_bytes: int = 10 << 20,
+    max_concurrency: int = 2,
+    max_queue: int = 64,
+    max_batch: int = 256,
+    on_load_error: Callable[[str], None] | None = None,
+) -> FastAPI:
     """The app serving `recognizer`: an EmotionRecognizer, or a function that loads one.
 
     The loading (and `model_info`, if a function) runs in a thread once the server has
@@ -266,19 +290,33 @@ def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = Non
         await asyncio.gather(loading, return_exceptions=True)
         await service.stop()
 
-    app = FastAPI(title="ferlab", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Facial emotion recognition: faces, boxes and the probabilities of FER2013's 7 emotions.")
+    app = FastAPI(
+        title="ferlab",
+        version=_version(),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Facial emotion recognition: faces, boxes and the probabilities of FER2013's 7 emotions.",
+    )
     app.state.service = service
 
     def limits() -> dict:
         max_pixels = service.recognizer.max_pixels if service.recognizer is not None else None
-        return {"max_upload_bytes": max_upload_bytes, "max_pixels": max_pixels, "content_types": [FORM_TYPE, *IMAGE_TYPES],
-                "max_concurrency": max_concurrency, "max_queue": max_queue}
+        return {
+            "max_upload_bytes": max_upload_bytes,
+            "max_pixels": max_pixels,
+            "content_types": [FORM_TYPE, *IMAGE_TYPES],
+            "max_concurrency": max_concurrency,
+            "max_queue": max_queue,
+        }
 
     def require_ready() -> None:
         if not service.ready:
-            detail = f"the model failed to load: {service.load_error}" if service.load_error else \
-                "the model is still loading; retry when /readyz answers 200."
+            detail = (
+                f"the model failed to load: {service.load_error}"
+                if service.load_error
+                else "the model is still loading; retry when /readyz answers 200."
+            )
             raise HTTPException(503, detail, headers={"Retry-After": "2"})
 
     @asynccontextmanager
@@ -288,12 +326,16 @@ def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = Non
         require_ready()
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != FORM_TYPE and content_type not in IMAGE_TYPES:
-            raise _fail(415, f"unsupported Content-Type {content_type or '(none)'!r}; send an image "
-                             f"({', '.join(IMAGE_TYPES)}) or a {FORM_TYPE} form with the field `{FORM_FIELD}`.")
+            raise _fail(
+                415,
+                f"unsupported Content-Type {content_type or '(none)'!r}; send an image "
+                f"({', '.join(IMAGE_TYPES)}) or a {FORM_TYPE} form with the field `{FORM_FIELD}`.",
+            )
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_upload_bytes:
-            raise _fail(413, f"the upload ({int(declared):,} bytes) is larger than the limit of {max_upload_bytes:,} bytes; "
-                             "send a smaller image.")
+            raise _fail(
+                413, f"the upload ({int(declared):,} bytes) is larger than the limit of {max_upload_bytes:,} bytes; send a smaller image."
+            )
         service.admission.enter()
         try:
             yield await _image_bytes(request, content_type, max_upload_bytes)
@@ -317,10 +359,18 @@ def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = Non
         from ferlab.predict import assemble
 
         faces = assemble([detections], probabilities)[0]
-        return {"faces": [face.to_dict() for face in faces], "width": image.shape[1], "height": image.shape[0],
-                "model": model_name(),
-                "timing_ms": {"read": _ms(started, read), "detect": _ms(read, detected),
-                              "classify": _ms(detected, classified), "total": _ms(started, time.perf_counter())}}
+        return {
+            "faces": [face.to_dict() for face in faces],
+            "width": image.shape[1],
+            "height": image.shape[0],
+            "model": model_name(),
+            "timing_ms": {
+                "read": _ms(started, read),
+                "detect": _ms(read, detected),
+                "classify": _ms(detected, classified),
+                "total": _ms(started, time.perf_counter()),
+            },
+        }
 
     async def heat_maps(method: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, heat maps) of the faces; the model is used from the batcher's thread only."""
@@ -330,12 +380,12 @@ def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = Non
             answers = await service.batcher.classify(why.occlusion_inputs(crops))  # the faces and all their copies: one call
             return why.occlusion_maps(answers, len(crops))
         probabilities = await service.batcher.classify(crops)
-        maps = await service.batcher.call(why.gradcam_maps, service.recognizer.classifier.model, crops,
-                                          probabilities.argmax(axis=1), service.recognizer.tta == "flip")
+        maps = await service.batcher.call(
+            why.gradcam_maps, service.recognizer.classifier.model, crops, probabilities.argmax(axis=1), service.recognizer.tta == "flip"
+        )
         return probabilities, maps
 
-    @app.post("/v1/explain", summary="Faces, their emotions and heat maps of what each emotion rests on",
-              openapi_extra=EXPLAIN_DOC)
+    @app.post("/v1/explain", summary="Faces, their emotions and heat maps of what each emotion rests on", openapi_extra=EXPLAIN_DOC)
     async def explain(request: Request, method: str = Query("auto", description=METHOD_DOC)) -> dict:
         """JSON as /v1/predict, each face with its `method` and `heatmap_png`: the face as the image shows
         it with the heat map blended on it (red: the regions that moved its top emotion most), a base64 PNG."""
@@ -356,9 +406,18 @@ def create_app(recognizer, *, model_info: dict | Callable[[], dict] | None = Non
                 probabilities, maps = await heat_maps(used, crops)
                 faces = await service.croppers.call(_rendered, service.recognizer, image, detections, probabilities, maps, used)
             explained = time.perf_counter()
-        return {"faces": faces, "width": image.shape[1], "height": image.shape[0], "model": model_name(),
-                "timing_ms": {"read": _ms(started, read), "detect": _ms(read, detected),
-                              "explain": _ms(detected, explained), "total": _ms(started, time.perf_counter())}}
+        return {
+            "faces": faces,
+            "width": image.shape[1],
+            "height": image.shape[0],
+            "model": model_name(),
+            "timing_ms": {
+                "read": _ms(started, read),
+                "detect": _ms(read, detected),
+                "explain": _ms(detected, explained),
+                "total": _ms(started, time.perf_counter()),
+            },
+        }
 
     @app.get("/v1/model", summary="The model served")
     async def model() -> dict:
@@ -396,10 +455,13 @@ def _offline_docs(app) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title=f"{app.title} API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon-32x32.png",
+        )
 
 
 def _ms(start: float, end: float) -> float:

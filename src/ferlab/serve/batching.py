@@ -90,5 +90,5 @@ class MicroBatcher:
             start = 0
             for part, future in batch:
                 if not future.done():
-                    future.set_result(probabilities[start:start + len(part)])
+                    future.set_result(probabilities[start : start + len(part)])
                 start += len(part)

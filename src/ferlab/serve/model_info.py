@@ -36,9 +36,11 @@ def default_source(env=os.environ) -> str:
     if Path(local).exists():
         return local
     paths = Paths()
-    raise FerlabError(f"no model to serve: the registry has no {PRODUCTION_URI} and there is no {paths.bundle} "
-                      f"or {paths.model}; run `dvc repro` (and `ferlab models promote`), or pass --model (a bundle "
-                      "folder, a .h5 or .tflite file, or models:/<name>@<alias>).")
+    raise FerlabError(
+        f"no model to serve: the registry has no {PRODUCTION_URI} and there is no {paths.bundle} "
+        f"or {paths.model}; run `dvc repro` (and `ferlab models promote`), or pass --model (a bundle "
+        "folder, a .h5 or .tflite file, or models:/<name>@<alias>)."
+    )
 
 
 def _test_metrics(metrics_file: Path, calibrated: bool) -> dict | None:

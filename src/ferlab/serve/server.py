@@ -25,9 +25,21 @@ def check_port(host: str, port: int) -> None:
         raise FerlabError(f"cannot listen on {host}:{port} ({reason}); choose another --port or --host.") from None
 
 
-def serve(source: str, *, host: str = "127.0.0.1", port: int = 8000, detector: str | None = None,
-          align: bool | None = None, runtime: str = "auto", tta: str | None = None, max_pixels: int | None = None,
-          max_upload_mb: float = 10, max_concurrency: int = 2, max_queue: int = 64, access_log: bool = True) -> None:
+def serve(
+    source: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    detector: str | None = None,
+    align: bool | None = None,
+    runtime: str = "auto",
+    tta: str | None = None,
+    max_pixels: int | None = None,
+    max_upload_mb: float = 10,
+    max_concurrency: int = 2,
+    max_queue: int = 64,
+    access_log: bool = True,
+) -> None:
     import uvicorn
 
     from ferlab.detect import DEFAULT_DETECTOR
@@ -47,10 +59,15 @@ def serve(source: str, *, host: str = "127.0.0.1", port: int = 8000, detector: s
         server.should_exit = True
 
     app = create_app(
-        lambda: EmotionRecognizer.load(source, detector=detector, align=align, runtime=runtime,
-                                       max_pixels=max_pixels or DEFAULT_MAX_PIXELS, tta=tta or DEFAULT_TTA),
-        model_info=lambda: describe(source), max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        max_concurrency=max_concurrency, max_queue=max_queue, on_load_error=stop)
+        lambda: EmotionRecognizer.load(
+            source, detector=detector, align=align, runtime=runtime, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, tta=tta or DEFAULT_TTA
+        ),
+        model_info=lambda: describe(source),
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        max_concurrency=max_concurrency,
+        max_queue=max_queue,
+        on_load_error=stop,
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info"))
     server.run()
     error = app.state.service.load_error
