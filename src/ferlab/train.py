@@ -57,6 +57,15 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):
     ).prefetch(tf.data.AUTOTUNE)
 
 
+def class_weight_table(weights: dict) -> list[float]:
+    """The weight of each class id; the keys may be ints or, as JSON stores them, strings."""
+    by_id = {int(k): float(v) for k, v in weights.items()}
+    unknown = sorted(set(by_id) - set(range(NUM_CLASSES)))
+    if unknown:
+        raise ValueError(f"class weights for unknown class ids {unknown}")
+    return [by_id.get(i, 1.0) for i in range(NUM_CLASSES)]
+
+
 def make_training_dataset(
     x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, policy, weights: dict[int, float] | None = None, start_step: int = 0
 ):
@@ -67,7 +76,7 @@ def make_training_dataset(
     """
     import tensorflow as tf
 
-    weight_table = tf.constant([weights.get(i, 1.0) for i in range(NUM_CLASSES)], tf.float32) if weights else None
+    weight_table = tf.constant(class_weight_table(weights), tf.float32) if weights else None
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
     ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size).repeat().enumerate()
     ds = ds.skip(start_step)

@@ -6,7 +6,7 @@ import pytest
 
 from ferlab import augment, model_io, models
 from ferlab.params import Augment
-from ferlab.train import make_training_dataset
+from ferlab.train import class_weight_table, make_training_dataset
 
 OFF = Augment(horizontal_flip=False, translate=0, rotation_degrees=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
 
@@ -86,6 +86,20 @@ def test_the_batch_stream_repeats_run_to_run_and_a_resumed_run_continues_it():
     second_epoch = np.concatenate([t.argmax(1) for _, t, _ in full[4:8]])
     assert sorted(first_epoch) == sorted(y) and not np.array_equal(first_epoch, second_epoch)
     assert np.array_equal(full[0][2], 1.0 + full[0][1].argmax(1))
+
+
+def test_class_weights_as_preprocess_writes_them_reach_the_loss():
+    """meta.json stores the weights with string keys; every face must carry its class's weight."""
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    y = np.arange(40) % 7
+    from_json = {"0": 1.01, "1": 3.07, "2": 1.0, "3": 0.75, "4": 0.92, "5": 1.14, "6": 0.91}
+    (_, targets, weights), *_ = batches(make_training_dataset(x, y, 40, 42, Augment(), from_json), 1)
+    expected = np.array([from_json[str(c)] for c in targets.argmax(1)], np.float32)
+    np.testing.assert_allclose(weights, expected, rtol=1e-6)
+    assert class_weight_table({1: 2.0}) == [1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="unknown class ids"):
+        class_weight_table({"9": 2.0})
 
 
 def test_a_model_trained_in_bfloat16_is_handed_on_in_float32(tmp_path):
