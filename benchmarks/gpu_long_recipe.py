@@ -11,8 +11,9 @@ Three subcommands:
          src/ferlab/train.py and params.yaml: SGD Nesterov 0.9, peak lr 0.05 after a 1-epoch
          linear warm-up from lr/10, cosine decay to 1%, Keras' weight decay 5e-4, batch 128,
          label smoothing 0.1, sqrt class weights in the loss (--class-weights none: all 1),
-         ferlab's augmentation (rotation and zoom bilinear, as TF samples them), mixed_bfloat16. The epoch count is min(--max-epochs, what fits
-         --budget-minutes, measured after the warm-up epoch). PublicTest (one view) is scored in
+         ferlab's augmentation (rotation and zoom bilinear, as TF samples them), mixed_bfloat16.
+         The epoch count is min(--max-epochs, what fits --budget-minutes, measured after the
+         warm-up epoch). PublicTest (one view) is scored in
          float32 after every epoch; the best epoch's weights go to --out/best.weights.h5 as soon
          as it is found, the curves to --out/history.json after every epoch.
   score  (here, the project venv, TensorFlow) loads best.weights.h5 into ferlab's builder,
@@ -510,7 +511,7 @@ def cmd_score(args) -> None:
         recipe = hist["recipe"]
         flat = params_mod.as_flat_dict(
             {
-                "seed": params.seed,
+                "seed": recipe.get("seed", params.seed),
                 "train": dataclasses.asdict(params.train)
                 | {
                     "model_options": {"widths": widths},
@@ -520,7 +521,7 @@ def cmd_score(args) -> None:
                     "class_weights": recipe["class_weights"] != "none",
                     "deterministic": False,
                 },
-                "preprocess": dataclasses.asdict(params.preprocess),
+                "preprocess": dataclasses.asdict(params.preprocess) | {"augment": recipe["augment"]},  # as trained
             }
         )
         tracker.log_params(

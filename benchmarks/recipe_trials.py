@@ -15,6 +15,8 @@ from pathlib import Path
 from ferlab import tracking
 
 SHOWN = (
+    "engine",
+    "seed",
     "train.model",
     "train.model_options",
     "train.epochs",
@@ -61,6 +63,7 @@ def main() -> None:
         "ten-crop",
         "macro-F1",
         "lowest recall",
+        "note",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
@@ -70,7 +73,7 @@ def main() -> None:
         history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "val_accuracy")
         cells = [
             run.info.run_name or run.info.run_id[:8],
-            *(p.get(k, "") for k in varying),
+            *(p.get(k, "tensorflow (dvc)" if k == "engine" else "") for k in varying),
             f"{len(history)} ({int(m['best_epoch'])})" if "best_epoch" in m else str(len(history)),
             pct(m.get("best_val_accuracy")),
             pct(m.get("eval/test_accuracy")),
@@ -78,6 +81,7 @@ def main() -> None:
             pct(m.get("eval/test_tta_ten_crop_accuracy")),
             f"{m['eval/test_macro_f1']:.3f}" if "eval/test_macro_f1" in m else "",
             f"{lowest} {recalls[lowest]:.2f}" if lowest else "",
+            run.data.tags.get("ferlab.note", "" if "eval/test_accuracy" in m else f"{run.info.status.lower()}, no evaluation"),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     table = "\n".join(lines) + "\n"

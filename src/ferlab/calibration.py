@@ -94,12 +94,12 @@ def plot_reliability(before: list[dict], after: list[dict], path, title: str) ->
         width = filled[0]["high"] - filled[0]["low"] if filled else 0.05
         ax.bar(centres, [r["accuracy"] for r in filled], width=width * 0.9, color="tab:blue", label="accuracy")
         ax.plot(
+            centres,
             [r["confidence"] for r in filled],
-            [r["accuracy"] for r in filled],
             "o",
             color="tab:orange",
-            markersize=3,
-            label="mean confidence",
+            markersize=4,
+            label="mean confidence (calibrated: on the bar's top)",
         )
         ax.plot([0, 1], [0, 1], "--", color="grey", linewidth=1)
         ax.set_xlim(0, 1)

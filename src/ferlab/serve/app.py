@@ -4,7 +4,7 @@
     POST /v1/explain   the same image input (?method=auto|occlusion|gradcam) -> the faces of /v1/predict,
                        each with `method` and `heatmap_png`: the face with a heat map of what moved its
                        top emotion blended on it, a base64 PNG (ferlab.explain)
-    GET  /v1/model     the model served: name, version, alias, source, detector, runtime, tta, test metrics, limits
+    GET  /v1/model     the model served: name, version, alias, source, detector, runtime, tta, emotions, test metrics, limits
     GET  /healthz      200 while the process answers
     GET  /readyz       200 once the model is loaded and warmed up, 503 before (or if loading failed)
     GET  /             the webcam page (static/), GET /docs the OpenAPI documentation
@@ -146,6 +146,7 @@ class Service:
             self.info["detector"] = self.recognizer.detector_name
             self.info["runtime"] = getattr(getattr(self.recognizer, "classifier", None), "runtime", None)
             self.info["tta"] = getattr(self.recognizer, "tta", None)
+            self.info["emotions"] = list(EMOTIONS)
             self.croppers = Croppers(self.recognizer, self.max_concurrency)
             self.batcher = MicroBatcher(self.recognizer.classify, self.max_batch)
             await self.batcher.start()

@@ -6,7 +6,6 @@
 
 const FRAME_MS = 200;        // the steady rate: at most 5 frames a second
 const JPEG_QUALITY = 0.85;
-const EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 
 const $ = (id) => document.getElementById(id);
 const stage = $("stage"), video = $("video"), still = $("still"), overlay = $("overlay");
@@ -146,7 +145,8 @@ function drawBars(face) {
     $("bars").replaceChildren();
     return;
   }
-  $("bars").replaceChildren(...EMOTIONS.map((emotion) => {
+  // the emotions in the model's order, as the API lists them (GET /v1/model: `emotions`)
+  $("bars").replaceChildren(...Object.keys(face.probabilities).map((emotion) => {
     const p = face.probabilities[emotion];
     const row = document.createElement("div");
     row.className = emotion === face.emotion ? "bar top" : "bar";
