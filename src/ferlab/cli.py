@@ -111,10 +111,8 @@ def _print_csv(results: list[dict]) -> None:
 
 def cmd_detect(args) -> int:
     import cv2
-    import numpy as np
     from tqdm import tqdm
 
-    from ferlab.predict import assemble, load_image
     from ferlab.video import draw_faces
 
     files, problems = expand_inputs(args.paths)
@@ -128,30 +126,19 @@ def cmd_detect(args) -> int:
     results: list[dict] = []
     failed = len(problems)
     bar = tqdm(total=len(files), unit="image", disable=len(files) < 2 or args.quiet or None, file=sys.stderr)
-    for start in range(0, len(files), CHUNK):
-        chunk, done = files[start : start + CHUNK], []
-        for path in chunk:
-            try:
-                done.append((path, *recognizer.crops(path, face_crop=args.face_crop)))
-            except FerlabError as err:
-                failed += 1
-                bar.clear()
-                _error(str(err))
-                results.append({"path": path, "error": str(err)})
-            bar.update(1)
-        if not done:
+    for path, image, found in recognizer.predict_files(files, args.face_crop, CHUNK, on_read=lambda: bar.update(1)):
+        if isinstance(found, FerlabError):
+            failed += 1
+            bar.clear()
+            _error(str(found))
+            results.append({"path": path, "error": str(found)})
             continue
-        probabilities = recognizer.classify(np.concatenate([faces for _, _, faces in done]))
-        for (path, _, _), faces in zip(done, assemble([d for _, d, _ in done], probabilities)):
-            results.append({"path": path, "faces": [face.to_dict() for face in faces]})
-            if args.annotate:
-                image = load_image(path, max_pixels=recognizer.max_pixels)
-                target = _annotated_name(path, out_dir, used)
-                if not cv2.imwrite(str(target), draw_faces(image, faces)):
-                    raise FerlabError(f"cannot write {target}; check that {out_dir} is writable.")
+        results.append({"path": path, "faces": [face.to_dict() for face in found]})
+        if args.annotate:
+            target = _annotated_name(path, out_dir, used)
+            if not cv2.imwrite(str(target), draw_faces(image, found)):
+                raise FerlabError(f"cannot write {target}; check that {out_dir} is writable.")
     bar.close()
-    order = {path: i for i, path in enumerate(files)}
-    results.sort(key=lambda r: order.get(r["path"], -1))
     if args.json:
         json.dump(results, sys.stdout, indent=2)
         print()

@@ -30,7 +30,7 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -362,7 +362,10 @@ class EmotionRecognizer:
 
         face_crop: the image already is a face (FER2013-style); no detection.
         """
-        bgr = load_image(image, color, self.max_pixels)
+        return self.crops_of(load_image(image, color, self.max_pixels), face_crop)
+
+    def crops_of(self, bgr: np.ndarray, face_crop: bool = False) -> tuple[list[Detection], np.ndarray]:
+        """`crops` of an image already decoded to BGR."""
         grey = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
         if face_crop:
             detections, contract = [Detection((0, 0, grey.shape[1], grey.shape[0]))], WHOLE_IMAGE
@@ -408,6 +411,28 @@ class EmotionRecognizer:
     def predict(self, image: ImageInput, face_crop: bool = False, color: str = "bgr") -> list[Face]:
         """The faces of one image, largest first."""
         return self.predict_batch([image], face_crop, color)[0]
+
+    def predict_files(
+        self, paths: list[str], face_crop: bool = False, chunk: int = 32, on_read: Callable[[], None] | None = None
+    ) -> Iterator[tuple[str, np.ndarray | None, list[Face] | FerlabError]]:
+        """For each path in order: (path, the decoded image, its faces), or (path, None, the error
+        that stopped it). The faces of `chunk` images go through the model together; each image
+        is decoded once; `on_read` is called after each path is read (progress)."""
+        for start in range(0, len(paths), chunk):
+            read = []
+            for path in paths[start : start + chunk]:
+                try:
+                    image = load_image(path, max_pixels=self.max_pixels)
+                    read.append((path, image, *self.crops_of(image, face_crop)))
+                except FerlabError as err:
+                    read.append((path, None, err, None))
+                if on_read:
+                    on_read()
+            ok = [r for r in read if r[1] is not None]
+            probabilities = self.classify(np.concatenate([r[3] for r in ok])) if ok else None
+            found = iter(assemble([r[2] for r in ok], probabilities)) if ok else iter(())
+            for path, image, detections_or_error, _ in read:
+                yield (path, None, detections_or_error) if image is None else (path, image, next(found))
 
     def predict_batch(self, images: Iterable[ImageInput], face_crop: bool = False, color: str = "bgr") -> list[list[Face]]:
         """The faces of many images; all faces go through the model together."""

@@ -329,6 +329,29 @@ def test_batch_classifies_all_faces_in_one_model_call(recognizer, haar_faces):
     assert batch.predict_batch([]) == []
 
 
+def test_files_are_read_once_in_order_errors_in_place_and_chunks_classified_together(recognizer, haar_faces, tmp_path):
+    calls, classifier = [], recognizer.classifier
+
+    def counting(x):
+        calls.append(len(x))
+        return classifier(x)
+
+    files = []
+    for i, picture in enumerate([scene(haar_faces[0]), np.full((100, 100, 3), 90, np.uint8), scene(haar_faces[1])]):
+        files.append(str(tmp_path / f"{i}.png"))
+        cv2.imwrite(files[-1], picture)
+    (tmp_path / "bad.png").write_text("not an image")
+    files.insert(1, str(tmp_path / "bad.png"))
+    reads = []
+    out = list(EmotionRecognizer(counting, "haar").predict_files(files, chunk=3, on_read=lambda: reads.append(1)))
+    assert [path for path, _, _ in out] == files and len(reads) == 4
+    assert calls == [2, 2]  # chunk 1: one face (and its mirror image); chunk 2: the other
+    (_, image, faces), (_, missing, error) = out[0], out[1]
+    assert image.shape == (480, 640, 3) and len(faces) == 1 and faces[0].box == recognizer.predict(files[0])[0].box
+    assert missing is None and isinstance(error, FerlabError) and "bad.png" in str(error)
+    assert out[2][2] == [] and len(out[3][2]) == 1
+
+
 def test_two_faces_are_found_largest_first(recognizer, haar_faces):
     frame = scene(haar_faces[0], side=120, at=(20, 60))
     big = cv2.resize(haar_faces[1], (200, 200), interpolation=cv2.INTER_CUBIC)
