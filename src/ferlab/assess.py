@@ -17,7 +17,6 @@ from ferlab.fileio import write_json
 from ferlab.labelled_set import LabelledSet
 from ferlab.labels import EMOTIONS
 
-CHUNK = 32  # images whose faces go through the model together
 EXPERIMENT = "ferlab-evaluations"
 NOT_SCORED = ("no_face", "several_faces", "unreadable")
 
@@ -36,7 +35,7 @@ class Outcome:
         return None if self.probabilities is None else EMOTIONS[int(np.argmax(self.probabilities))]
 
 
-def _face_of(path: str, label: str, detections, faces, face_crop: bool, largest_face: bool) -> Outcome:
+def _face_of(path: str, label: str, detections, faces, largest_face: bool) -> Outcome:
     if len(faces) == 0:
         return Outcome(path, label, "no_face", f"{path}: no face found.")
     if len(faces) > 1 and not largest_face:
@@ -49,13 +48,15 @@ def score(recognizer, labelled: LabelledSet, face_crop: bool = False, largest_fa
     """One Outcome per image of `labelled`, in its order; faces are classified CHUNK images at a time."""
     from tqdm import tqdm
 
+    from ferlab.predict import CHUNK
+
     outcomes: list[Outcome] = []
     bar = tqdm(total=len(labelled.items), unit="image", disable=not progress or None, file=sys.stderr)
     for start in range(0, len(labelled.items), CHUNK):
         chunk = []
         for path, label in labelled.items[start : start + CHUNK]:
             try:
-                chunk.append(_face_of(path, label, *recognizer.crops(path, face_crop=face_crop), face_crop, largest_face))
+                chunk.append(_face_of(path, label, *recognizer.crops(path, face_crop=face_crop), largest_face))
             except FerlabError as err:
                 chunk.append(Outcome(path, label, "unreadable", str(err)))
             bar.update(1)

@@ -17,15 +17,8 @@ ECE_BINS = 15
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
     """The mean gap between confidence (top probability) and accuracy, over equal-width
     confidence bins, weighted by the share of faces in each bin."""
-    confidence, correct = probs.max(axis=1), (probs.argmax(axis=1) == y)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    gap = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            gap += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
-    return float(gap)
+    rows = [r for r in reliability(probs, y, bins) if r["faces"]]
+    return float(sum(r["faces"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / max(len(y), 1))
 
 
 def reliability(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> list[dict]:

@@ -19,8 +19,6 @@ from pathlib import Path
 from ferlab.errors import FerlabError
 from ferlab.labelled_set import IMAGE_SUFFIXES  # looked for in folders; --annotate keeps them
 
-CHUNK = 32  # images whose faces go through the model together
-
 
 def _error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr, flush=True)
@@ -57,6 +55,14 @@ def _unique(stem: str, suffix: str, used: set[str]) -> str:
         name = f"{stem}_{n}{suffix}"
     used.add(name)
     return name
+
+
+def _inputs(patterns: list[str]) -> tuple[list[str], int]:
+    """The files to read, after saying in one line each which patterns found none; and how many did not."""
+    files, problems = expand_inputs(patterns)
+    for _, message in problems:
+        _error(message)
+    return files, len(problems)
 
 
 def _annotated_name(path: str, out_dir: Path, used: set[str]) -> Path:
@@ -115,18 +121,16 @@ def cmd_detect(args) -> int:
 
     from ferlab.video import draw_faces
 
-    files, problems = expand_inputs(args.paths)
-    for _, message in problems:
-        _error(message)
+    files, unmatched = _inputs(args.paths)
     recognizer = _recognizer(args)
     if args.annotate:
         out_dir = Path(args.annotate)
         out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     results: list[dict] = []
-    failed = len(problems)
+    failed = unmatched
     bar = tqdm(total=len(files), unit="image", disable=len(files) < 2 or args.quiet or None, file=sys.stderr)
-    for path, image, found in recognizer.predict_files(files, args.face_crop, CHUNK, on_read=lambda: bar.update(1)):
+    for path, image, found in recognizer.predict_files(files, args.face_crop, on_read=lambda: bar.update(1)):
         if isinstance(found, FerlabError):
             failed += 1
             bar.clear()
@@ -147,7 +151,7 @@ def cmd_detect(args) -> int:
     else:
         _print_table(results)
     if failed:
-        _error(f"{failed} of {len(files) + len(problems)} inputs failed; the others were processed.")
+        _error(f"{failed} of {len(files) + unmatched} inputs failed; the others were processed.")
     return 1 if failed else 0
 
 
@@ -185,16 +189,14 @@ def cmd_explain(args) -> int:
 
     from ferlab.explain import choose_method
 
-    files, problems = expand_inputs(args.paths)
-    for _, message in problems:
-        _error(message)
+    files, unmatched = _inputs(args.paths)
     recognizer = _recognizer(args)
     choose_method(args.method, recognizer.classifier)  # an impossible method fails before any image is read
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
     results: list[dict] = []
-    failed = len(problems)
+    failed = unmatched
     bar = tqdm(total=len(files), unit="image", disable=len(files) < 2 or args.quiet or None, file=sys.stderr)
     for path in files:
         try:
@@ -222,7 +224,7 @@ def cmd_explain(args) -> int:
     else:
         _print_explained(results)
     if failed:
-        _error(f"{failed} of {len(files) + len(problems)} inputs failed; the others were processed.")
+        _error(f"{failed} of {len(files) + unmatched} inputs failed; the others were processed.")
     return 1 if failed else 0
 
 

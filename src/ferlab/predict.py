@@ -239,6 +239,7 @@ def _load_registered(uri: str):
 
 
 RUNTIMES = ("auto", "tflite", "keras")
+CHUNK = 32  # images whose faces go through the model together (predict_files, ferlab detect, ferlab evaluate)
 
 
 def default_model() -> str:
@@ -413,7 +414,7 @@ class EmotionRecognizer:
         return self.predict_batch([image], face_crop, color)[0]
 
     def predict_files(
-        self, paths: list[str], face_crop: bool = False, chunk: int = 32, on_read: Callable[[], None] | None = None
+        self, paths: list[str], face_crop: bool = False, chunk: int = CHUNK, on_read: Callable[[], None] | None = None
     ) -> Iterator[tuple[str, np.ndarray | None, list[Face] | FerlabError]]:
         """For each path in order: (path, the decoded image, its faces), or (path, None, the error
         that stopped it). The faces of `chunk` images go through the model together; each image

@@ -360,15 +360,20 @@ def create_app(
         from ferlab.predict import assemble
 
         faces = assemble([detections], probabilities)[0]
+        return answer([face.to_dict() for face in faces], image, started, read, detected, ("classify", classified))
+
+    def answer(faces: list[dict], image: np.ndarray, started: float, read: float, detected: float, last: tuple[str, float]) -> dict:
+        """The JSON both endpoints return: the faces, the image size, the model and where the time went."""
+        stage, done = last
         return {
-            "faces": [face.to_dict() for face in faces],
+            "faces": faces,
             "width": image.shape[1],
             "height": image.shape[0],
             "model": model_name(),
             "timing_ms": {
                 "read": _ms(started, read),
                 "detect": _ms(read, detected),
-                "classify": _ms(detected, classified),
+                stage: _ms(detected, done),
                 "total": _ms(started, time.perf_counter()),
             },
         }
@@ -407,18 +412,7 @@ def create_app(
                 probabilities, maps = await heat_maps(used, crops)
                 faces = await service.croppers.call(_rendered, service.recognizer, image, detections, probabilities, maps, used)
             explained = time.perf_counter()
-        return {
-            "faces": faces,
-            "width": image.shape[1],
-            "height": image.shape[0],
-            "model": model_name(),
-            "timing_ms": {
-                "read": _ms(started, read),
-                "detect": _ms(read, detected),
-                "explain": _ms(detected, explained),
-                "total": _ms(started, time.perf_counter()),
-            },
-        }
+        return answer(faces, image, started, read, detected, ("explain", explained))
 
     @app.get("/v1/model", summary="The model served")
     async def model() -> dict:
