@@ -23,11 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2
 import numpy as np
 
+from ferlab.contract import EMOTIONS
 from ferlab.data import arrays as arrays_mod
-from ferlab.evaluate import predict_proba, predict_proba_ten_crop, scores
 from ferlab.fileio import write_json
-from ferlab.labels import EMOTIONS
-from ferlab.model_io import load_h5
+from ferlab.training.evaluate import predict_proba, predict_proba_ten_crop, scores
+from ferlab.training.model_io import load_h5
 
 OUT = Path("reports/benchmarks")
 PAPER_REPORTED = {

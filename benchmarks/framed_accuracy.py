@@ -21,7 +21,7 @@ import numpy as np
 
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import write_json
-from ferlab.predict import EmotionRecognizer
+from ferlab.inference.predict import EmotionRecognizer
 
 OUT = Path("reports/benchmarks/framed_accuracy.json")
 FRAME = (480, 640)

@@ -7,8 +7,8 @@ Three subcommands:
          preprocess stage's class weights (data/processed/meta.json), the faces stored as
          MED-predictor residuals + lzma (about 56 MB against 71 MB for np.savez_compressed).
   train  (on the GPU machine; KERAS_BACKEND=jax, no TensorFlow) ferlab_cnn from
-         src/ferlab/models/ferlab_cnn.py at --widths, trained with the recipe of
-         src/ferlab/train.py and params.yaml: SGD Nesterov 0.9, peak lr 0.05 after a 1-epoch
+         src/ferlab/training/models/ferlab_cnn.py at --widths, trained with the recipe of
+         src/ferlab/training/train.py and params.yaml: SGD Nesterov 0.9, peak lr 0.05 after a 1-epoch
          linear warm-up from lr/10, cosine decay to 1%, Keras' weight decay 5e-4, batch 128,
          label smoothing 0.1, sqrt class weights in the loss (--class-weights none: all 1),
          ferlab's augmentation (rotation and zoom bilinear, as TF samples them), mixed_bfloat16.
@@ -17,7 +17,7 @@ Three subcommands:
          float32 after every epoch; the best epoch's weights go to --out/best.weights.h5 as soon
          as it is found, the curves to --out/history.json after every epoch.
   score  (here, the project venv, TensorFlow) loads best.weights.h5 into ferlab's builder,
-         saves a float32 .h5, scores PublicTest and PrivateTest with ferlab.evaluate (one view,
+         saves a float32 .h5, scores PublicTest and PrivateTest with ferlab.training.evaluate (one view,
          flip TTA, ten-crop TTA; evaluate's calibration numbers) and logs one MLflow run in the
          `ferlab` experiment, with the metric names of the train and evaluate stages (--no-log: none).
 
@@ -116,13 +116,13 @@ def cmd_pack(args) -> None:
 
 
 def augment_jax(faces, key, aug):
-    """ferlab.augment.apply in JAX: uint8 faces (B, 48, 48) -> float32 (B, 48, 48, 1) in [0, 1].
+    """ferlab.training.augment.apply in JAX: uint8 faces (B, 48, 48) -> float32 (B, 48, 48, 1) in [0, 1].
     Mirror (p=0.5), integer shift of up to `translate` px each way with TF's REFLECT border
     (d c b a | a b c d, numpy's 'symmetric'), brightness +-b, contrast x[1-c, 1+c] about the mean, clip."""
     import jax
     import jax.numpy as jnp
 
-    from ferlab.image import PIXEL_SCALE
+    from ferlab.contract import PIXEL_SCALE
 
     k = jax.random.split(key, 4)
     b, t = faces.shape[0], int(aug.translate)
@@ -146,7 +146,7 @@ def augment_jax(faces, key, aug):
 
 
 def _turn_and_zoom(x, keys, aug):
-    """ferlab.augment._geometry in JAX: rotation by up to `rotation_degrees` and zoom by up to
+    """ferlab.training.augment._geometry in JAX: rotation by up to `rotation_degrees` and zoom by up to
     `zoom` about the centre, then a whole-pixel shift of up to `translate`; bilinear sampling
     with the mirrored border (TF's REFLECT, scipy's 'reflect')."""
     import jax
@@ -205,12 +205,12 @@ def cmd_train(args) -> None:
     import jax.numpy as jnp
     import keras
 
-    from ferlab import params as params_mod
-    from ferlab.image import PIXEL_SCALE
-    from ferlab.models import build
+    from ferlab import config
+    from ferlab.contract import PIXEL_SCALE
+    from ferlab.training.models import build
 
     assert "tensorflow" not in sys.modules
-    params = params_mod.load(args.params)
+    params = config.load(args.params)
     cfg, aug = params.train, params.preprocess.augment
     widths = [int(w) for w in args.widths.split(",")]
     recipe = {
@@ -264,7 +264,7 @@ def cmd_train(args) -> None:
     eval_model = build(cfg.model, **(cfg.model_options | {"widths": widths}))
     keras.mixed_precision.set_global_policy(args.precision)
 
-    def schedule(epochs: int):  # exactly ferlab.train.make_optimizer's CosineDecay
+    def schedule(epochs: int):  # exactly ferlab.training.train.make_optimizer's CosineDecay
         total = max(epochs * steps, 1)
         warmup = min(cfg.warmup_epochs * steps, total - 1)
         return keras.optimizers.schedules.CosineDecay(
@@ -452,16 +452,17 @@ def cmd_train(args) -> None:
 
 def cmd_score(args) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from ferlab import calibration, model_io, models, tracking
-    from ferlab import params as params_mod
+    from ferlab import config
+    from ferlab.contract import EMOTIONS
     from ferlab.data import arrays as arrays_mod
-    from ferlab.evaluate import predict_proba, predict_proba_ten_crop, scores
-    from ferlab.labels import EMOTIONS
+    from ferlab.lifecycle import tracking
+    from ferlab.training import calibration, model_io, models
+    from ferlab.training.evaluate import predict_proba, predict_proba_ten_crop, scores
 
     weights = Path(args.weights)
     hist = json.loads(Path(args.history or weights.with_name("history.json")).read_text())
     widths = [int(w) for w in args.widths.split(",")] if args.widths else hist["widths"]
-    params = params_mod.load(ROOT / "params.yaml")
+    params = config.load(ROOT / "params.yaml")
     model = models.build("ferlab_cnn", **(params.train.model_options | {"widths": widths}))
     model.load_weights(weights)
     model_io.save_h5(model, args.model_out)
@@ -509,7 +510,7 @@ def cmd_score(args) -> None:
         )
         run_id = tracker.start()
         recipe = hist["recipe"]
-        flat = params_mod.as_flat_dict(
+        flat = config.as_flat_dict(
             {
                 "seed": recipe.get("seed", params.seed),
                 "train": dataclasses.asdict(params.train)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from ferlab.fileio import write_json
-from ferlab.predict import EmotionRecognizer, default_model, load_model
+from ferlab.inference.predict import EmotionRecognizer, default_model, load_model
 
 OUT = Path("reports/benchmarks/inference.json")
 

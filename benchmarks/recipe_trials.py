@@ -12,7 +12,7 @@ Run by hand from the project root:
 import argparse
 from pathlib import Path
 
-from ferlab import tracking
+from ferlab.lifecycle import tracking
 
 SHOWN = (
     "engine",

@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ferlab import params as params_mod
+from ferlab import config
+from ferlab.contract import normalize
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import read_json, write_json
-from ferlab.image import normalize
 
 OUT = Path("reports/benchmarks/time_to_accuracy.json")
 PAPER = {"accuracy": 0.6538, "hours": 17, "epochs": 100}
 
 
-def overridden(path: str, overrides: list[str]) -> params_mod.Params:
+def overridden(path: str, overrides: list[str]) -> config.Params:
     """params.yaml with `section.key=value` overrides, as `dvc exp run -S` takes them."""
     raw = yaml.safe_load(Path(path).read_text())
     for item in overrides:
@@ -43,7 +43,7 @@ def overridden(path: str, overrides: list[str]) -> params_mod.Params:
         node[last] = yaml.safe_load(value)
     staged = Path(tempfile.mkdtemp(prefix="ferlab-tta-")) / "params.yaml"
     staged.write_text(yaml.safe_dump(raw))
-    return params_mod.load(staged)
+    return config.load(staged)
 
 
 def main() -> None:
@@ -56,7 +56,7 @@ def main() -> None:
 
     import keras
 
-    from ferlab.train import train
+    from ferlab.training.train import train
 
     params = overridden(args.params, args.overrides)
     processed = Path(params.paths.processed)

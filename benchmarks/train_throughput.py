@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from ferlab import models, precision
+from ferlab.training import models, precision
 
 
 def vgg(widths, depths, batch_norm):

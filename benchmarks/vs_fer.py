@@ -23,10 +23,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ferlab.contract import EMOTIONS
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import write_json
-from ferlab.labels import EMOTIONS
-from ferlab.predict import EmotionRecognizer, default_model
+from ferlab.inference.predict import EmotionRecognizer, default_model
 
 OUT = Path("reports/benchmarks/vs_fer.json")
 

@@ -67,7 +67,7 @@ def small_csv_rows(archive_members):
     """fer2013.csv rows made from the small archive's images."""
     import cv2
 
-    from ferlab.labels import emotion_id
+    from ferlab.contract import emotion_id
 
     rows = []
     for name, data in archive_members.items():
@@ -92,9 +92,9 @@ def tiny_model_path(fer_faces, tmp_path_factory) -> Path:
     """A ferlab_cnn trained for one epoch on those faces: the real format, not a judge of emotions."""
     import keras
 
-    from ferlab import models
-    from ferlab.image import normalize
-    from ferlab.model_io import save_h5
+    from ferlab.contract import normalize
+    from ferlab.training import models
+    from ferlab.training.model_io import save_h5
 
     keras.utils.set_random_seed(0)
     images, labels = fer_faces
@@ -109,8 +109,8 @@ def tiny_model_path(fer_faces, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_model_path, tmp_path_factory) -> Path:
     """A bundle as the package stage lays it out: model.h5 and its float16 model.tflite."""
-    from ferlab.export import to_tflite
-    from ferlab.model_io import load_h5
+    from ferlab.lifecycle.export import to_tflite
+    from ferlab.training.model_io import load_h5
 
     bundle = tmp_path_factory.mktemp("bundle")
     (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())

@@ -6,8 +6,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ferlab.contract import EMOTIONS  # noqa: E402
 from ferlab.fileio import atomic_path  # noqa: E402
-from ferlab.labels import EMOTIONS  # noqa: E402
 
 
 def save(fig, path) -> None:

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab import calibration, model_io, plots, tracking
-from ferlab import params as params_mod
+from ferlab import config, plots
+from ferlab.contract import EMOTIONS
 from ferlab.data import arrays as arrays_mod
-from ferlab.evaluate import predict_proba, predict_proba_ten_crop, scores
 from ferlab.fileio import atomic_path, read_json, write_json
-from ferlab.labels import EMOTIONS
+from ferlab.lifecycle import tracking
 from ferlab.stage import log, run
+from ferlab.training import calibration, model_io
+from ferlab.training.evaluate import predict_proba, predict_proba_ten_crop, scores
 
 SPLIT_NAMES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 
@@ -40,7 +41,7 @@ def calibration_report(views: dict, y_val: np.ndarray, y_test: np.ndarray, fit: 
 
 
 def main() -> None:
-    params = params_mod.load()
+    params = config.load()
     paths, cfg = params.paths, params.evaluate
     arrays = arrays_mod.load(Path(paths.processed) / arrays_mod.ARRAY_FILE)
     model = model_io.load_h5(paths.model)

@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from ferlab import params as params_mod
+from ferlab import config
 from ferlab.data.fetch import fetch
+from ferlab.lifecycle.tracking import project_root
 from ferlab.stage import log, run
-from ferlab.tracking import project_root
 
 
 def main() -> None:
-    params = params_mod.load()
+    params = config.load()
     # The project's root, also under `dvc exp run --temp` (which runs in a copy under
     # .dvc/tmp/exps/ without the git-ignored drop folder): relative sources are found there.
     summary = fetch(params, Path.cwd(), progress=log, source_root=project_root())

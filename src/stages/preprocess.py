@@ -4,13 +4,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab import augment, image, plots
-from ferlab import params as params_mod
+from ferlab import config, contract, plots
+from ferlab.contract import EMOTIONS
 from ferlab.data import arrays as arrays_mod
 from ferlab.data.table import read_table
 from ferlab.fileio import atomic_path, write_json
-from ferlab.labels import EMOTIONS
 from ferlab.stage import log, run
+from ferlab.training import augment
 
 
 def sample_sheet(arrays: arrays_mod.Arrays, policy, seed: int, faces: int, path) -> None:
@@ -22,14 +22,14 @@ def sample_sheet(arrays: arrays_mod.Arrays, policy, seed: int, faces: int, path)
         if not len(members):
             continue
         face = arrays.x["train"][rng.choice(members)]
-        batch = np.repeat(image.normalize(face[np.newaxis]), faces - 1, axis=0)
-        augmented = augment.apply(batch, (seed, label), policy).numpy() * image.PIXEL_SCALE
+        batch = np.repeat(contract.normalize(face[np.newaxis]), faces - 1, axis=0)
+        augmented = augment.apply(batch, (seed, label), policy).numpy() * contract.PIXEL_SCALE
         rows.append((name, [face, *np.clip(augmented, 0, 255).astype(np.uint8)]))
     plots.face_grid(rows, path, column_titles=["original"] + ["augmented"] * (faces - 1))
 
 
 def main() -> None:
-    params = params_mod.load()
+    params = config.load()
     cfg = params.preprocess
     table = read_table(params.paths.raw_table)
     log(f"building arrays from {len(table):,} images")
@@ -38,7 +38,7 @@ def main() -> None:
     meta = {
         "counts": {k: np.bincount(v, minlength=len(EMOTIONS)).tolist() for k, v in arrays.y.items()},
         "emotions": list(EMOTIONS),
-        "image": {"size": image.IMAGE_SIZE, "channels": 1, "dtype": "uint8", "normalize": f"x / {image.PIXEL_SCALE:g}"},
+        "image": {"size": contract.IMAGE_SIZE, "channels": 1, "dtype": "uint8", "normalize": f"x / {contract.PIXEL_SCALE:g}"},
         "class_weights": weights,
         "dropped": {k: len(v) for k, v in arrays.dropped.items()},
         "dropped_ids": arrays.dropped,

@@ -4,16 +4,17 @@ import csv
 import shutil
 from pathlib import Path
 
-from ferlab import model_io, plots, tracking
-from ferlab import params as params_mod
+from ferlab import config, plots
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import atomic_path, read_json, write_json
+from ferlab.lifecycle import tracking
 from ferlab.stage import log, run
-from ferlab.train import HISTORY_FIELDS, train
+from ferlab.training import model_io
+from ferlab.training.train import HISTORY_FIELDS, train
 
 
 def main() -> None:
-    params = params_mod.load()
+    params = config.load()
     paths = params.paths
     processed = Path(paths.processed)
     arrays = arrays_mod.load(processed / arrays_mod.ARRAY_FILE)

@@ -3,8 +3,7 @@
 import sys
 from pathlib import Path
 
-from ferlab import params as params_mod
-from ferlab import plots
+from ferlab import config, plots
 from ferlab.data.table import class_counts, read_table
 from ferlab.data.validation import summary_lines, validate
 from ferlab.fileio import atomic_path, read_json, write_json
@@ -12,7 +11,7 @@ from ferlab.stage import log, run
 
 
 def main() -> None:
-    params = params_mod.load()
+    params = config.load()
     cfg = params.validate
     table = read_table(params.paths.raw_table)
     sliced = read_json(params.paths.raw_summary).get("limit_per_class") is not None

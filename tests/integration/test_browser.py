@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ferlab.labels import EMOTIONS
+from ferlab.contract import EMOTIONS
 from integration.serving import ASTRONAUT_FACE, astronaut_scene, overlap, start_server, stop_server
 
 CHROMIUM = os.environ.get("FERLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import face_scene
 
-from ferlab import cli, image
-from ferlab.labels import EMOTIONS
+from ferlab import cli, contract
+from ferlab.contract import EMOTIONS
 
 # ---- fixtures -------------------------------------------------------------------------------
 
@@ -26,7 +26,7 @@ def place(frame: np.ndarray, face: np.ndarray, x: int, y: int, side: int) -> Non
 @pytest.fixture(scope="session")
 def detectable(fer_faces):
     """Real faces the Haar detector finds once enlarged, alone and side by side."""
-    from ferlab.detect import get_detector
+    from ferlab.inference.detect import get_detector
 
     haar = get_detector("haar")
     picked = [face for face in fer_faces[0][:10] if len(haar.detect(cv2.cvtColor(face_scene(face), cv2.COLOR_GRAY2BGR))) == 1]
@@ -99,8 +99,8 @@ def test_missing_model_is_one_clear_line(tmp_path, photos):
 
 def test_detect_a_photo_with_the_default_detector_and_a_bundle(capsys, tmp_path, tiny_model_path):
     """What `ferlab detect photo.jpg` does after `dvc repro`: BlazeFace, and the bundle's TFLite model."""
-    from ferlab.export import to_tflite
-    from ferlab.model_io import load_h5
+    from ferlab.lifecycle.export import to_tflite
+    from ferlab.training.model_io import load_h5
 
     skimage_data = pytest.importorskip("skimage.data", reason="needs scikit-image for its astronaut photo")
     bundle = tmp_path / "models" / "bundle"
@@ -204,7 +204,7 @@ def test_detect_from_the_model_registry(capsys, photos, tiny_model_path, tmp_pat
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
-    (bundle / "preprocessing.json").write_text(json.dumps(image.contract()))
+    (bundle / "preprocessing.json").write_text(json.dumps(contract.preprocessing()))
     (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]}))
     experiment = mlflow.create_experiment("cli-test", artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment) as run:

@@ -11,9 +11,9 @@ import h5py
 import numpy as np
 import pytest
 
-from ferlab.calibration import tempered
-from ferlab.evaluate import predict_proba
-from ferlab.model_io import load_h5
+from ferlab.training.calibration import tempered
+from ferlab.training.evaluate import predict_proba
+from ferlab.training.model_io import load_h5
 from integration.conftest import free_port, run, set_params, wait_http
 
 pytestmark = pytest.mark.slow
@@ -130,7 +130,7 @@ def test_pipeline_and_registry_against_a_real_mlflow_server(project, tmp_path):
         path = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]
         assert path.endswith(".h5") and os.path.getsize(path) > 0
         code = (
-            "from ferlab.predict import load_model; "
+            "from ferlab.inference.predict import load_model; "
             f"classifier, contract = load_model('models:/{NAME}@production'); print(classifier.runtime, contract)"
         )
         loaded = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]

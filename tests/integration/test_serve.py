@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ferlab.detect import DEFAULT_DETECTOR
-from ferlab.labels import EMOTIONS
-from ferlab.predict import DEFAULT_MAX_PIXELS, EmotionRecognizer
+from ferlab.contract import EMOTIONS
+from ferlab.inference.detect import DEFAULT_DETECTOR
+from ferlab.inference.predict import DEFAULT_MAX_PIXELS, EmotionRecognizer
 from integration.conftest import free_port
 from integration.serving import (
     ASTRONAUT_FACE,

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from ferlab.config import Preprocess
 from ferlab.data import arrays
 from ferlab.data.table import make_table
-from ferlab.params import Preprocess
 
 
 def toy_table():

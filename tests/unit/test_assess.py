@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from ferlab import assess, labelled_set
-from ferlab.detect import Detection
+from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
-from ferlab.labels import EMOTIONS
+from ferlab.inference import assess, labelled_set
+from ferlab.inference.detect import Detection
 
 
 def image(path: Path, grey: int = 100) -> Path:

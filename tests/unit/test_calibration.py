@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from ferlab.calibration import expected_calibration_error, fit_temperature, reliability, tempered, with_temperature
 from ferlab.errors import FerlabError
+from ferlab.training.calibration import expected_calibration_error, fit_temperature, reliability, tempered, with_temperature
 
 
 def softmax(z):

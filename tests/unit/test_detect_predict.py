@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 from conftest import REPO, face_scene
 
-from ferlab import detect, image, predict
-from ferlab.detect import CropContract, Detection, crop_face
+from ferlab.contract import EMOTIONS, FACE_MARGIN, normalize, preprocessing
 from ferlab.errors import FerlabError
-from ferlab.image import normalize
-from ferlab.labels import EMOTIONS
-from ferlab.predict import EmotionRecognizer, load_image, load_model
-from ferlab.video import Tracker
+from ferlab.inference import detect, predict
+from ferlab.inference.detect import CropContract, Detection, crop_face
+from ferlab.inference.predict import EmotionRecognizer, load_image, load_model
+from ferlab.inference.video import Tracker
 
 # ---- fixtures: real FER2013 faces, a tiny trained model -------------------------------------
 
@@ -188,8 +187,8 @@ NO_MARGIN = CropContract(margin=0.0)
 
 
 def test_default_contract_is_the_bundles():
-    assert CropContract() == CropContract(margin=image.FACE_MARGIN, align=False)
-    assert CropContract.from_dict(image.contract()) == CropContract()
+    assert CropContract() == CropContract(margin=FACE_MARGIN, align=False)
+    assert CropContract.from_dict(preprocessing()) == CropContract()
     assert CropContract.from_dict(CropContract(0.25, True).to_dict()) == CropContract(0.25, True)
 
 
@@ -391,7 +390,7 @@ def test_bundle_folder_carries_the_contract(tmp_path, tiny_model_path):
     classifier, contract = load_model(bundle)
     assert contract == CropContract() and classifier.runtime == "keras"  # a bundle without model.tflite
     assert classifier(normalize(np.zeros((2, 48, 48), np.uint8))).shape == (2, 7)
-    (bundle / "preprocessing.json").write_text(json.dumps(image.contract() | {"face_margin": 0.25, "align": True}))
+    (bundle / "preprocessing.json").write_text(json.dumps(preprocessing() | {"face_margin": 0.25, "align": True}))
     (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]}))
     assert load_model(bundle)[1] == CropContract(margin=0.25, align=True)
     (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": 0, "name": "happy"}, {"id": 1, "name": "sad"}]}))

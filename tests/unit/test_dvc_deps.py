@@ -93,5 +93,5 @@ def test_every_path_a_stage_reads_is_a_dependency_or_an_output(name):
 
 def test_the_check_sees_lazy_imports_and_whole_packages():
     files = {str(f.relative_to(REPO)) for f in project_files("stages.train")}
-    assert "src/ferlab/train.py" in files and "src/ferlab/models/ferlab_cnn.py" in files  # imported inside functions
-    assert "src/ferlab/augment.py" in files
+    assert "src/ferlab/training/train.py" in files and "src/ferlab/training/models/ferlab_cnn.py" in files  # imported inside functions
+    assert "src/ferlab/training/augment.py" in files

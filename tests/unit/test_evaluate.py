@@ -1,7 +1,7 @@
 import numpy as np
 
-from ferlab.evaluate import scores
-from ferlab.labels import EMOTIONS
+from ferlab.contract import EMOTIONS
+from ferlab.training.evaluate import scores
 
 
 def test_report_confusion_and_accuracy_agree():
@@ -28,7 +28,7 @@ def test_known_small_case():
 
 
 def test_ten_views_show_a_centre_cropping_model_the_corner_and_centre_crops():
-    from ferlab.evaluate import ten_views
+    from ferlab.training.evaluate import ten_views
 
     face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
     views = ten_views(face[None], shift=2)
@@ -42,7 +42,7 @@ def test_ten_views_show_a_centre_cropping_model_the_corner_and_centre_crops():
 
 
 def test_ten_crop_probabilities_are_the_mean_over_the_views():
-    from ferlab.evaluate import predict_proba_ten_crop
+    from ferlab.training.evaluate import predict_proba_ten_crop
 
     class MeanBrightness:  # a stand-in model: class 0 is the share of bright pixels
         def predict(self, x, batch_size=None, verbose=0):
@@ -52,7 +52,7 @@ def test_ten_crop_probabilities_are_the_mean_over_the_views():
     face = np.zeros((2, 48, 48), np.uint8)
     face[0, :24, :24] = 255
     got = predict_proba_ten_crop(MeanBrightness(), face)
-    from ferlab.evaluate import ten_views
+    from ferlab.training.evaluate import ten_views
 
     views = ten_views(face)
     want = np.mean([(v > 127).mean(axis=(1, 2)) for v in views], axis=0)

@@ -1,5 +1,5 @@
 """Heat maps of what a decision rests on: occlusion (any runtime) and Grad-CAM (Keras), through
-ferlab.explain and EmotionRecognizer.explain; and, with the trained model, that they rest on the
+ferlab.inference.explain and EmotionRecognizer.explain; and, with the trained model, that they rest on the
 mouth of smiling faces."""
 
 import subprocess
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from ferlab import explain, predict
+from ferlab.contract import EMOTION_TO_ID, EMOTIONS
 from ferlab.errors import FerlabError
-from ferlab.labels import EMOTION_TO_ID, EMOTIONS
-from ferlab.predict import EmotionRecognizer
+from ferlab.inference import explain, predict
+from ferlab.inference.predict import EmotionRecognizer
 
 HAPPY = EMOTION_TO_ID["happy"]
 # Where a smile is on a 48x48 FER2013-framed face, and the frame around it.
@@ -201,7 +201,7 @@ def test_explain_on_the_litert_runtime_never_imports_tensorflow(tiny_bundle, tmp
     image = tmp_path / "astronaut.png"
     cv2.imwrite(str(image), cv2.cvtColor(skimage_data.astronaut(), cv2.COLOR_RGB2BGR))
     code = (
-        "import sys; from ferlab.predict import EmotionRecognizer; "
+        "import sys; from ferlab.inference.predict import EmotionRecognizer; "
         f"(e,) = EmotionRecognizer.load({str(tiny_bundle)!r}).explain({str(image)!r}); "
         "print(e.method, e.heatmap.shape, round(float(e.heatmap.max()), 3), e.overlay().shape[2], "
         "'tensorflow' in sys.modules, 'keras' in sys.modules)"

@@ -4,11 +4,11 @@ import json
 import pytest
 from conftest import write_zip
 
+from ferlab.config import Fetch, Params
 from ferlab.data import kaggle, sources
 from ferlab.data.fetch import fetch
 from ferlab.data.table import read_table
 from ferlab.errors import DataError
-from ferlab.params import Fetch, Params
 
 
 def make_params(**fetch_options) -> Params:

@@ -1,8 +1,8 @@
 import keras
 import pytest
 
-from ferlab import models, precision
 from ferlab.errors import FerlabError
+from ferlab.training import models, precision
 
 # The paper's Table 2: layer type, output shape, parameters.
 PAPER_TABLE_2 = [

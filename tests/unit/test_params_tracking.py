@@ -1,12 +1,13 @@
 import pytest
 from conftest import REPO
 
-from ferlab import params, tracking
+from ferlab import config
 from ferlab.errors import FerlabError
+from ferlab.lifecycle import tracking
 
 
 def test_project_params_load_with_every_section():
-    p = params.load(REPO / "params.yaml")
+    p = config.load(REPO / "params.yaml")
     assert p.train.model == "ferlab_cnn"
     assert p.paths.model.endswith(".h5")
     assert p.preprocess.augment.horizontal_flip is True
@@ -16,7 +17,7 @@ def test_unknown_key_is_an_error(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  epoch: 3\n")
     with pytest.raises(FerlabError, match="unknown key\\(s\\) epoch in `params.train`"):
-        params.load(path)
+        config.load(path)
 
 
 @pytest.mark.parametrize(
@@ -36,7 +37,7 @@ def test_wrong_values_stop_at_loading(tmp_path, text, message):
     path = tmp_path / "params.yaml"
     path.write_text(text)
     with pytest.raises(FerlabError, match=message.replace("(", "\\(").replace(")", "\\)").replace(".", "\\.")):
-        params.load(path)
+        config.load(path)
 
 
 def test_right_values_of_every_kind_load(tmp_path):
@@ -45,12 +46,12 @@ def test_right_values_of_every_kind_load(tmp_path):
         "fetch:\n  limit_per_class: 12\n  sha256: {a.zip: abc}\ntrain:\n  learning_rate: 1\n"
         "  model_options: {widths: [8, 16]}\nvalidate:\n  exact_counts: yes\n"
     )
-    loaded = params.load(path)
+    loaded = config.load(path)
     assert loaded.train.learning_rate == 1 and loaded.validate.exact_counts is True
 
 
 def test_flat_dict_for_trackers():
-    flat = params.as_flat_dict({"train": {"lr": 1, "opts": {"a": 2}, "empty": {}}})
+    flat = config.as_flat_dict({"train": {"lr": 1, "opts": {"a": 2}, "empty": {}}})
     assert flat == {"train.lr": 1, "train.opts.a": 2, "train.empty": {}}
 
 

@@ -3,10 +3,10 @@ import zipfile
 import pytest
 from conftest import csv_text, write_zip
 
+from ferlab.contract import EMOTIONS, SPLITS
 from ferlab.data import readers
 from ferlab.data.table import images_of
 from ferlab.errors import DataError
-from ferlab.labels import EMOTIONS, SPLITS
 
 
 def test_archive_keeps_three_splits_and_all_classes(small_zip):

@@ -4,8 +4,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from ferlab import registry
 from ferlab.errors import FerlabError
+from ferlab.lifecycle import registry
 
 NAME = "ferlab-test"
 

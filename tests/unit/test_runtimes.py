@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from conftest import face_scene
 
-from ferlab import detect
+from ferlab.contract import normalize
 from ferlab.errors import FerlabError
-from ferlab.image import normalize
-from ferlab.litert import TFLiteModel
-from ferlab.predict import EmotionRecognizer, default_model, load_model
+from ferlab.inference import detect
+from ferlab.inference.litert import TFLiteModel
+from ferlab.inference.predict import EmotionRecognizer, default_model, load_model
 
 MATPLOTLIB_HOPPER = ("sample_data", "grace_hopper.jpg")
 
@@ -47,7 +47,7 @@ def test_bundle_runs_its_tflite_model_with_the_keras_numbers(tiny_bundle, fer_fa
 
 
 def test_batches_larger_than_one_call_and_of_changing_size(tiny_bundle, fer_faces):
-    from ferlab.classifier import TFLiteClassifier
+    from ferlab.inference.classifier import TFLiteClassifier
 
     classifier = TFLiteClassifier(tiny_bundle / "model.tflite", batch_size=16)
     faces = normalize(fer_faces[0][:50])
@@ -84,7 +84,7 @@ def test_inference_from_a_bundle_never_imports_tensorflow(tiny_bundle, tmp_path)
     image = tmp_path / "face.jpg"
     cv2.imwrite(str(image), astronaut_bgr())
     code = (
-        "import sys; from ferlab.predict import EmotionRecognizer; "
+        "import sys; from ferlab.inference.predict import EmotionRecognizer; "
         f"faces = EmotionRecognizer.load({str(tiny_bundle)!r}).predict({str(image)!r}); "
         "print(len(faces), 'tensorflow' in sys.modules, 'keras' in sys.modules)"
     )

@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import pytest
 
-from ferlab import augment, model_io, models
-from ferlab.params import Augment
-from ferlab.train import class_weight_table, make_training_dataset
+from ferlab.config import Augment
+from ferlab.training import augment, model_io, models
+from ferlab.training.train import class_weight_table, make_training_dataset
 
 OFF = Augment(horizontal_flip=False, translate=0, rotation_degrees=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
 

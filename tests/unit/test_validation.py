@@ -2,10 +2,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ferlab.config import Validate
 from ferlab.data import readers
 from ferlab.data.table import make_table
 from ferlab.data.validation import summary_lines, validate
-from ferlab.params import Validate
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ferlab.config import Preprocess
+from ferlab.contract import EMOTIONS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
 from ferlab.data.quality import image_facts
 from ferlab.data.table import images_of
-from ferlab.labels import EMOTIONS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT
-from ferlab.params import Preprocess
 
 ARRAY_FILE = "arrays.npz"
 META_FILE = "meta.json"

@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
+from ferlab.config import Params
 from ferlab.data import sources
 from ferlab.data.table import class_counts, content_digest, write_table
 from ferlab.errors import DataError
 from ferlab.fileio import atomic_path, write_json
-from ferlab.params import Params
 
 
 def fetch(params: Params, root: Path, client_factory=None, progress=None, source_root: Path | None = None) -> dict:

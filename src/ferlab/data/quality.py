@@ -5,9 +5,8 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+from ferlab.contract import FULL_COUNTS, PIXELS_PER_IMAGE, SPLITS, TRAIN_SPLIT
 from ferlab.data import table as table_mod
-from ferlab.image import PIXELS_PER_IMAGE
-from ferlab.labels import FULL_COUNTS, SPLITS, TRAIN_SPLIT
 
 
 def image_facts(table: pd.DataFrame, blank_std_max: float) -> pd.DataFrame:

@@ -15,10 +15,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ferlab.contract import EMOTIONS, IMAGE_SIZE, PIXELS_PER_IMAGE, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, emotion_id
 from ferlab.data.table import make_table
 from ferlab.errors import DataError
-from ferlab.image import IMAGE_SIZE, PIXELS_PER_IMAGE
-from ferlab.labels import EMOTIONS, SPLITS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, emotion_id
 
 FOLDER_SPLITS = {"train": {TRAIN_SPLIT}, "test": {VAL_SPLIT, TEST_SPLIT}}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}

@@ -8,10 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ferlab.contract import EMOTIONS, IMAGE_SIZE, PIXELS_PER_IMAGE, SPLITS
 from ferlab.errors import DataError
 from ferlab.fileio import atomic_path
-from ferlab.image import IMAGE_SIZE, PIXELS_PER_IMAGE
-from ferlab.labels import EMOTIONS, SPLITS
 
 COLUMNS = ("id", "split", "label", "pixels")
 SCHEMA = pa.schema(

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from ferlab.config import Validate
+from ferlab.contract import EMOTIONS, FULL_COUNTS, PIXELS_PER_IMAGE, SPLITS, TEST_SPLIT, VAL_SPLIT
 from ferlab.data.quality import class_counts, findings, image_facts
-from ferlab.image import PIXELS_PER_IMAGE
-from ferlab.labels import EMOTIONS, FULL_COUNTS, SPLITS, TEST_SPLIT, VAL_SPLIT
-from ferlab.params import Validate
 
 CRITICAL, WARNING = "critical", "warning"
 

@@ -3,7 +3,7 @@
     POST /v1/predict   an image (multipart field `file`, or the raw bytes) -> faces, boxes, emotions
     POST /v1/explain   the same image input (?method=auto|occlusion|gradcam) -> the faces of /v1/predict,
                        each with `method` and `heatmap_png`: the face with a heat map of what moved its
-                       top emotion blended on it, a base64 PNG (ferlab.explain)
+                       top emotion blended on it, a base64 PNG (ferlab.inference.explain)
     GET  /v1/model     the model served: name, version, alias, source, detector, runtime, tta, emotions, test metrics, limits
     GET  /healthz      200 while the process answers
     GET  /readyz       200 once the model is loaded and warmed up, 503 before (or if loading failed)
@@ -32,8 +32,8 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
+from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
-from ferlab.labels import EMOTIONS
 from ferlab.serve.batching import MicroBatcher
 
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream")
@@ -70,7 +70,7 @@ class Croppers:
         """(detections, (N, 48, 48) faces, the decoded BGR image) of encoded image bytes."""
         import cv2
 
-        from ferlab.predict import load_image
+        from ferlab.inference.predict import load_image
 
         recognizer = self._own()
         try:
@@ -176,7 +176,7 @@ class Service:
 
         blank = cv2.imencode(".jpg", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
         await asyncio.to_thread(self.croppers.warm_up, blank)
-        from ferlab.image import IMAGE_SIZE
+        from ferlab.contract import IMAGE_SIZE
 
         await self.batcher.classify(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # traces the model's graph
 
@@ -259,7 +259,7 @@ def _rendered(recognizer, image: np.ndarray, detections, probabilities: np.ndarr
 
     import cv2
 
-    from ferlab.predict import explanations
+    from ferlab.inference.predict import explanations
 
     found = explanations(detections, probabilities, maps, method, recognizer.regions(image, detections))
     return [{**e.to_dict(), "heatmap_png": base64.b64encode(cv2.imencode(".png", e.overlay())[1].tobytes()).decode("ascii")} for e in found]
@@ -357,7 +357,7 @@ def create_app(
             detected = time.perf_counter()
             probabilities = await service.batcher.classify(crops) if len(crops) else np.zeros((0, len(EMOTIONS)), np.float32)
             classified = time.perf_counter()
-        from ferlab.predict import assemble
+        from ferlab.inference.predict import assemble
 
         faces = assemble([detections], probabilities)[0]
         return answer([face.to_dict() for face in faces], image, started, read, detected, ("classify", classified))
@@ -380,7 +380,7 @@ def create_app(
 
     async def heat_maps(method: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, heat maps) of the faces; the model is used from the batcher's thread only."""
-        from ferlab import explain as why
+        from ferlab.inference import explain as why
 
         if method == "occlusion":
             answers = await service.batcher.classify(why.occlusion_inputs(crops))  # the faces and all their copies: one call
@@ -395,7 +395,7 @@ def create_app(
     async def explain(request: Request, method: str = Query("auto", description=METHOD_DOC)) -> dict:
         """JSON as /v1/predict, each face with its `method` and `heatmap_png`: the face as the image shows
         it with the heat map blended on it (red: the regions that moved its top emotion most), a base64 PNG."""
-        from ferlab.explain import choose_method
+        from ferlab.inference.explain import choose_method
 
         started = time.perf_counter()
         require_ready()

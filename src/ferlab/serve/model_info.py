@@ -5,15 +5,15 @@ import os
 import re
 from pathlib import Path
 
+from ferlab.config import Package, Paths
 from ferlab.errors import FerlabError
-from ferlab.params import Package, Paths
 
 PRODUCTION_URI = f"models:/{Package().registered_model}@production"
 
 
 def _registry_has(uri: str) -> bool:
     """Whether the MLflow registry (the project's mlflow.db, or MLFLOW_TRACKING_URI) has this alias."""
-    from ferlab import registry, tracking
+    from ferlab.lifecycle import registry, tracking
 
     if tracking.connect() is None:
         return False
@@ -30,7 +30,7 @@ def default_source(env=os.environ) -> str:
         return env["FERLAB_MODEL"]
     if _registry_has(PRODUCTION_URI):
         return PRODUCTION_URI
-    from ferlab.predict import default_model
+    from ferlab.inference.predict import default_model
 
     local = default_model()  # the bundle if the package stage made one, else the trained .h5
     if Path(local).exists():
@@ -67,7 +67,7 @@ def _card_name(card: Path) -> str | None:
 def describe(source: str) -> dict:
     """name, version, alias, source and the PrivateTest metrics (null where unknown)."""
     info = {"name": None, "version": None, "alias": None, "source": source, "test_metrics": None}
-    from ferlab import registry
+    from ferlab.lifecycle import registry
 
     if registry.is_uri(source):
         name, alias = registry.parse_uri(source)

@@ -9,8 +9,8 @@ from ferlab.errors import FerlabError
 
 def check_source(source: str) -> None:
     """A missing file or folder is reported before the server starts (registry URIs are checked when loading)."""
-    from ferlab.predict import missing_model
-    from ferlab.registry import is_uri
+    from ferlab.inference.predict import missing_model
+    from ferlab.lifecycle.registry import is_uri
 
     if not is_uri(source) and not Path(source).exists():
         raise missing_model(source)
@@ -42,8 +42,8 @@ def serve(
 ) -> None:
     import uvicorn
 
-    from ferlab.detect import DEFAULT_DETECTOR
-    from ferlab.predict import DEFAULT_MAX_PIXELS, DEFAULT_TTA, EmotionRecognizer
+    from ferlab.inference.detect import DEFAULT_DETECTOR
+    from ferlab.inference.predict import DEFAULT_MAX_PIXELS, DEFAULT_TTA, EmotionRecognizer
     from ferlab.serve.app import create_app
     from ferlab.serve.model_info import describe
 

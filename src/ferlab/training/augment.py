@@ -7,7 +7,7 @@ threads tf.data uses. Faces are normalised (N, 48, 48, 1) float32 in [0, 1].
 
 import dataclasses
 
-from ferlab.params import Augment
+from ferlab.config import Augment
 
 
 def _geometry(tf, batch, size, policy: Augment, seeds):

@@ -4,7 +4,8 @@ import argparse
 import json
 import sys
 
-from ferlab.labels import EMOTIONS
+from ferlab.cli.common import error, load_recognizer
+from ferlab.contract import EMOTIONS
 
 EPILOG = """examples:
   ferlab evaluate my_faces/                       # my_faces/happy/*.jpg, my_faces/Sadness/*.png, ...
@@ -72,18 +73,17 @@ def _print_summary(summary: dict, files: dict) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ferlab import assess, labelled_set
-    from ferlab.cli import _error, _recognizer
-    from ferlab.predict import default_model
+    from ferlab.inference import assess, labelled_set
+    from ferlab.inference.predict import default_model
 
     labelled = labelled_set.read(args.data)
     for problem in labelled.problems:
-        _error(problem)
-    recognizer = _recognizer(args)
+        error(problem)
+    recognizer = load_recognizer(args)
     outcomes = assess.score(recognizer, labelled, face_crop=args.face_crop, largest_face=args.largest_face, progress=not args.quiet)
     for outcome in outcomes:
         if outcome.status == "unreadable":
-            _error(outcome.message)
+            error(outcome.message)
     model_source = args.model or default_model()
     setup = {
         "model": model_source,

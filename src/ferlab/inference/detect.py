@@ -12,7 +12,7 @@ Detectors take a BGR uint8 image (H, W, 3) and return `Detection`s:
 
 The crop contract (`CropContract`): a square of side max(w, h) * (1 + 2 * margin),
 centred on the detected box, optionally rotated so the eyes are level, resized to
-48x48 grey levels. The margin defaults to ferlab.image.FACE_MARGIN, the value the
+48x48 grey levels. The margin defaults to ferlab.contract.FACE_MARGIN, the value the
 package bundle writes to its preprocessing.json (`face_margin`); alignment is off by
 default, as FER2013's faces are not aligned.
 
@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ferlab.contract import FACE_MARGIN, IMAGE_SIZE
 from ferlab.errors import FerlabError
-from ferlab.image import FACE_MARGIN, IMAGE_SIZE
 
 DETECTORS = ("blazeface", "haar", "mtcnn")
 DEFAULT_DETECTOR = "blazeface"
@@ -153,7 +153,7 @@ class BlazeFaceDetector:
     FRAMING_SHIFT = -0.04  # of the BlazeFace box's side, upwards
 
     def __init__(self, min_confidence: float = 0.4, min_size: int = 30, overlap: float = 0.3, threads: int | None = None):
-        from ferlab.litert import TFLiteModel
+        from ferlab.inference.litert import TFLiteModel
 
         self._model = TFLiteModel(blazeface_file(self.MODEL), threads)
         boxes = {name: o for name, o in self._model.outputs.items() if o["shape"][-1] == 16}

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
 from ferlab.fileio import write_json
-from ferlab.labelled_set import LabelledSet
-from ferlab.labels import EMOTIONS
+from ferlab.inference.labelled_set import LabelledSet
 
 EXPERIMENT = "ferlab-evaluations"
 NOT_SCORED = ("no_face", "several_faces", "unreadable")
@@ -48,7 +48,7 @@ def score(recognizer, labelled: LabelledSet, face_crop: bool = False, largest_fa
     """One Outcome per image of `labelled`, in its order; faces are classified CHUNK images at a time."""
     from tqdm import tqdm
 
-    from ferlab.predict import CHUNK
+    from ferlab.inference.predict import CHUNK
 
     outcomes: list[Outcome] = []
     bar = tqdm(total=len(labelled.items), unit="image", disable=not progress or None, file=sys.stderr)
@@ -170,7 +170,7 @@ def write_report(summary: dict, outcomes: list[Outcome], out_dir: str | Path, mi
 
 def registered_version(model_source: str):
     """(name, VersionInfo) when the model scored is a registered one (models:/name@alias), else None."""
-    from ferlab import registry
+    from ferlab.lifecycle import registry
 
     if not registry.is_uri(model_source):
         return None
@@ -186,7 +186,7 @@ def log_run(summary: dict, files: dict[str, Path], labelled: LabelledSet, model_
     import mlflow
     import pandas as pd
 
-    from ferlab import tracking
+    from ferlab.lifecycle import tracking
 
     tracker = tracking.RunTracker(EXPERIMENT, tags={"ferlab.model_source": str(model_source), "ferlab.dataset": labelled.name})
     run_id = tracker.start()
@@ -210,7 +210,7 @@ def log_run(summary: dict, files: dict[str, Path], labelled: LabelledSet, model_
     finally:
         tracker.end()
     if found:
-        from ferlab import registry
+        from ferlab.lifecycle import registry
 
         registry.tag_version(
             found[0],

@@ -11,8 +11,7 @@ import os
 
 import numpy as np
 
-from ferlab.image import IMAGE_SIZE
-from ferlab.labels import NUM_CLASSES
+from ferlab.contract import IMAGE_SIZE, NUM_CLASSES
 
 
 class KerasClassifier:
@@ -37,7 +36,7 @@ class TFLiteClassifier:
     runtime = "tflite"
 
     def __init__(self, path: str | os.PathLike, batch_size: int = 256, threads: int | None = None):
-        from ferlab.litert import TFLiteModel
+        from ferlab.inference.litert import TFLiteModel
 
         self.path = os.fspath(path)
         self.batch_size = batch_size

@@ -3,8 +3,7 @@
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-from ferlab.image import normalize
-from ferlab.labels import EMOTIONS, NUM_CLASSES
+from ferlab.contract import EMOTIONS, NUM_CLASSES, normalize
 
 
 def predict_proba(model, faces: np.ndarray, batch_size: int = 256, flip: bool = False) -> np.ndarray:

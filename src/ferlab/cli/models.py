@@ -1,9 +1,10 @@
 """`ferlab models ...`: list, promote and roll back registry versions."""
 
+import argparse
 import os
 from pathlib import Path
 
-from ferlab import registry, tracking
+from ferlab.lifecycle import registry, tracking
 
 DEFAULT_NAME = "ferlab-emotion"
 
@@ -11,9 +12,9 @@ DEFAULT_NAME = "ferlab-emotion"
 def default_name() -> str:
     """The registered model named in ./params.yaml, if there is one."""
     if Path("params.yaml").is_file():
-        from ferlab import params
+        from ferlab import config
 
-        return params.load("params.yaml").package.registered_model
+        return config.load("params.yaml").package.registered_model
     return DEFAULT_NAME
 
 
@@ -26,16 +27,16 @@ def connect() -> None:
     mlflow.set_tracking_uri(tracking.tracking_uri())
 
 
-def add_commands(subparsers) -> None:
-    models = subparsers.add_parser(
+def add_command(sub, common: argparse.ArgumentParser) -> None:  # common: unused, no model options here
+    models = sub.add_parser(
         "models",
         help="the MLflow model registry: list, promote, roll back",
         description="Versions of the registered model and the `production` alias that inference loads (models:/<name>@production).",
     )
     sub = models.add_subparsers(dest="models_command", required=True, metavar="{list,promote,rollback}")
-    common = {"help": f"registered model (default: package.registered_model in ./params.yaml, else {DEFAULT_NAME})"}
+    name_option = {"help": f"registered model (default: package.registered_model in ./params.yaml, else {DEFAULT_NAME})"}
     listing = sub.add_parser("list", help="versions with test accuracy, macro-F1, aliases, creation time")
-    listing.add_argument("--name", **common)
+    listing.add_argument("--name", **name_option)
     promote = sub.add_parser(
         "promote",
         help="move `production` to a version (default: the candidate) if it is not worse",
@@ -45,10 +46,11 @@ def add_commands(subparsers) -> None:
     promote.add_argument("version", nargs="?", help="version number (default: the one with alias `candidate`)")
     promote.add_argument("--force", action="store_true", help="promote even if the gate refuses")
     promote.add_argument("--reason", help="why; required with --force, recorded on the version")
-    promote.add_argument("--name", **common)
+    promote.add_argument("--name", **name_option)
     rollback = sub.add_parser("rollback", help="return `production` to the version it replaced")
     rollback.add_argument("--reason", help="recorded on the version rolled back")
-    rollback.add_argument("--name", **common)
+    rollback.add_argument("--name", **name_option)
+    models.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -3,10 +3,9 @@
 import os
 from pathlib import Path
 
+from ferlab.contract import IMAGE_SIZE, NUM_CLASSES
 from ferlab.errors import FerlabError
 from ferlab.fileio import atomic_path
-from ferlab.image import IMAGE_SIZE
-from ferlab.labels import NUM_CLASSES
 from ferlab.quiet import import_tensorflow
 
 

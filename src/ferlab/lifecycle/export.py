@@ -1,14 +1,11 @@
-"""Compact CPU export: TensorFlow Lite (float16 weights), and its accuracy next to the .h5."""
+"""Compact CPU export: TensorFlow Lite (float16 weights). The package stage checks its accuracy
+against the .h5 with the runtime that inference uses (ferlab.inference.classifier)."""
 
 import contextlib
 import io
 import os
 
-import numpy as np
-
 from ferlab.fileio import atomic_path
-from ferlab.image import normalize
-from ferlab.labels import NUM_CLASSES
 
 
 def to_tflite(model, path: str | os.PathLike, quantization: str = "float16") -> None:
@@ -26,12 +23,3 @@ def to_tflite(model, path: str | os.PathLike, quantization: str = "float16") -> 
         payload = converter.convert()
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
-
-
-def tflite_predict(path: str | os.PathLike, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Probabilities from the TFLite file for uint8 faces (N, 48, 48), on LiteRT as the inference tools run it."""
-    from ferlab.classifier import TFLiteClassifier
-
-    if len(faces) == 0:
-        return np.zeros((0, NUM_CLASSES), np.float32)
-    return TFLiteClassifier(path, batch_size=batch_size)(normalize(faces))

@@ -16,10 +16,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
 from ferlab.fileio import atomic_path, write_json
-from ferlab.labels import EMOTIONS
-from ferlab.predict import EmotionRecognizer, Face
+from ferlab.inference.predict import EmotionRecognizer, Face
 
 WINDOW = "ferlab"
 CSV_FIELDS = ("frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS)

@@ -18,8 +18,8 @@ import sys
 import cv2
 import numpy as np
 
+from ferlab.contract import IMAGE_SIZE, normalize
 from ferlab.errors import FerlabError
-from ferlab.image import IMAGE_SIZE, normalize
 
 METHODS = ("auto", "occlusion", "gradcam")
 # An 8x8 patch is about an eye, a brow or a mouth corner at FER2013's framing: small enough

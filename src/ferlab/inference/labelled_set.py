@@ -6,8 +6,8 @@ import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
-from ferlab.labels import EMOTIONS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 SYNONYMS = {

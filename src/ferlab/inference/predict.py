@@ -3,7 +3,7 @@
     recognizer = EmotionRecognizer.load("models/bundle")     # or a .h5, a .tflite, or models:/<name>@<alias>
     for face in recognizer.predict("photo.jpg"):             # a path, encoded bytes or a NumPy array
         print(face.box, face.emotion, face.probabilities["happy"])
-    for why in recognizer.explain("photo.jpg"):              # the same faces, each with a heat map (ferlab.explain)
+    for why in recognizer.explain("photo.jpg"):              # the same faces, each with a heat map (ferlab.inference.explain)
         cv2.imwrite("why.png", why.overlay())                # of the regions that moved its top emotion
 
 The JSON of one face (`Face.to_dict()`), a stable schema that the CLI and the web
@@ -14,7 +14,7 @@ service share:
       "confidence": 0.998,                             # the detector's (blazeface, mtcnn); null for haar and face crops
       "emotion": "happy",                              # the most probable emotion
       "probabilities": {"angry": 0.01, "disgust": 0.0, "fear": 0.02, "happy": 0.9,
-                        "sad": 0.02, "surprise": 0.01, "neutral": 0.04}  # all 7, in ferlab.labels.EMOTIONS order
+                        "sad": 0.02, "surprise": 0.01, "neutral": 0.04}  # all 7, in ferlab.contract.EMOTIONS order
     }
 
 An image without a face gives an empty list, not an error. Inputs a user can get
@@ -35,7 +35,10 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from ferlab.detect import (
+from ferlab.config import Paths
+from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize
+from ferlab.errors import FerlabError
+from ferlab.inference.detect import (
     DEFAULT_DETECTOR,
     DETECTORS,
     WHOLE_IMAGE,
@@ -46,10 +49,6 @@ from ferlab.detect import (
     face_square,
     get_detector,
 )
-from ferlab.errors import FerlabError
-from ferlab.image import IMAGE_SIZE, normalize
-from ferlab.labels import EMOTIONS
-from ferlab.params import Paths
 
 DEFAULT_MODEL = Paths().model
 DEFAULT_MAX_PIXELS = 50_000_000  # a 48-megapixel phone photo passes; 20000x20000 does not
@@ -93,12 +92,12 @@ class Explanation:
 
     face: Face
     heatmap: np.ndarray  # (48, 48) float32 in [0, 1] on the model input's pixels: what moved the top emotion
-    method: str  # "occlusion" or "gradcam" (see ferlab.explain)
+    method: str  # "occlusion" or "gradcam" (see ferlab.inference.explain)
     region: np.ndarray  # BGR uint8: the square of the image that the 48x48 input was made from
 
     def overlay(self) -> np.ndarray:
         """The region with the heat map blended on it (BGR uint8, 192 to 512 pixels a side)."""
-        from ferlab.explain import overlay
+        from ferlab.inference.explain import overlay
 
         return overlay(self.region, self.heatmap)
 
@@ -227,7 +226,7 @@ def _bundle_contract(folder: Path) -> CropContract:
 
 
 def _load_registered(uri: str):
-    from ferlab import registry, tracking
+    from ferlab.lifecycle import registry, tracking
 
     name, alias = registry.parse_uri(uri)
     if tracking.connect() is None:
@@ -255,13 +254,13 @@ def load_model(source: str | os.PathLike = DEFAULT_MODEL, runtime: str = "auto")
     runtime: "tflite" runs the bundle's model.tflite on LiteRT, "keras" the .h5 on TensorFlow;
     "auto" takes the TFLite model where the source has one.
     """
-    from ferlab.classifier import KerasClassifier, TFLiteClassifier
-    from ferlab.model_io import load_h5
+    from ferlab.inference.classifier import KerasClassifier, TFLiteClassifier
+    from ferlab.training.model_io import load_h5
 
     if runtime not in RUNTIMES:
         raise FerlabError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
     text = os.fspath(source)
-    from ferlab.registry import is_uri
+    from ferlab.lifecycle.registry import is_uri
 
     if is_uri(text):
         h5 = _load_registered(text)
@@ -299,7 +298,7 @@ def load_model(source: str | os.PathLike = DEFAULT_MODEL, runtime: str = "auto")
 class EmotionRecognizer:
     """Detect faces, crop them by the model's contract, classify them in batches.
 
-    model: a classifier from ferlab.classifier, or a Keras model (run as a traced graph).
+    model: a classifier from ferlab.inference.classifier, or a Keras model (run as a traced graph).
     """
 
     def __init__(
@@ -310,7 +309,7 @@ class EmotionRecognizer:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         tta: str = DEFAULT_TTA,
     ):
-        from ferlab.classifier import as_classifier
+        from ferlab.inference.classifier import as_classifier
 
         if tta not in TTA_MODES:
             raise FerlabError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_MODES)}.")
@@ -397,7 +396,7 @@ class EmotionRecognizer:
         a Keras model is loaded, else occlusion. Both explain the probability predict() reports,
         the mirror image included when tta is "flip".
         """
-        from ferlab import explain
+        from ferlab.inference import explain
 
         used = explain.choose_method(method, self.classifier)
         bgr = load_image(image, color, self.max_pixels)

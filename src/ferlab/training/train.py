@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab import augment, image, precision
+from ferlab import contract
+from ferlab.config import Params, as_flat_dict
+from ferlab.contract import NUM_CLASSES
 from ferlab.data.arrays import Arrays
-from ferlab.labels import NUM_CLASSES
-from ferlab.params import Params, as_flat_dict
+from ferlab.training import augment, precision
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
@@ -52,7 +53,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):
 
     ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(batch_size)
     return ds.map(
-        lambda faces, labels: _targets(tf.cast(faces[..., tf.newaxis], tf.float32) / image.PIXEL_SCALE, labels, None),
+        lambda faces, labels: _targets(tf.cast(faces[..., tf.newaxis], tf.float32) / contract.PIXEL_SCALE, labels, None),
         num_parallel_calls=tf.data.AUTOTUNE,
     ).prefetch(tf.data.AUTOTUNE)
 
@@ -83,7 +84,7 @@ def make_training_dataset(
 
     def prepare(step, batch):
         faces, labels = batch
-        faces = tf.cast(faces[..., tf.newaxis], tf.float32) / image.PIXEL_SCALE
+        faces = tf.cast(faces[..., tf.newaxis], tf.float32) / contract.PIXEL_SCALE
         faces = augment.apply(faces, tf.stack([tf.constant(seed, tf.int64), step]), policy)
         return _targets(faces, labels, weight_table)
 
@@ -283,7 +284,7 @@ def train(
 def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks) -> TrainResult:
     import keras
 
-    from ferlab import model_io, models
+    from ferlab.training import model_io, models
 
     cfg = params.train
     keras.utils.set_random_seed(params.seed)

@@ -2,7 +2,7 @@
 
 Input: grey faces as a float32 tensor (N, 48, 48) of grey levels 0..255 (FER2013 pixels,
 or crops made by ferlab's detector). Output: a DataFrame with one column per emotion
-(in ferlab.labels order) and `emotion`, the most likely one.
+(in ferlab.contract order) and `emotion`, the most likely one.
 """
 
 import contextlib
@@ -12,8 +12,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from ferlab.image import IMAGE_SIZE, normalize
-from ferlab.labels import EMOTIONS
+from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize
 
 MODEL_ARTIFACT = "keras_h5"
 
@@ -54,7 +53,7 @@ with contextlib.redirect_stderr(io.StringIO()):
 
     class EmotionModel(mlflow.pyfunc.PythonModel):
         def load_context(self, context):
-            from ferlab.model_io import load_h5
+            from ferlab.training.model_io import load_h5
 
             self.model = load_h5(context.artifacts[MODEL_ARTIFACT])
 

@@ -1,6 +1,6 @@
 """The model card (Markdown) shipped in the bundle."""
 
-from ferlab.labels import EMOTIONS, SPLITS
+from ferlab.contract import EMOTIONS, SPLITS
 
 
 def _metrics_table(scores: dict) -> str:

@@ -1,0 +1,135 @@
+"""What the commands share: errors on stderr, input expansion, the model options and the recogniser.
+
+A FerlabError ends a command with `error: <message>` on stderr and exit status 1; never a traceback."""
+
+import argparse
+import glob
+import os
+import sys
+from pathlib import Path
+
+from ferlab.inference.labelled_set import IMAGE_SUFFIXES  # looked for in folders; --annotate keeps them
+
+
+def error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def expand_inputs(patterns: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files, folders (searched recursively for images) and globs -> (files, [(input, problem)])."""
+    files, problems = [], []
+    for pattern in patterns:
+        path = Path(pattern)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not found:
+                problems.append((pattern, f"{pattern} holds no image files ({', '.join(sorted(IMAGE_SUFFIXES))})."))
+            files.extend(found)
+        elif path.exists() or not glob.has_magic(pattern):
+            files.append(pattern)  # a missing file is reported when it is read
+        else:
+            found = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+            if not found:
+                problems.append((pattern, f"{pattern} matches no file."))
+            files.extend(found)
+    return files, problems
+
+
+def unique_name(stem: str, suffix: str, used: set[str]) -> str:
+    """stem + suffix, or stem_2 + suffix, ...: inputs of the same name from different folders stay apart."""
+    name, n = f"{stem}{suffix}", 1
+    while name in used:
+        n += 1
+        name = f"{stem}_{n}{suffix}"
+    used.add(name)
+    return name
+
+
+def input_files(patterns: list[str]) -> tuple[list[str], int]:
+    """The files to read, after saying in one line each which patterns found none; and how many did not."""
+    files, problems = expand_inputs(patterns)
+    for _, message in problems:
+        error(message)
+    return files, len(problems)
+
+
+def load_recognizer(args):
+    import cv2
+
+    from ferlab.inference.predict import EmotionRecognizer
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our errors say it in one line
+
+    return EmotionRecognizer.load(
+        args.model, detector=args.detector, align=args.align, max_pixels=args.max_pixels, runtime=args.runtime, tta=args.tta
+    )
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def model_options(group, model_default: str | None, model_default_help: str) -> None:
+    """--model, --runtime, --detector, --align and --tta: the same for every command that uses a model."""
+    from ferlab.inference.detect import DEFAULT_DETECTOR, DETECTORS
+    from ferlab.inference.predict import DEFAULT_TTA, RUNTIMES, TTA_MODES
+
+    group.add_argument(
+        "--model",
+        default=model_default,
+        metavar="SOURCE",
+        help="a bundle folder (models/bundle), a .h5 or .tflite file, or a registered model, e.g. "
+        f"models:/ferlab-emotion@production {model_default_help}",
+    )
+    group.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="auto",
+        help="tflite: the bundle's model.tflite on LiteRT (starts fast, no TensorFlow); keras: the .h5 "
+        "on TensorFlow; auto: tflite where the model has it (default: %(default)s)",
+    )
+    group.add_argument(
+        "--detector",
+        choices=DETECTORS,
+        default=DEFAULT_DETECTOR,
+        help="face detector: blazeface (LiteRT, fastest, eye landmarks), haar (OpenCV, the paper's) "
+        "or mtcnn (TensorFlow, eye landmarks, slowest) (default: %(default)s)",
+    )
+    group.add_argument(
+        "--align",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="rotate faces so the eyes are level (blazeface and mtcnn; default: as the model was trained)",
+    )
+    group.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        default=DEFAULT_TTA,
+        help="test-time augmentation: flip averages each face with its mirror image (more accurate, "
+        "one batch of twice the faces); none classifies the face alone (default: %(default)s)",
+    )
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """The options of every command that reads images with a model: model, detector, limits, --quiet."""
+    from ferlab.inference.predict import DEFAULT_MAX_PIXELS
+
+    common = argparse.ArgumentParser(add_help=False)
+    model = common.add_argument_group("model and detector")
+    model_options(
+        model,
+        os.environ.get("FERLAB_MODEL"),
+        "(default: $FERLAB_MODEL, else models/bundle when the package stage made it, else models/model.h5)",
+    )
+    model.add_argument(
+        "--max-pixels",
+        type=positive,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help="refuse images larger than this many pixels (default: %(default)s)",
+    )
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    return common

@@ -1,0 +1,47 @@
+"""The `ferlab` command: emotions of the faces in images, video files and live sources
+(`detect`, `video`, `webcam`), heat maps of what they rest on (`explain`), the web service
+(`serve`), the model on the user's labelled images (`evaluate`, from ferlab.cli.evaluate) and
+the model registry (`models`, from ferlab.cli.models).
+
+Heavy libraries (TensorFlow, OpenCV) are imported only by the commands that need
+them, so `ferlab --help` answers at once. A FerlabError ends the command with
+`error: <message>` on stderr and exit status 1; never a traceback.
+"""
+
+import argparse
+
+from ferlab.cli import detect, evaluate, explain, models, serve, video
+from ferlab.cli.common import common_parser, error
+from ferlab.errors import FerlabError
+
+COMMAND_GROUPS = (detect, explain, video, serve, evaluate, models)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ferlab import __version__
+
+    common = common_parser()
+    parser = argparse.ArgumentParser(
+        prog="ferlab",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Facial emotion recognition (FER2013's 7 emotions) in images, videos and live sources.",
+        epilog="Run `ferlab COMMAND --help` for a command's options.\n"
+        "The model is models/bundle (or models/model.h5) by default: make it with `dvc repro`.",
+    )
+    parser.add_argument("--version", action="version", version=f"ferlab {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.add_command(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FerlabError as err:
+        error(str(err))
+        return 1
+    except KeyboardInterrupt:
+        error("interrupted.")
+        return 130

@@ -1,0 +1,58 @@
+"""The contract between training and inference: the emotions (names and ids), the splits,
+the input size, the normalisation and the face margin of the crop."""
+
+import numpy as np
+
+# Ids are those of the original challenge CSV (fer2013.csv, column `emotion`).
+EMOTIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+NUM_CLASSES = len(EMOTIONS)
+EMOTION_TO_ID: dict[str, int] = {name: i for i, name in enumerate(EMOTIONS)}
+
+# The `Usage` values of fer2013.csv, which are also the file-name prefixes of the
+# Kaggle image-folder archive. Protocol: train / select / report.
+TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT = "Training", "PublicTest", "PrivateTest"
+SPLITS: tuple[str, ...] = (TRAIN_SPLIT, VAL_SPLIT, TEST_SPLIT)
+
+# Rows x classes of the complete dataset, in EMOTIONS order.
+FULL_COUNTS: dict[str, tuple[int, ...]] = {
+    TRAIN_SPLIT: (3995, 436, 4097, 7215, 4830, 3171, 4965),
+    VAL_SPLIT: (467, 56, 496, 895, 653, 415, 607),
+    TEST_SPLIT: (491, 55, 528, 879, 594, 416, 626),
+}
+
+
+def emotion_id(name: str) -> int:
+    try:
+        return EMOTION_TO_ID[name.lower()]
+    except KeyError:
+        raise ValueError(f"unknown emotion {name!r}; expected one of {', '.join(EMOTIONS)}") from None
+
+
+IMAGE_SIZE = 48
+PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
+# Model inputs are grey levels divided by this: [0, 255] -> [0, 1].
+PIXEL_SCALE = 255.0
+# A detected face box is grown by this fraction of its size on each side before the
+# 48x48 crop. 0: Haar's box on FER2013 faces already spans their 48x48 frame (measured
+# on 630 faces, see ferlab.inference.detect), so a detected face is framed as the training faces.
+FACE_MARGIN = 0.0
+
+
+def preprocessing() -> dict:
+    """The preprocessing contract written into the model bundle."""
+    return {
+        "input_size": [IMAGE_SIZE, IMAGE_SIZE],
+        "channels": 1,
+        "color": "grayscale",
+        "normalize": f"pixel / {PIXEL_SCALE:g}",
+        "face_margin": FACE_MARGIN,
+        "dtype": "float32",
+    }
+
+
+def normalize(images: np.ndarray) -> np.ndarray:
+    """uint8 faces (N, 48, 48) or (N, 48, 48, 1) -> float32 (N, 48, 48, 1) in [0, 1]."""
+    x = np.asarray(images, dtype=np.float32) / PIXEL_SCALE
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    return x

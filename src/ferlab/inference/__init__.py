@@ -1,0 +1,1 @@
+"""Using a model: images, face detectors, classifier runtimes, the recogniser, video, explanations."""

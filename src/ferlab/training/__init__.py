@@ -1,0 +1,1 @@
+"""Training: architectures, augmentation, the training loop, precision, evaluation and calibration."""
