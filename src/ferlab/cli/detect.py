@@ -15,49 +15,26 @@ def _annotated_name(path: str, out_dir: Path, used: set[str]) -> Path:
     return out_dir / unique_name(p.stem, p.suffix.lower() if p.suffix.lower() in IMAGE_SUFFIXES else ".png", used)
 
 
-def _print_table(results: list[dict]) -> None:
+def _print_table(found: list[tuple[str, list]]) -> None:
     rows = [("file", "face", "x", "y", "w", "h", "emotion", "prob", "confidence")]
-    for result in results:
-        if "error" in result:
-            continue
-        if not result["faces"]:
-            rows.append((result["path"], "-", "", "", "", "", "no face", "", ""))
-        for i, face in enumerate(result["faces"]):
-            box = face["box"]
-            conf = "" if face["confidence"] is None else f"{face['confidence']:.2f}"
-            rows.append(
-                (
-                    result["path"],
-                    str(i),
-                    *(str(box[k]) for k in "xywh"),
-                    face["emotion"],
-                    f"{face['probabilities'][face['emotion']]:.2f}",
-                    conf,
-                )
-            )
+    for path, faces in found:
+        if not faces:
+            rows.append((path, "-", "", "", "", "", "no face", "", ""))
+        for i, face in enumerate(faces):
+            conf = "" if face.confidence is None else f"{face.confidence:.2f}"
+            rows.append((path, str(i), *map(str, face.box), face.emotion, f"{face.probabilities[face.emotion]:.2f}", conf))
     widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
-def _print_csv(results: list[dict]) -> None:
-    from ferlab.contract import EMOTIONS
+def _print_csv(found: list[tuple[str, list]]) -> None:
+    from ferlab.inference.predict import Face
 
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["path", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS])
-    for result in results:
-        for i, face in enumerate(result.get("faces", [])):
-            box = face["box"]
-            writer.writerow(
-                [
-                    result["path"],
-                    i,
-                    *(box[k] for k in "xywh"),
-                    "" if face["confidence"] is None else f"{face['confidence']:.4f}",
-                    face["emotion"],
-                    *(f"{face['probabilities'][e]:.4f}" for e in EMOTIONS),
-                ]
-            )
+    writer.writerow(["path", "face", *Face.ROW_FIELDS])
+    for path, faces in found:
+        writer.writerows([path, i, *face.to_row()] for i, face in enumerate(faces))
 
 
 def cmd_detect(args) -> int:
@@ -72,7 +49,8 @@ def cmd_detect(args) -> int:
         out_dir = Path(args.annotate)
         out_dir.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    results: list[dict] = []
+    results: list[dict] = []  # the JSON output, errors in place
+    found_faces: list[tuple[str, list]] = []
     failed = unmatched
     bar = tqdm(total=len(files), unit="image", disable=len(files) < 2 or args.quiet or None, file=sys.stderr)
     for path, image, found in recognizer.predict_files(files, args.face_crop, on_read=lambda: bar.update(1)):
@@ -83,6 +61,7 @@ def cmd_detect(args) -> int:
             results.append({"path": path, "error": str(found)})
             continue
         results.append({"path": path, "faces": [face.to_dict() for face in found]})
+        found_faces.append((path, found))
         if args.annotate:
             target = _annotated_name(path, out_dir, used)
             if not cv2.imwrite(str(target), draw_faces(image, found)):
@@ -92,9 +71,9 @@ def cmd_detect(args) -> int:
         json.dump(results, sys.stdout, indent=2)
         print()
     elif args.csv:
-        _print_csv(results)
+        _print_csv(found_faces)
     else:
-        _print_table(results)
+        _print_table(found_faces)
     if failed:
         error(f"{failed} of {len(files) + unmatched} inputs failed; the others were processed.")
     return 1 if failed else 0

@@ -85,6 +85,13 @@ class Face:
             "probabilities": dict(self.probabilities),
         }
 
+    # The flat form of to_dict, for CSV and tables: `ferlab detect --csv`, the video CSV.
+    ROW_FIELDS = ("x", "y", "w", "h", "confidence", "emotion", *EMOTIONS)
+
+    def to_row(self) -> list:
+        confidence = "" if self.confidence is None else f"{self.confidence:.4f}"
+        return [*self.box, confidence, self.emotion, *(f"{self.probabilities[e]:.4f}" for e in EMOTIONS)]
+
 
 @dataclass(frozen=True)
 class Explanation:

@@ -22,7 +22,7 @@ from ferlab.fileio import atomic_path, write_json
 from ferlab.inference.predict import EmotionRecognizer, Face
 
 WINDOW = "ferlab"
-CSV_FIELDS = ("frame", "time_s", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS)
+CSV_FIELDS = ("frame", "time_s", "face", *Face.ROW_FIELDS)
 DEFAULT_FPS = 30.0  # when a file does not say its frame rate
 BOX_COLOR = (0, 200, 255)  # BGR
 
@@ -208,17 +208,7 @@ def analyse_video(
                     indices = tracker.update([face.box for face in faces])
                     t = frame_index / fps
                     for index, face in zip(indices, faces):
-                        rows.writerow(
-                            [
-                                frame_index,
-                                f"{t:.3f}",
-                                index,
-                                *face.box,
-                                "" if face.confidence is None else f"{face.confidence:.4f}",
-                                face.emotion,
-                                *(f"{face.probabilities[e]:.4f}" for e in EMOTIONS),
-                            ]
-                        )
+                        rows.writerow([frame_index, f"{t:.3f}", index, *face.to_row()])
                     if faces:
                         p = np.array([[face.probabilities[e] for e in EMOTIONS] for face in faces])
                         times.append(t)
