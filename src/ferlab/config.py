@@ -194,6 +194,13 @@ def load(path: str | os.PathLike = "params.yaml") -> Params:
     return _build(Params, data, "params")
 
 
+def current() -> Params:
+    """What the tools (`ferlab detect`, `serve`, `models`, ...) go by: ./params.yaml when they run
+    in a ferlab project, else the defaults. One source, so a changed `package.registered_model`
+    or `paths.bundle` moves every tool together."""
+    return load("params.yaml") if Path("params.yaml").is_file() else Params()
+
+
 def as_flat_dict(obj, prefix: str = "") -> dict[str, object]:
     """Flatten params for experiment trackers: {"preprocess.augment.zoom": 0.1, ...}."""
     if dataclasses.is_dataclass(obj):

@@ -120,3 +120,18 @@ def labelled_faces(
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     save(fig, path)
+
+
+def emotion_timeline(times: list[float], probabilities: np.ndarray, dominant: str | None, path) -> None:
+    """The mean probability of each emotion over the faces of each analysed video frame."""
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for k, emotion in enumerate(EMOTIONS):
+        ax.plot(times, probabilities[:, k] if len(times) else [], label=emotion, linewidth=1.5)
+    ax.set(
+        xlabel="time (s)",
+        ylabel="probability (mean over faces)",
+        ylim=(0, 1),
+        title=f"dominant emotion: {dominant}" if dominant else "no face found",
+    )
+    ax.legend(loc="upper right", ncol=7, fontsize=8)
+    save(fig, path)

@@ -12,7 +12,7 @@ from conftest import REPO, face_scene
 
 from ferlab.contract import EMOTIONS, FACE_MARGIN, normalize, preprocessing
 from ferlab.errors import FerlabError
-from ferlab.inference import detect, predict
+from ferlab.inference import detect
 from ferlab.inference.detect import CropContract, Detection, crop_face
 from ferlab.inference.predict import EmotionRecognizer, load_image, load_model
 from ferlab.inference.video import Tracker
@@ -425,7 +425,7 @@ def test_tracker_keeps_indices_of_moving_faces():
 
 def test_astronaut_is_one_happy_face():
     skimage_data = pytest.importorskip("skimage.data", reason="needs scikit-image for its astronaut photo")
-    model = REPO / predict.DEFAULT_MODEL
+    model = REPO / "models" / "model.h5"
     if not model.is_file():
         pytest.skip(f"needs a trained model at {model} (run `dvc repro`); a tiny test model cannot judge emotions")
     faces = EmotionRecognizer.load(model).predict(skimage_data.astronaut(), color="rgb")

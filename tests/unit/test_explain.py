@@ -13,7 +13,7 @@ from conftest import REPO
 
 from ferlab.contract import EMOTION_TO_ID, EMOTIONS
 from ferlab.errors import FerlabError
-from ferlab.inference import explain, predict
+from ferlab.inference import explain
 from ferlab.inference.predict import EmotionRecognizer
 
 HAPPY = EMOTION_TO_ID["happy"]
@@ -216,7 +216,7 @@ def test_explain_on_the_litert_runtime_never_imports_tensorflow(tiny_bundle, tmp
 
 @pytest.fixture(scope="module")
 def trained():
-    model = REPO / predict.DEFAULT_MODEL
+    model = REPO / "models" / "model.h5"
     if not model.is_file():
         pytest.skip(f"needs a trained model at {model} (run `dvc repro`); a tiny test model cannot judge emotions")
     return EmotionRecognizer.load(model, runtime="keras")

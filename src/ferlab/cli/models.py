@@ -2,29 +2,20 @@
 
 import argparse
 import os
-from pathlib import Path
 
+from ferlab import config
+from ferlab.errors import FerlabError
 from ferlab.lifecycle import registry, tracking
-
-DEFAULT_NAME = "ferlab-emotion"
-
-
-def default_name() -> str:
-    """The registered model named in ./params.yaml, if there is one."""
-    if Path("params.yaml").is_file():
-        from ferlab import config
-
-        return config.load("params.yaml").package.registered_model
-    return DEFAULT_NAME
 
 
 def connect() -> None:
-    import mlflow
-
     # fail in seconds, not minutes, when a server is down
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    mlflow.set_tracking_uri(tracking.tracking_uri())
+    if tracking.connect() is None:
+        raise FerlabError(
+            f"there is no MLflow registry at {tracking.tracking_uri()}; run `dvc repro` in the project, or set MLFLOW_TRACKING_URI."
+        )
 
 
 def add_command(sub, common: argparse.ArgumentParser) -> None:  # common: unused, no model options here
@@ -34,7 +25,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:  # common: unused
         description="Versions of the registered model and the `production` alias that inference loads (models:/<name>@production).",
     )
     sub = models.add_subparsers(dest="models_command", required=True, metavar="{list,promote,rollback}")
-    name_option = {"help": f"registered model (default: package.registered_model in ./params.yaml, else {DEFAULT_NAME})"}
+    name_option = {"help": f"registered model (default: package.registered_model in params.yaml, else {config.Package().registered_model})"}
     listing = sub.add_parser("list", help="versions with test accuracy, macro-F1, aliases, creation time")
     listing.add_argument("--name", **name_option)
     promote = sub.add_parser(
@@ -55,7 +46,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:  # common: unused
 
 def run(args) -> int:
     connect()
-    name = args.name or default_name()
+    name = args.name or config.current().package.registered_model
     if args.models_command == "list":
         rows = registry.versions(name)
         print(f"{'version':>7}  {'test_acc':>8}  {'macro_f1':>8}  {'aliases':<22}  created")

@@ -35,7 +35,7 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from ferlab.config import Paths
+from ferlab import config
 from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize
 from ferlab.errors import FerlabError
 from ferlab.inference.detect import (
@@ -50,7 +50,6 @@ from ferlab.inference.detect import (
     get_detector,
 )
 
-DEFAULT_MODEL = Paths().model
 DEFAULT_MAX_PIXELS = 50_000_000  # a 48-megapixel phone photo passes; 20000x20000 does not
 # A bundle folder (models/bundle, made by the package stage) holds these; only the model is required.
 BUNDLE_MODEL = "model.h5"
@@ -251,11 +250,11 @@ CHUNK = 32  # images whose faces go through the model together (predict_files, f
 def default_model() -> str:
     """The bundle folder when the package stage made one (its TFLite model loads without
     TensorFlow), else the trained .h5."""
-    bundle = Path(Paths().bundle)
-    return str(bundle) if (bundle / BUNDLE_MODEL).is_file() else DEFAULT_MODEL
+    paths = config.current().paths
+    return paths.bundle if (Path(paths.bundle) / BUNDLE_MODEL).is_file() else paths.model
 
 
-def load_model(source: str | os.PathLike = DEFAULT_MODEL, runtime: str = "auto"):
+def load_model(source: str | os.PathLike, runtime: str = "auto"):
     """(classifier, CropContract) from a .h5 file, a .tflite file, a bundle folder or models:/<name>@<alias>.
 
     runtime: "tflite" runs the bundle's model.tflite on LiteRT, "keras" the .h5 on TensorFlow;

@@ -145,27 +145,41 @@ def draw_fps(image: np.ndarray, fps: float) -> None:
 # ---- video files ----------------------------------------------------------------------------
 
 
-def timeline_plot(times: list[float], probabilities: np.ndarray, dominant: str | None, path: Path) -> None:
-    """The mean probability of each emotion over the faces of each analysed frame."""
-    import matplotlib
+def sampled_frames(capture: cv2.VideoCapture, stride: int):
+    """(index, frame) for every frame of the capture; frame is None for those between the
+    stride's (grabbed, not decoded)."""
+    index = 0
+    while True:
+        if index % stride:
+            ok, frame = capture.grab(), None
+        else:
+            ok, frame = capture.read()
+        if not ok:
+            return
+        yield index, frame
+        index += 1
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 4))
-    for k, emotion in enumerate(EMOTIONS):
-        ax.plot(times, probabilities[:, k] if len(times) else [], label=emotion, linewidth=1.5)
-    ax.set(
-        xlabel="time (s)",
-        ylabel="probability (mean over faces)",
-        ylim=(0, 1),
-        title=f"dominant emotion: {dominant}" if dominant else "no face found",
-    )
-    ax.legend(loc="upper right", ncol=7, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+class Timeline:
+    """The emotions of a video over time: per analysed frame with faces, the mean over its faces."""
+
+    def __init__(self):
+        self.times, self.frame_means, self.face_probabilities = [], [], []
+
+    def add(self, t: float, faces: list[Face]) -> None:
+        if faces:
+            p = np.array([[face.probabilities[e] for e in EMOTIONS] for face in faces])
+            self.times.append(t)
+            self.frame_means.append(p.mean(axis=0))
+            self.face_probabilities.extend(p)
+
+    def mean(self) -> np.ndarray | None:
+        return np.mean(self.face_probabilities, axis=0) if self.face_probabilities else None
+
+    def plot(self, dominant: str | None, path: Path) -> None:
+        from ferlab import plots
+
+        plots.emotion_timeline(self.times, np.array(self.frame_means).reshape(-1, len(EMOTIONS)), dominant, path)
 
 
 def analyse_video(
@@ -183,60 +197,46 @@ def analyse_video(
     capture = open_source(str(path))
     out_dir.mkdir(parents=True, exist_ok=True)
     fps = frame_rate(capture)
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     outputs = {
         k: out_dir / f"{path.stem}{suffix}"
         for k, suffix in (("csv", ".csv"), ("video", ".annotated.mp4"), ("timeline", ".timeline.png"), ("summary", ".summary.json"))
     }
-    tracker, writer = Tracker(), None
-    times, frame_means, all_probabilities = [], [], []
-    frame_index = analysed = 0
+    tracker, timeline, writer = Tracker(), Timeline(), None
+    frames = analysed = 0
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     bar = tqdm(total=total, unit="frame", desc=path.name, disable=not progress, file=sys.stderr)
     try:
         with atomic_path(outputs["csv"]) as csv_tmp, open(csv_tmp, "w", newline="") as f:
             rows = csv.writer(f)
             rows.writerow(CSV_FIELDS)
-            while True:
-                if frame_index % stride:
-                    ok, frame = capture.grab(), None
-                else:
-                    ok, frame = capture.read()
-                if not ok:
-                    break
-                if frame is not None:
-                    faces = recognizer.predict(frame)
-                    indices = tracker.update([face.box for face in faces])
-                    t = frame_index / fps
-                    for index, face in zip(indices, faces):
-                        rows.writerow([frame_index, f"{t:.3f}", index, *face.to_row()])
-                    if faces:
-                        p = np.array([[face.probabilities[e] for e in EMOTIONS] for face in faces])
-                        times.append(t)
-                        frame_means.append(p.mean(axis=0))
-                        all_probabilities.extend(p)
-                    if writer is None:
-                        writer = open_writer(outputs["video"], fps / stride, (frame.shape[1], frame.shape[0]))
-                    writer.write(draw_faces(frame, faces, indices))
-                    analysed += 1
-                frame_index += 1
+            for frames, (index, frame) in enumerate(sampled_frames(capture, stride), start=1):
                 bar.update(1)
+                if frame is None:
+                    continue
+                faces = recognizer.predict(frame)
+                face_ids = tracker.update([face.box for face in faces])
+                rows.writerows([index, f"{index / fps:.3f}", face_id, *face.to_row()] for face_id, face in zip(face_ids, faces))
+                timeline.add(index / fps, faces)
+                writer = writer or open_writer(outputs["video"], fps / stride, (frame.shape[1], frame.shape[0]))
+                writer.write(draw_faces(frame, faces, face_ids))
+                analysed += 1
     finally:
         bar.close()
         capture.release()
         if writer is not None:
             writer.release()
-    if frame_index == 0:
+    if frames == 0:
         raise FerlabError(f"{path} has no readable frames; it may be corrupt: convert it to MP4 (H.264).")
-    mean = np.mean(all_probabilities, axis=0) if all_probabilities else None
+    mean = timeline.mean()
     dominant = EMOTIONS[int(np.argmax(mean))] if mean is not None else None
-    timeline_plot(times, np.array(frame_means).reshape(-1, len(EMOTIONS)), dominant, outputs["timeline"])
+    timeline.plot(dominant, outputs["timeline"])
     summary = {
         "video": str(path),
         "fps": fps,
-        "frames": frame_index,
+        "frames": frames,
         "stride": stride,
         "analysed_frames": analysed,
-        "frames_with_faces": len(times),
+        "frames_with_faces": len(timeline.times),
         "faces_tracked": tracker.next_index,
         "dominant_emotion": dominant,
         "mean_probabilities": None if mean is None else {e: float(v) for e, v in zip(EMOTIONS, mean)},

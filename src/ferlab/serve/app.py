@@ -123,11 +123,20 @@ class Service:
     """The state behind the endpoints: loading, readiness, the pool and the batcher."""
 
     def __init__(
-        self, recognizer, model_info, max_concurrency: int, max_queue: int, max_batch: int, on_load_error: Callable[[str], None] | None
+        self,
+        recognizer,
+        model_info,
+        max_upload_bytes: int,
+        max_concurrency: int,
+        max_queue: int,
+        max_batch: int,
+        on_load_error: Callable[[str], None] | None,
     ):
         self._load = recognizer if callable(recognizer) else (lambda: recognizer)
         self._info = model_info if callable(model_info) else (lambda: model_info)
+        self.max_upload_bytes = max_upload_bytes
         self.max_concurrency = max_concurrency
+        self.max_queue = max_queue
         self.admission = Admission(max_concurrency, max_queue)
         self.max_batch = max_batch
         self.on_load_error = on_load_error
@@ -185,6 +194,77 @@ class Service:
             await self.batcher.stop()
         if self.croppers is not None:
             self.croppers.pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- what every request goes through -----------------------------------------------------
+
+    def limits(self) -> dict:
+        return {
+            "max_upload_bytes": self.max_upload_bytes,
+            "max_pixels": self.recognizer.max_pixels if self.recognizer is not None else None,
+            "content_types": [FORM_TYPE, *IMAGE_TYPES],
+            "max_concurrency": self.max_concurrency,
+            "max_queue": self.max_queue,
+        }
+
+    def require_ready(self) -> None:
+        if not self.ready:
+            detail = "the model is still loading; retry when /readyz answers 200."
+            if self.load_error:
+                detail = f"the model failed to load: {self.load_error}"
+            raise HTTPException(503, detail, headers={"Retry-After": "2"})
+
+    @asynccontextmanager
+    async def upload(self, request: Request) -> AsyncIterator[bytes]:
+        """The request's image bytes, after the checks every image endpoint makes, while it holds
+        a place among the requests admitted."""
+        self.require_ready()
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != FORM_TYPE and content_type not in IMAGE_TYPES:
+            raise _fail(
+                415,
+                f"unsupported Content-Type {content_type or '(none)'!r}; send an image "
+                f"({', '.join(IMAGE_TYPES)}) or a {FORM_TYPE} form with the field `{FORM_FIELD}`.",
+            )
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_upload_bytes:
+            raise _fail(
+                413,
+                f"the upload ({int(declared):,} bytes) is larger than the limit of {self.max_upload_bytes:,} bytes; send a smaller image.",
+            )
+        self.admission.enter()
+        try:
+            yield await _image_bytes(request, content_type, self.max_upload_bytes)
+        finally:
+            self.admission.leave()
+
+    def answer(self, faces: list[dict], image: np.ndarray, started: float, read: float, detected: float, last: tuple[str, float]) -> dict:
+        """The JSON both image endpoints return: the faces, the image size, the model and where the time went."""
+        stage, done = last
+        return {
+            "faces": faces,
+            "width": image.shape[1],
+            "height": image.shape[0],
+            "model": {"name": self.info.get("name"), "version": self.info.get("version")},
+            "timing_ms": {
+                "read": _ms(started, read),
+                "detect": _ms(read, detected),
+                stage: _ms(detected, done),
+                "total": _ms(started, time.perf_counter()),
+            },
+        }
+
+    async def heat_maps(self, method: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, heat maps) of the faces; the model is used from the batcher's thread only."""
+        from ferlab.inference import explain as why
+
+        if method == "occlusion":
+            answers = await self.batcher.classify(why.occlusion_inputs(crops))  # the faces and all their copies: one call
+            return why.occlusion_maps(answers, len(crops))
+        probabilities = await self.batcher.classify(crops)
+        maps = await self.batcher.call(
+            why.gradcam_maps, self.recognizer.classifier.model, crops, probabilities.argmax(axis=1), self.recognizer.tta == "flip"
+        )
+        return probabilities, maps
 
 
 async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
@@ -281,7 +361,7 @@ def create_app(
     started, so /healthz answers at once and /readyz turns 200 when the model is warm.
     `on_load_error(message)` is called if loading fails (the server should then stop).
     """
-    service = Service(recognizer, model_info, max_concurrency, max_queue, max_batch, on_load_error)
+    service = Service(recognizer, model_info, max_upload_bytes, max_concurrency, max_queue, max_batch, on_load_error)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -300,96 +380,34 @@ def create_app(
         description="Facial emotion recognition: faces, boxes and the probabilities of FER2013's 7 emotions.",
     )
     app.state.service = service
+    _image_routes(app, service)
+    _status_routes(app, service)
 
-    def limits() -> dict:
-        max_pixels = service.recognizer.max_pixels if service.recognizer is not None else None
-        return {
-            "max_upload_bytes": max_upload_bytes,
-            "max_pixels": max_pixels,
-            "content_types": [FORM_TYPE, *IMAGE_TYPES],
-            "max_concurrency": max_concurrency,
-            "max_queue": max_queue,
-        }
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
-    def require_ready() -> None:
-        if not service.ready:
-            detail = (
-                f"the model failed to load: {service.load_error}"
-                if service.load_error
-                else "the model is still loading; retry when /readyz answers 200."
-            )
-            raise HTTPException(503, detail, headers={"Retry-After": "2"})
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _offline_docs(app)
+    return app
 
-    @asynccontextmanager
-    async def upload(request: Request) -> AsyncIterator[bytes]:
-        """The request's image bytes, after the checks every image endpoint makes, while it holds
-        a place among the requests admitted."""
-        require_ready()
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != FORM_TYPE and content_type not in IMAGE_TYPES:
-            raise _fail(
-                415,
-                f"unsupported Content-Type {content_type or '(none)'!r}; send an image "
-                f"({', '.join(IMAGE_TYPES)}) or a {FORM_TYPE} form with the field `{FORM_FIELD}`.",
-            )
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > max_upload_bytes:
-            raise _fail(
-                413, f"the upload ({int(declared):,} bytes) is larger than the limit of {max_upload_bytes:,} bytes; send a smaller image."
-            )
-        service.admission.enter()
-        try:
-            yield await _image_bytes(request, content_type, max_upload_bytes)
-        finally:
-            service.admission.leave()
 
-    def model_name() -> dict:
-        return {"name": service.info.get("name"), "version": service.info.get("version")}
-
+def _image_routes(app: FastAPI, service: Service) -> None:
     @app.post("/v1/predict", summary="Faces and their emotions in an image", openapi_extra=PREDICT_DOC)
     async def predict(request: Request) -> dict:
         """JSON: `faces` (largest first; each `Face.to_dict()`: box, confidence, emotion, probabilities),
         the image's `width` and `height`, the `model` and `timing_ms`. No face: an empty list."""
+        from ferlab.inference.predict import assemble
+
         started = time.perf_counter()
-        async with upload(request) as data:
+        async with service.upload(request) as data:
             read = time.perf_counter()
             detections, crops, image = await service.croppers.run(data)
             detected = time.perf_counter()
             probabilities = await service.batcher.classify(crops) if len(crops) else np.zeros((0, len(EMOTIONS)), np.float32)
             classified = time.perf_counter()
-        from ferlab.inference.predict import assemble
-
         faces = assemble([detections], probabilities)[0]
-        return answer([face.to_dict() for face in faces], image, started, read, detected, ("classify", classified))
-
-    def answer(faces: list[dict], image: np.ndarray, started: float, read: float, detected: float, last: tuple[str, float]) -> dict:
-        """The JSON both endpoints return: the faces, the image size, the model and where the time went."""
-        stage, done = last
-        return {
-            "faces": faces,
-            "width": image.shape[1],
-            "height": image.shape[0],
-            "model": model_name(),
-            "timing_ms": {
-                "read": _ms(started, read),
-                "detect": _ms(read, detected),
-                stage: _ms(detected, done),
-                "total": _ms(started, time.perf_counter()),
-            },
-        }
-
-    async def heat_maps(method: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, heat maps) of the faces; the model is used from the batcher's thread only."""
-        from ferlab.inference import explain as why
-
-        if method == "occlusion":
-            answers = await service.batcher.classify(why.occlusion_inputs(crops))  # the faces and all their copies: one call
-            return why.occlusion_maps(answers, len(crops))
-        probabilities = await service.batcher.classify(crops)
-        maps = await service.batcher.call(
-            why.gradcam_maps, service.recognizer.classifier.model, crops, probabilities.argmax(axis=1), service.recognizer.tta == "flip"
-        )
-        return probabilities, maps
+        return service.answer([face.to_dict() for face in faces], image, started, read, detected, ("classify", classified))
 
     @app.post("/v1/explain", summary="Faces, their emotions and heat maps of what each emotion rests on", openapi_extra=EXPLAIN_DOC)
     async def explain(request: Request, method: str = Query("auto", description=METHOD_DOC)) -> dict:
@@ -398,26 +416,28 @@ def create_app(
         from ferlab.inference.explain import choose_method
 
         started = time.perf_counter()
-        require_ready()
+        service.require_ready()
         try:
             used = choose_method(method, service.recognizer.classifier)
         except FerlabError as err:
             raise _fail(400, str(err)) from None
-        async with upload(request) as data:
+        async with service.upload(request) as data:
             read = time.perf_counter()
             detections, crops, image = await service.croppers.run(data)
             detected = time.perf_counter()
             faces = []
             if len(crops):
-                probabilities, maps = await heat_maps(used, crops)
+                probabilities, maps = await service.heat_maps(used, crops)
                 faces = await service.croppers.call(_rendered, service.recognizer, image, detections, probabilities, maps, used)
             explained = time.perf_counter()
-        return answer(faces, image, started, read, detected, ("explain", explained))
+        return service.answer(faces, image, started, read, detected, ("explain", explained))
 
+
+def _status_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/model", summary="The model served")
     async def model() -> dict:
-        require_ready()
-        return {**service.info, "limits": limits()}
+        service.require_ready()
+        return {**service.info, "limits": service.limits()}
 
     @app.get("/healthz", summary="Liveness: 200 while the process answers")
     async def healthz() -> dict:
@@ -430,14 +450,6 @@ def create_app(
         if service.load_error:
             return JSONResponse({"status": "failed", "detail": service.load_error}, status_code=503)
         return JSONResponse({"status": "loading"}, status_code=503)
-
-    @app.get("/", include_in_schema=False)
-    async def page():
-        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    _offline_docs(app)
-    return app
 
 
 def _offline_docs(app) -> None:

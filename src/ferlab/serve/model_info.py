@@ -5,10 +5,12 @@ import os
 import re
 from pathlib import Path
 
-from ferlab.config import Package, Paths
+from ferlab import config
 from ferlab.errors import FerlabError
 
-PRODUCTION_URI = f"models:/{Package().registered_model}@production"
+
+def production_uri() -> str:
+    return f"models:/{config.current().package.registered_model}@production"
 
 
 def _registry_has(uri: str) -> bool:
@@ -28,16 +30,17 @@ def default_source(env=os.environ) -> str:
     """$FERLAB_MODEL, else the registry's production model, else models/bundle, else models/model.h5."""
     if env.get("FERLAB_MODEL"):
         return env["FERLAB_MODEL"]
-    if _registry_has(PRODUCTION_URI):
-        return PRODUCTION_URI
+    production = production_uri()
+    if _registry_has(production):
+        return production
     from ferlab.inference.predict import default_model
 
     local = default_model()  # the bundle if the package stage made one, else the trained .h5
     if Path(local).exists():
         return local
-    paths = Paths()
+    paths = config.current().paths
     raise FerlabError(
-        f"no model to serve: the registry has no {PRODUCTION_URI} and there is no {paths.bundle} "
+        f"no model to serve: the registry has no {production} and there is no {paths.bundle} "
         f"or {paths.model}; run `dvc repro` (and `ferlab models promote`), or pass --model (a bundle "
         "folder, a .h5 or .tflite file, or models:/<name>@<alias>)."
     )
@@ -79,11 +82,11 @@ def describe(source: str) -> dict:
             if accuracy is not None and macro_f1 is not None:
                 info["test_metrics"] = {"accuracy": accuracy, "macro_f1": macro_f1} | ({"ece": ece} if ece is not None else {})
         return info
-    path = Path(source)
+    path, paths = Path(source), config.current().paths
     folder = path if path.is_dir() else path.parent
     info["name"] = _card_name(folder / "MODEL_CARD.md") or path.name
     if (folder / "metrics.json").is_file():  # a bundle, or a .h5 inside one
         info["test_metrics"] = _test_metrics(folder / "metrics.json", calibrated=True)
-    elif path.resolve() == Path(Paths().model).resolve():  # the pipeline's model: its evaluate stage's numbers
-        info["test_metrics"] = _test_metrics(Path(Paths().metrics), calibrated=False)
+    elif path.resolve() == Path(paths.model).resolve():  # the pipeline's model: its evaluate stage's numbers
+        info["test_metrics"] = _test_metrics(Path(paths.metrics), calibrated=False)
     return info
