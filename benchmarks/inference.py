@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from ferlab.fileio import write_json
-from ferlab.inference.predict import EmotionRecognizer, default_model, load_model
+from ferlab.inference.predict import EmotionRecognizer
+from ferlab.inference.sources import default_model, load_model
 
 OUT = Path("reports/benchmarks/inference.json")
 

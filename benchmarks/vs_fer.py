@@ -26,7 +26,8 @@ import numpy as np
 from ferlab.contract import EMOTIONS
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import write_json
-from ferlab.inference.predict import EmotionRecognizer, default_model
+from ferlab.inference.predict import EmotionRecognizer
+from ferlab.inference.sources import default_model
 
 OUT = Path("reports/benchmarks/vs_fer.json")
 

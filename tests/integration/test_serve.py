@@ -13,7 +13,8 @@ import pytest
 
 from ferlab.contract import EMOTIONS
 from ferlab.inference.detect import DEFAULT_DETECTOR
-from ferlab.inference.predict import DEFAULT_MAX_PIXELS, EmotionRecognizer
+from ferlab.inference.images import DEFAULT_MAX_PIXELS
+from ferlab.inference.predict import EmotionRecognizer
 from integration.conftest import free_port
 from integration.serving import (
     ASTRONAUT_FACE,

@@ -14,7 +14,9 @@ from ferlab.contract import EMOTIONS, FACE_MARGIN, normalize, preprocessing
 from ferlab.errors import FerlabError
 from ferlab.inference import detect
 from ferlab.inference.detect import CropContract, Detection, crop_face
-from ferlab.inference.predict import EmotionRecognizer, load_image, load_model
+from ferlab.inference.images import load_image
+from ferlab.inference.predict import EmotionRecognizer
+from ferlab.inference.sources import load_model
 from ferlab.inference.video import Tracker
 
 # ---- fixtures: real FER2013 faces, a tiny trained model -------------------------------------

@@ -110,7 +110,7 @@ def test_training_runs_name_fer2013_and_open_in_the_model_training_view(tmp_path
 def test_the_tools_go_by_one_configuration(tmp_path, monkeypatch):
     """detect/evaluate (default_model), serve (production_uri) and `ferlab models` read the same
     params: the project's params.yaml where there is one, the defaults elsewhere."""
-    from ferlab.inference.predict import default_model
+    from ferlab.inference.sources import default_model
     from ferlab.serve.model_info import production_uri
 
     monkeypatch.chdir(tmp_path)

@@ -14,7 +14,8 @@ from ferlab.contract import normalize
 from ferlab.errors import FerlabError
 from ferlab.inference import detect
 from ferlab.inference.litert import TFLiteModel
-from ferlab.inference.predict import EmotionRecognizer, default_model, load_model
+from ferlab.inference.predict import EmotionRecognizer
+from ferlab.inference.sources import default_model, load_model
 
 MATPLOTLIB_HOPPER = ("sample_data", "grace_hopper.jpg")
 

@@ -75,7 +75,8 @@ def positive(text: str) -> int:
 def model_options(group, model_default: str | None, model_default_help: str) -> None:
     """--model, --runtime, --detector, --align and --tta: the same for every command that uses a model."""
     from ferlab.inference.detect import DEFAULT_DETECTOR, DETECTORS
-    from ferlab.inference.predict import DEFAULT_TTA, RUNTIMES, TTA_MODES
+    from ferlab.inference.predict import DEFAULT_TTA, TTA_MODES
+    from ferlab.inference.sources import RUNTIMES
 
     group.add_argument(
         "--model",
@@ -115,7 +116,7 @@ def model_options(group, model_default: str | None, model_default_help: str) -> 
 
 def common_parser() -> argparse.ArgumentParser:
     """The options of every command that reads images with a model: model, detector, limits, --quiet."""
-    from ferlab.inference.predict import DEFAULT_MAX_PIXELS
+    from ferlab.inference.images import DEFAULT_MAX_PIXELS
 
     common = argparse.ArgumentParser(add_help=False)
     model = common.add_argument_group("model and detector")

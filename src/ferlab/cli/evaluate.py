@@ -74,7 +74,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ferlab.inference import assess, labelled_set
-    from ferlab.inference.predict import default_model
+    from ferlab.inference.sources import default_model
 
     labelled = labelled_set.read(args.data)
     for problem in labelled.problems:

@@ -28,7 +28,7 @@ def cmd_serve(args) -> int:
 
 
 def add_command(sub, common: argparse.ArgumentParser) -> None:
-    from ferlab.inference.predict import DEFAULT_MAX_PIXELS
+    from ferlab.inference.images import DEFAULT_MAX_PIXELS
 
     serve = sub.add_parser(
         "serve",

@@ -1,4 +1,5 @@
-"""Faces -> emotions: `EmotionRecognizer`, image loading, and the JSON of a face.
+"""Faces -> emotions: `EmotionRecognizer` and the JSON of a face (images: ferlab.inference.images;
+models: ferlab.inference.sources).
 
     recognizer = EmotionRecognizer.load("models/bundle")     # or a .h5, a .tflite, or models:/<name>@<alias>
     for face in recognizer.predict("photo.jpg"):             # a path, encoded bytes or a NumPy array
@@ -23,19 +24,13 @@ wrong (missing or unreadable file, corrupt or truncated image, an image above
 """
 
 import copy
-import io
-import json
 import os
-import re
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
 
-from ferlab import config
 from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize
 from ferlab.errors import FerlabError
 from ferlab.inference.detect import (
@@ -49,20 +44,13 @@ from ferlab.inference.detect import (
     face_square,
     get_detector,
 )
+from ferlab.inference.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from ferlab.inference.sources import default_model, load_model
 
-DEFAULT_MAX_PIXELS = 50_000_000  # a 48-megapixel phone photo passes; 20000x20000 does not
-# A bundle folder (models/bundle, made by the package stage) holds these; only the model is required.
-BUNDLE_MODEL = "model.h5"
-BUNDLE_TFLITE = "model.tflite"  # the same model for LiteRT: no TensorFlow import
-BUNDLE_CONTRACT = "preprocessing.json"  # {"face_margin": 0.1, "align": false, ...}: the crop contract
-BUNDLE_LABELS = "labels.json"  # {"emotions": [{"id": 0, "name": "angry"}, ...]}: must be ferlab's
-COLORS = ("bgr", "rgb")
 # Test-time augmentation of each face: "flip" averages the probabilities of the face and its
 # mirror image (one batch of twice the faces; +1 point on PrivateTest, see README), "none" does not.
 TTA_MODES = ("flip", "none")
 DEFAULT_TTA = "flip"
-
-ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 
 
 @dataclass(frozen=True)
@@ -111,191 +99,7 @@ class Explanation:
         return {**self.face.to_dict(), "method": self.method}
 
 
-# ---- images ---------------------------------------------------------------------------------
-
-
-def _too_large(name: str, pixels: str, limit: int) -> FerlabError:
-    return FerlabError(
-        f"{name} has {pixels} pixels, above the limit of {limit:,}; resize it, or raise the limit (--max-pixels) if you have the memory."
-    )
-
-
-def _check_header(data: bytes, name: str, max_pixels: int) -> None:
-    """Refuse an image above max_pixels from its header, before decoding it."""
-    from PIL import Image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            width, height = Image.open(io.BytesIO(data)).size  # lazy: reads the header only
-    except Image.DecompressionBombError as err:  # Pillow's own limit, at 2 * Image.MAX_IMAGE_PIXELS
-        found = re.search(r"\((\d+) pixels\)", str(err))
-        pixels = f"{int(found.group(1)):,}" if found else f"over {2 * Image.MAX_IMAGE_PIXELS:,}"
-        raise _too_large(name, pixels, min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS)) from None
-    except Exception:
-        return  # not a format Pillow knows: OpenCV may, and says so below if not
-    if width * height > max_pixels:
-        raise _too_large(name, f"{width}x{height} = {width * height:,}", max_pixels)
-
-
-def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    if not data:
-        raise FerlabError(f"{name} is empty (0 bytes); it is not an image.")
-    _check_header(data, name, max_pixels)
-    # IMREAD_COLOR: 8-bit BGR whatever the file (grey, 16-bit, alpha), EXIF orientation applied.
-    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FerlabError(
-            f"{name} is not a readable image (corrupt, truncated or not an image file); check it or save it again as JPEG or PNG."
-        )
-    if image.shape[0] * image.shape[1] > max_pixels:
-        raise _too_large(name, f"{image.shape[1]}x{image.shape[0]}", max_pixels)
-    return image
-
-
-def _from_array(array: np.ndarray, color: str, max_pixels: int) -> np.ndarray:
-    a = np.asarray(array)
-    shape = a.shape
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] in (3, 4))) or a.size == 0:
-        raise FerlabError(f"the image array has shape {shape}; expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4).")
-    if a.shape[0] * a.shape[1] > max_pixels:
-        raise _too_large("the image array", f"{a.shape[1]}x{a.shape[0]}", max_pixels)
-    if a.dtype == np.uint16:
-        a = (a >> 8).astype(np.uint8)
-    elif a.dtype.kind == "f":
-        if np.nanmin(a) < 0 or np.nanmax(a) > 1:
-            raise FerlabError("the float image array has values outside [0, 1]; scale it to [0, 1] or pass uint8.")
-        a = np.round(np.nan_to_num(a) * 255).astype(np.uint8)
-    elif a.dtype != np.uint8:
-        raise FerlabError(f"the image array has dtype {a.dtype}; pass uint8, uint16 or float in [0, 1].")
-    if a.ndim == 2:
-        return cv2.cvtColor(a, cv2.COLOR_GRAY2BGR)
-    codes = {("bgr", 3): None, ("rgb", 3): cv2.COLOR_RGB2BGR, ("bgr", 4): cv2.COLOR_BGRA2BGR, ("rgb", 4): cv2.COLOR_RGBA2BGR}
-    code = codes[color, a.shape[2]]
-    return np.ascontiguousarray(a) if code is None else cv2.cvtColor(a, code)
-
-
-def load_image(image: ImageInput, color: str = "bgr", max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """A path, encoded bytes (JPEG, PNG, ...) or an array -> BGR uint8 (H, W, 3).
-
-    `color` says the channel order of 3- and 4-channel arrays: "bgr" (OpenCV) or "rgb"
-    (Pillow, scikit-image, matplotlib). Grey, RGBA/BGRA, uint16 and float [0, 1] arrays are accepted.
-    """
-    if color not in COLORS:
-        raise FerlabError(f"unknown color order {color!r}; choose one of {', '.join(COLORS)}.")
-    if isinstance(image, np.ndarray):
-        return _from_array(image, color, max_pixels)
-    if isinstance(image, (bytes, bytearray, memoryview)):
-        return _decode(bytes(image), "the image bytes", max_pixels)
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.exists():
-            raise FerlabError(f"{path}: no such file; check the path.")
-        if path.is_dir():
-            raise FerlabError(f"{path} is a folder; pass image files (the CLI also takes folders).")
-        try:
-            data = path.read_bytes()
-        except OSError as err:
-            raise FerlabError(f"{path} cannot be read ({err.strerror}); check its permissions.") from None
-        return _decode(data, str(path), max_pixels)
-    raise FerlabError(f"cannot read an image from a {type(image).__name__}; pass a path, encoded bytes or a NumPy array.")
-
-
-# ---- models ---------------------------------------------------------------------------------
-
-
-def missing_model(source) -> FerlabError:
-    return FerlabError(
-        f"no model at {source}; run `dvc repro` to train one, or promote a registered model "
-        "and pass --model models:/<name>@<alias> (or a .h5 file, or a bundle folder)."
-    )
-
-
-def _bundle_contract(folder: Path) -> CropContract:
-    """The crop contract of a bundle (preprocessing.json), after checking its labels (labels.json)."""
-    labels = folder / BUNDLE_LABELS
-    contract = folder / BUNDLE_CONTRACT
-    try:
-        if labels.is_file():
-            names = [e["name"] for e in json.loads(labels.read_text())["emotions"]]
-            if tuple(names) != EMOTIONS:
-                raise FerlabError(
-                    f"{labels} lists the emotions {names}, not ferlab's {list(EMOTIONS)}; this model was trained for other labels."
-                )
-        return CropContract.from_dict(json.loads(contract.read_text())) if contract.is_file() else CropContract()
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise FerlabError(
-            f"the bundle {folder} has an unreadable {BUNDLE_LABELS} or {BUNDLE_CONTRACT} ({err}); rebuild it with `dvc repro`."
-        ) from None
-
-
-def _load_registered(uri: str):
-    from ferlab.lifecycle import registry, tracking
-
-    name, alias = registry.parse_uri(uri)
-    if tracking.connect() is None:
-        raise FerlabError(
-            f"cannot resolve {uri}: there is no MLflow registry at {tracking.tracking_uri()}; run `dvc repro` and "
-            "`ferlab models promote` in the project, set MLFLOW_TRACKING_URI, or pass --model with a .h5 file."
-        )
-    return Path(registry.local_model_file(name, alias))
-
-
-RUNTIMES = ("auto", "tflite", "keras")
 CHUNK = 32  # images whose faces go through the model together (predict_files, ferlab detect, ferlab evaluate)
-
-
-def default_model() -> str:
-    """The bundle folder when the package stage made one (its TFLite model loads without
-    TensorFlow), else the trained .h5."""
-    paths = config.current().paths
-    return paths.bundle if (Path(paths.bundle) / BUNDLE_MODEL).is_file() else paths.model
-
-
-def load_model(source: str | os.PathLike, runtime: str = "auto"):
-    """(classifier, CropContract) from a .h5 file, a .tflite file, a bundle folder or models:/<name>@<alias>.
-
-    runtime: "tflite" runs the bundle's model.tflite on LiteRT, "keras" the .h5 on TensorFlow;
-    "auto" takes the TFLite model where the source has one.
-    """
-    from ferlab.inference.classifier import KerasClassifier, TFLiteClassifier
-    from ferlab.training.model_io import load_h5
-
-    if runtime not in RUNTIMES:
-        raise FerlabError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
-    text = os.fspath(source)
-    from ferlab.lifecycle.registry import is_uri
-
-    if is_uri(text):
-        h5 = _load_registered(text)
-        folder = h5.parent
-    else:
-        path = Path(text)
-        if path.is_dir():
-            if not (path / BUNDLE_MODEL).is_file():
-                raise FerlabError(
-                    f"{path} holds no {BUNDLE_MODEL}; pass a bundle folder made by `dvc repro` (models/bundle) or a .h5 file."
-                )
-            h5, folder = path / BUNDLE_MODEL, path
-        elif not path.is_file():
-            raise missing_model(path)
-        elif path.suffix.lower() == ".tflite":
-            if runtime == "keras":
-                raise FerlabError(f"{path} is a TFLite model; the keras runtime needs a .h5 file or a bundle folder.")
-            return TFLiteClassifier(path), CropContract()
-        else:
-            h5, folder = path, None
-    contract = _bundle_contract(folder) if folder is not None else CropContract()
-    tflite = folder / BUNDLE_TFLITE if folder is not None else None
-    if runtime == "tflite" and not (tflite and tflite.is_file()):
-        raise FerlabError(
-            f"{text} has no {BUNDLE_TFLITE}; pass a bundle folder made by `dvc repro` (models/bundle), or use --runtime keras."
-        )
-    if runtime != "keras" and tflite is not None and tflite.is_file():
-        return TFLiteClassifier(tflite), contract
-    return KerasClassifier(load_h5(h5)), contract
 
 
 # ---- the recognizer -------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class Croppers:
         """(detections, (N, 48, 48) faces, the decoded BGR image) of encoded image bytes."""
         import cv2
 
-        from ferlab.inference.predict import load_image
+        from ferlab.inference.images import load_image
 
         recognizer = self._own()
         try:

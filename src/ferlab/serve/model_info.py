@@ -33,7 +33,7 @@ def default_source(env=os.environ) -> str:
     production = production_uri()
     if _registry_has(production):
         return production
-    from ferlab.inference.predict import default_model
+    from ferlab.inference.sources import default_model
 
     local = default_model()  # the bundle if the package stage made one, else the trained .h5
     if Path(local).exists():

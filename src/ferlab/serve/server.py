@@ -9,7 +9,7 @@ from ferlab.errors import FerlabError
 
 def check_source(source: str) -> None:
     """A missing file or folder is reported before the server starts (registry URIs are checked when loading)."""
-    from ferlab.inference.predict import missing_model
+    from ferlab.inference.sources import missing_model
     from ferlab.lifecycle.registry import is_uri
 
     if not is_uri(source) and not Path(source).exists():
@@ -43,7 +43,8 @@ def serve(
     import uvicorn
 
     from ferlab.inference.detect import DEFAULT_DETECTOR
-    from ferlab.inference.predict import DEFAULT_MAX_PIXELS, DEFAULT_TTA, EmotionRecognizer
+    from ferlab.inference.images import DEFAULT_MAX_PIXELS
+    from ferlab.inference.predict import DEFAULT_TTA, EmotionRecognizer
     from ferlab.serve.app import create_app
     from ferlab.serve.model_info import describe
 
