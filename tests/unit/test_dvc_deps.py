@@ -82,6 +82,17 @@ def test_every_project_file_a_stage_runs_is_a_dependency(name):
 
 
 @pytest.mark.parametrize("name", list(STAGES))
+def test_every_code_dependency_is_code_the_stage_runs(name):
+    """The other way round: a stage does not re-run for code it never executes."""
+    stage = STAGES[name]
+    used = {str(f.relative_to(REPO)) for f in project_files(entry_module(stage))}
+    unused = [
+        d for d in declared(stage, "deps") if d.startswith("src/") and not any(u == d or u.startswith(d.rstrip("/") + "/") for u in used)
+    ]
+    assert not unused, f"stage {name} lists {unused} in dvc.yaml but never runs them"
+
+
+@pytest.mark.parametrize("name", list(STAGES))
 def test_every_path_a_stage_reads_is_a_dependency_or_an_output(name):
     stage = STAGES[name]
     script = SRC / (entry_module(stage).replace(".", "/") + ".py")
