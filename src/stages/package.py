@@ -10,24 +10,11 @@ from ferlab.data import arrays as arrays_mod
 from ferlab.errors import FerlabError
 from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.inference.classifier import TFLiteClassifier
-from ferlab.lifecycle import model_card, pyfunc, registry, tracking
+from ferlab.lifecycle import model_card, registry, tracking
 from ferlab.lifecycle.export import to_tflite
 from ferlab.stage import log, run
 from ferlab.training import calibration, model_io
 from ferlab.training.evaluate import predict_proba
-
-
-def pinned(packages: list[str]) -> list[str]:
-    """The versions in use here, so `mlflow models serve` builds the environment the model was tested in."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    def pin(name: str) -> str:
-        try:
-            return f"{name}=={version(name)}"
-        except PackageNotFoundError:
-            return name
-
-    return [pin(name) for name in packages]
 
 
 def main() -> None:
@@ -85,22 +72,13 @@ def main() -> None:
     if not cfg.register:
         log(f"wrote {paths.bundle}; registration is off (package.register: false)")
         return
-    import mlflow
-
     tracker = tracking.RunTracker(params.train.experiment)
     tracker.start(run_info["run_id"])
-    info = mlflow.pyfunc.log_model(
-        name="emotion_model",
-        python_model=pyfunc.EmotionModel(),
-        # The bundle's other files sit next to model.h5 in the registered model, so that
-        # models:/<name>@<alias> brings its crop contract and its TFLite model along.
-        artifacts={pyfunc.MODEL_ARTIFACT: str(Path(paths.bundle) / "model.h5")}
-        | {name: str(Path(paths.bundle) / name) for name in ("model.tflite", "preprocessing.json", "labels.json")},
-        code_paths=[str(Path(pyfunc.__file__).parent)],
-        signature=pyfunc.signature(),
-        pip_requirements=pinned(["tensorflow", "keras", "numpy", "pandas", "opencv-python-headless", "pyyaml"]),
-    )
-    mlflow.log_artifacts(paths.bundle, "bundle")
+    # The bundle's other files sit next to model.h5 in the registered model, so that
+    # models:/<name>@<alias> brings its crop contract and its TFLite model along.
+    bundle_files = {name: str(Path(paths.bundle) / name) for name in ("model.tflite", "preprocessing.json", "labels.json")}
+    info = tracker.log_emotion_model("emotion_model", Path(paths.bundle) / "model.h5", bundle_files)
+    tracker.log_artifacts(paths.bundle, "bundle")
     tracker.end()
     test = scores["test"]
     version = registry.register(

@@ -10,7 +10,8 @@ def test_the_wheel_installs_ferlab_and_not_the_stage_scripts():
 
     found = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
     packages = find_packages(where=str(REPO / found["where"][0]), include=found["include"])
-    assert "ferlab" in packages and "ferlab.serve" in packages
+    assert {"ferlab", "ferlab.data", "ferlab.training", "ferlab.training.models", "ferlab.lifecycle", "ferlab.inference"} <= set(packages)
+    assert {"ferlab.serve", "ferlab.cli"} <= set(packages)
     assert not [p for p in packages if p.split(".")[0] != "ferlab"]
 
 
@@ -29,3 +30,12 @@ def test_every_dependency_has_its_tested_version_in_the_lock():
     wanted = {canonicalize_name(Requirement(r).name) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
     assert wanted - pinned == set()
     assert all("==" in line for line in (REPO / "constraints.txt").read_text().splitlines() if line and not line.startswith("#"))
+
+
+def test_the_registered_model_names_the_versions_in_use():
+    from importlib.metadata import version
+
+    from ferlab.lifecycle.pyfunc import pinned_requirements
+
+    pins = dict(r.split("==") for r in pinned_requirements())
+    assert pins["tensorflow"] == version("tensorflow") and pins["keras"] == version("keras") and pins["numpy"] == version("numpy")

@@ -15,6 +15,20 @@ import pandas as pd
 from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize
 
 MODEL_ARTIFACT = "keras_h5"
+REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "opencv-python-headless", "pyyaml")
+
+
+def pinned_requirements() -> list[str]:
+    """The versions in use here, so `mlflow models serve` builds the environment the model was tested in."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def pin(name: str) -> str:
+        try:
+            return f"{name}=={version(name)}"
+        except PackageNotFoundError:
+            return name
+
+    return [pin(name) for name in REQUIREMENTS]
 
 
 def signature():

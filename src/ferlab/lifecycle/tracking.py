@@ -157,6 +157,27 @@ class RunTracker:
 
         mlflow.log_artifact(str(path), artifact_path=folder)
 
+    def log_artifacts(self, folder, destination: str | None = None) -> None:
+        import mlflow
+
+        mlflow.log_artifacts(str(folder), artifact_path=destination)
+
+    def log_emotion_model(self, name: str, h5: str | os.PathLike, extra_files: dict[str, str] | None = None):
+        """The model as MLflow serves and registers it (ferlab.lifecycle.pyfunc: grey faces 0..255 in,
+        a probability per emotion out), with `extra_files` as further artifacts. Returns MLflow's ModelInfo."""
+        import mlflow
+
+        from ferlab.lifecycle import pyfunc
+
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=pyfunc.EmotionModel(),
+            artifacts={pyfunc.MODEL_ARTIFACT: str(h5), **(extra_files or {})},
+            code_paths=[str(Path(pyfunc.__file__).parents[1])],  # the ferlab package, so the model loads where ferlab is not installed
+            signature=pyfunc.signature(),
+            pip_requirements=pyfunc.pinned_requirements(),
+        )
+
     def end(self) -> None:
         import mlflow
 
