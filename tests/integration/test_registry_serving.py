@@ -126,7 +126,7 @@ def test_pipeline_and_registry_against_a_real_mlflow_server(project, tmp_path):
         run(["dvc", "repro"], root, remote)
         assert not (root / "mlflow.db").exists()  # everything went to the server
         run(["ferlab", "models", "promote"], root, remote)
-        code = f"import mlflow, sys; from ferlab import registry; print(registry.local_model_file('{NAME}', 'production'))"
+        code = f"import mlflow, sys; from ferlab.lifecycle import registry; print(registry.local_model_file('{NAME}', 'production'))"
         path = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]
         assert path.endswith(".h5") and os.path.getsize(path) > 0
         code = (
