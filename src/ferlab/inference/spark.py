@@ -15,6 +15,7 @@ Face crops (48x48 grey, FER2013-style) need no detector: score them with the reg
 model itself, `mlflow.pyfunc.spark_udf` (README, "On Spark").
 """
 
+import warnings
 from typing import Iterator
 
 from ferlab.inference import face_rows
@@ -58,4 +59,7 @@ def score_images(images, model: str | None = None, path_col: str = "path", conte
         model = str(Path(model).resolve())  # the executors' working folder is not the driver's
     chosen = RecognizerOptions(model=model, **options)
     chosen.load()
-    return images.select(path_col, content_col).mapInArrow(_scorer(chosen, path_col, content_col), face_rows.SPARK_SCHEMA)
+    with warnings.catch_warnings():
+        # pyspark's advice about pandas 3 concerns its pandas paths; this one passes Arrow batches
+        warnings.simplefilter("ignore", FutureWarning)
+        return images.select(path_col, content_col).mapInArrow(_scorer(chosen, path_col, content_col), face_rows.SPARK_SCHEMA)
