@@ -194,6 +194,18 @@ def load(path: str | os.PathLike = "params.yaml") -> Params:
     return _build(Params, data, "params")
 
 
+_TEMP_EXPS = f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}"
+
+
+def project_root(env: typing.Mapping[str, str] = os.environ) -> Path:
+    """The project's folder: DVC_ROOT when DVC runs a stage (the project itself, not the copy that
+    `dvc exp run --temp` works in), else the current folder."""
+    root = env.get("DVC_ROOT") or os.getcwd()
+    if _TEMP_EXPS in root:
+        root = root.split(_TEMP_EXPS)[0]
+    return Path(root).resolve()
+
+
 def current() -> Params:
     """What the tools (`ferlab detect`, `serve`, `models`, ...) go by: ./params.yaml when they run
     in a ferlab project, else the defaults. One source, so a changed `package.registered_model`

@@ -4,7 +4,6 @@ from pathlib import Path
 
 from ferlab import config
 from ferlab.data.fetch import fetch
-from ferlab.lifecycle.tracking import project_root
 from ferlab.stage import log, run
 
 
@@ -12,7 +11,7 @@ def main() -> None:
     params = config.load()
     # The project's root, also under `dvc exp run --temp` (which runs in a copy under
     # .dvc/tmp/exps/ without the git-ignored drop folder): relative sources are found there.
-    summary = fetch(params, Path.cwd(), progress=log, source_root=project_root())
+    summary = fetch(params, Path.cwd(), progress=log, source_root=config.project_root())
     per_split = ", ".join(f"{s} {sum(c.values()):,}" for s, c in summary["counts"].items())
     log(f"wrote {params.paths.raw_table}: {summary['rows']:,} images ({per_split})")
 

@@ -10,7 +10,7 @@ from ferlab.data import arrays as arrays_mod
 from ferlab.errors import FerlabError
 from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.inference.classifier import TFLiteClassifier
-from ferlab.lifecycle import model_card, registry, tracking
+from ferlab.lifecycle import model_card, pyfunc, registry, tracking
 from ferlab.lifecycle.export import to_tflite
 from ferlab.stage import log, run
 from ferlab.training import calibration, model_io
@@ -77,7 +77,7 @@ def main() -> None:
     # The bundle's other files sit next to model.h5 in the registered model, so that
     # models:/<name>@<alias> brings its crop contract and its TFLite model along.
     bundle_files = {name: str(Path(paths.bundle) / name) for name in ("model.tflite", "preprocessing.json", "labels.json")}
-    info = tracker.log_emotion_model("emotion_model", Path(paths.bundle) / "model.h5", bundle_files)
+    info = pyfunc.log_model("emotion_model", Path(paths.bundle) / "model.h5", bundle_files)
     tracker.log_artifacts(paths.bundle, "bundle")
     tracker.end()
     test = scores["test"]

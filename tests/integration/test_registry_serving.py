@@ -130,7 +130,7 @@ def test_pipeline_and_registry_against_a_real_mlflow_server(project, tmp_path):
         path = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]
         assert path.endswith(".h5") and os.path.getsize(path) > 0
         code = (
-            "from ferlab.inference.predict import load_model; "
+            "from ferlab.inference.sources import load_model; "
             f"classifier, contract = load_model('models:/{NAME}@production'); print(classifier.runtime, contract)"
         )
         loaded = run([sys.executable, "-c", code], root, remote).stdout.strip().splitlines()[-1]

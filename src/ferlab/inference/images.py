@@ -42,7 +42,8 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> None:
         raise _too_large(name, f"{width}x{height} = {width * height:,}", max_pixels)
 
 
-def _decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+def decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """Encoded image bytes -> a BGR array; `name` is how an error names the input."""
     if not data:
         raise FerlabError(f"{name} is empty (0 bytes); it is not an image.")
     _check_header(data, name, max_pixels)
@@ -92,7 +93,7 @@ def load_image(image: ImageInput, color: str = "bgr", max_pixels: int = DEFAULT_
     if isinstance(image, np.ndarray):
         return _from_array(image, color, max_pixels)
     if isinstance(image, (bytes, bytearray, memoryview)):
-        return _decode(bytes(image), "the image bytes", max_pixels)
+        return decode(bytes(image), "the image bytes", max_pixels)
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         if not path.exists():
@@ -103,5 +104,5 @@ def load_image(image: ImageInput, color: str = "bgr", max_pixels: int = DEFAULT_
             data = path.read_bytes()
         except OSError as err:
             raise FerlabError(f"{path} cannot be read ({err.strerror}); check its permissions.") from None
-        return _decode(data, str(path), max_pixels)
+        return decode(data, str(path), max_pixels)
     raise FerlabError(f"cannot read an image from a {type(image).__name__}; pass a path, encoded bytes or a NumPy array.")

@@ -13,6 +13,16 @@ import numpy as np
 from ferlab.errors import FerlabError
 from ferlab.quiet import native_stderr_silenced
 
+_default_threads: int | None = None
+
+
+def set_default_threads(threads: int | None) -> None:
+    """Threads of each interpreter made after this call that names none (None: one per CPU).
+    A process-wide setting, like cv2.setNumThreads: `ferlab batch` gives each of its worker
+    processes its share of the cores, so they do not fight over them."""
+    global _default_threads
+    _default_threads = threads
+
 
 def _interpreter_class():
     try:
@@ -34,7 +44,7 @@ class TFLiteModel:
         interpreter_class = _interpreter_class()
         try:
             with native_stderr_silenced():  # its XNNPACK notice
-                self._interpreter = interpreter_class(model_path=path, num_threads=threads or os.cpu_count() or 1)
+                self._interpreter = interpreter_class(model_path=path, num_threads=threads or _default_threads or os.cpu_count() or 1)
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise FerlabError(f"{path} is not a readable TFLite model ({err}).") from None

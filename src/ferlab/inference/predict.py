@@ -44,7 +44,7 @@ from ferlab.inference.detect import (
     face_square,
     get_detector,
 )
-from ferlab.inference.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+from ferlab.inference.images import DEFAULT_MAX_PIXELS, ImageInput, decode, load_image
 from ferlab.inference.sources import default_model, load_model
 
 # Test-time augmentation of each face: "flip" averages the probabilities of the face and its
@@ -78,6 +78,10 @@ class Face:
     def to_row(self) -> list:
         confidence = "" if self.confidence is None else f"{self.confidence:.4f}"
         return [*self.box, confidence, self.emotion, *(f"{self.probabilities[e]:.4f}" for e in EMOTIONS)]
+
+    def values(self) -> list:
+        """ROW_FIELDS as numbers, unrounded (confidence None where the detector gives none): for typed tables (Parquet, Spark)."""
+        return [*self.box, self.confidence, self.emotion, *(self.probabilities[e] for e in EMOTIONS)]
 
 
 @dataclass(frozen=True)
@@ -223,16 +227,21 @@ class EmotionRecognizer:
         return self.predict_batch([image], face_crop, color)[0]
 
     def predict_files(
-        self, paths: list[str], face_crop: bool = False, chunk: int = CHUNK, on_read: Callable[[], None] | None = None
+        self, paths: list[str | tuple[str, bytes]], face_crop: bool = False, chunk: int = CHUNK, on_read: Callable[[], None] | None = None
     ) -> Iterator[tuple[str, np.ndarray | None, list[Face] | FerlabError]]:
         """For each path in order: (path, the decoded image, its faces), or (path, None, the error
         that stopped it). The faces of `chunk` images go through the model together; each image
-        is decoded once; `on_read` is called after each path is read (progress)."""
+        is decoded once; `on_read` is called after each path is read (progress). An entry may be
+        (name, encoded bytes) instead of a path (an image held in a table): it is named `name`."""
         for start in range(0, len(paths), chunk):
             read = []
-            for path in paths[start : start + chunk]:
+            for entry in paths[start : start + chunk]:
+                path = entry[0] if isinstance(entry, tuple) else entry
                 try:
-                    image = load_image(path, max_pixels=self.max_pixels)
+                    if isinstance(entry, tuple):
+                        image = decode(bytes(entry[1] or b""), path, self.max_pixels)
+                    else:
+                        image = load_image(path, max_pixels=self.max_pixels)
                     read.append((path, image, *self.crops_of(image, face_crop)))
                 except FerlabError as err:
                     read.append((path, None, err, None))

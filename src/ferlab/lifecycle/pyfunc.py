@@ -75,3 +75,19 @@ with contextlib.redirect_stderr(io.StringIO()):
             faces = faces_array(model_input)
             probs = self.model.predict(normalize(faces), batch_size=256, verbose=0) if len(faces) else np.zeros((0, len(EMOTIONS)))
             return probabilities_frame(probs)
+
+
+def log_model(name: str, h5, extra_files: dict[str, str] | None = None):
+    """Log the model, in the active MLflow run (a RunTracker's), as MLflow serves and registers it:
+    this pyfunc, grey faces 0..255 in, a probability per emotion out; `extra_files` are further
+    artifacts. Returns MLflow's ModelInfo."""
+    from pathlib import Path
+
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=EmotionModel(),
+        artifacts={MODEL_ARTIFACT: str(h5), **(extra_files or {})},
+        code_paths=[str(Path(__file__).parents[1])],  # the ferlab package, so the model loads where ferlab is not installed
+        signature=signature(),
+        pip_requirements=pinned_requirements(),
+    )

@@ -13,16 +13,10 @@ import subprocess
 from pathlib import Path
 from typing import Mapping
 
-_TEMP_EXPS = f"{os.sep}.dvc{os.sep}tmp{os.sep}exps{os.sep}"
+from ferlab.config import project_root
+
 # MLflow 3's UI opens an experiment in its model-training or its GenAI view by this tag
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
-
-
-def project_root(env: Mapping[str, str] = os.environ) -> Path:
-    root = env.get("DVC_ROOT") or os.getcwd()
-    if _TEMP_EXPS in root:
-        root = root.split(_TEMP_EXPS)[0]
-    return Path(root).resolve()
 
 
 def tracking_uri(env: Mapping[str, str] = os.environ) -> str:
@@ -161,22 +155,6 @@ class RunTracker:
         import mlflow
 
         mlflow.log_artifacts(str(folder), artifact_path=destination)
-
-    def log_emotion_model(self, name: str, h5: str | os.PathLike, extra_files: dict[str, str] | None = None):
-        """The model as MLflow serves and registers it (ferlab.lifecycle.pyfunc: grey faces 0..255 in,
-        a probability per emotion out), with `extra_files` as further artifacts. Returns MLflow's ModelInfo."""
-        import mlflow
-
-        from ferlab.lifecycle import pyfunc
-
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=pyfunc.EmotionModel(),
-            artifacts={pyfunc.MODEL_ARTIFACT: str(h5), **(extra_files or {})},
-            code_paths=[str(Path(pyfunc.__file__).parents[1])],  # the ferlab package, so the model loads where ferlab is not installed
-            signature=pyfunc.signature(),
-            pip_requirements=pyfunc.pinned_requirements(),
-        )
 
     def end(self) -> None:
         import mlflow
