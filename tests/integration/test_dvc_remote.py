@@ -52,6 +52,8 @@ def test_a_second_clone_pulls_the_pipeline_and_experiments_from_the_remotes(proj
     # DVC remote can bring them to another clone
     shutil.copy(REPO / ".gitignore", a / ".gitignore")
     run(["dvc", "repro"], a, env)
+    nowhere = run(["dvc", "push"], a, env, check=False)
+    assert nowhere.returncode != 0 and "no remote specified" in nowhere.stderr and "dvc remote add -d" in nowhere.stderr
     run(["dvc", "remote", "add", "-d", "storage", str(storage)], a, env)
     run(["dvc", "push"], a, env)
     run(["git", "add", "-A"], a, env)
