@@ -20,7 +20,7 @@ BUNDLE_LABELS = "labels.json"  # {"emotions": [{"id": 0, "name": "angry"}, ...]}
 def missing_model(source) -> FerlabError:
     return FerlabError(
         f"no model at {source}; run `dvc repro` to train one, or promote a registered model "
-        "and pass --model models:/<name>@<alias> (or a .h5 file, or a bundle folder)."
+        "and pass --model models:/<name>@<alias> (or a .h5 file, or a bundle folder); `dvc pull` fetches the team's from its DVC remote."
     )
 
 
