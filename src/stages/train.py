@@ -7,7 +7,7 @@ from pathlib import Path
 from ferlab import config, plots
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import atomic_path, read_json, write_json
-from ferlab.lifecycle import tracking
+from ferlab.lifecycle import pyfunc, tracking
 from ferlab.stage import log, run
 from ferlab.training import model_io
 from ferlab.training.train import HISTORY_FIELDS, train
@@ -60,9 +60,7 @@ def main() -> None:
     for name in ("model_summary.txt", "history.csv", "learning_curves.png"):
         tracker.log_artifact(report / name, "train")
     tracker.log_artifact(paths.model, "model_h5")
-    import mlflow
-
-    mlflow.keras.log_model(result.model, name="keras_model", signature=model_io.signature())
+    pyfunc.log_model("emotion_model", paths.model)  # the registered model's form and signature: faces 0..255 in
     tracker.end()
     shutil.rmtree(paths.train_state, ignore_errors=True)  # finished: nothing left to resume
     log(

@@ -85,13 +85,7 @@ def test_face_crops_with_the_registered_model_through_spark_udf(spark, tmp_path,
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("spark-test", artifact_location=(tmp_path / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment):
-        info = mlflow.pyfunc.log_model(  # as the package stage logs it
-            name="emotion_model",
-            python_model=pyfunc.EmotionModel(),
-            artifacts={pyfunc.MODEL_ARTIFACT: str(tiny_model_path)},
-            code_paths=[os.path.dirname(pyfunc.__file__)],
-            signature=pyfunc.signature(),
-        )
+        info = pyfunc.log_model("emotion_model", tiny_model_path)  # as the train and package stages log it
     mlflow.register_model(info.model_uri, "ferlab-emotion")
 
     faces = fer_faces[0][:24]

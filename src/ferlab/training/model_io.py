@@ -1,9 +1,8 @@
-"""Saving and loading the .h5 model, and its MLflow signature."""
+"""Saving and loading the .h5 model (float32 whatever trained it; loaded without compiling)."""
 
 import os
 from pathlib import Path
 
-from ferlab.contract import IMAGE_SIZE, NUM_CLASSES
 from ferlab.errors import FerlabError
 from ferlab.fileio import atomic_path
 from ferlab.quiet import import_tensorflow
@@ -44,14 +43,3 @@ def load_h5(path: str | os.PathLike):
     except (OSError, ValueError) as err:
         raise FerlabError(f"{path} is not a readable Keras model ({err}); run `dvc repro -f train`.") from None
     return as_float32(model)
-
-
-def signature():
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
-
-    return ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, IMAGE_SIZE, IMAGE_SIZE, 1), "faces")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES), "probabilities")]),
-    )
