@@ -193,11 +193,9 @@ def log_run(summary: dict, files: dict[str, Path], labelled: LabelledSet, model_
     try:
         found = registered_version(model_source)
         if found:
-            mlflow.set_tags({"ferlab.registered_model": found[0], "ferlab.registered_version": found[1].version})
+            tracker.set_tags({"ferlab.registered_model": found[0], "ferlab.registered_version": found[1].version})
         table = pd.DataFrame(labelled.items, columns=["path", "label"])
-        mlflow.log_input(
-            mlflow.data.from_pandas(table, source=str(Path(labelled.source).resolve()), name=labelled.name), context="evaluation"
-        )
+        tracker.log_dataset(mlflow.data.from_pandas(table, source=str(Path(labelled.source).resolve()), name=labelled.name), "evaluation")
         tracker.log_params({"dataset": labelled.source, "images": summary["images"], **summary["setup"]})
         metrics = {"accuracy": summary["accuracy"], "macro_f1": summary["macro_f1"], "scored": summary["scored"]}
         metrics |= {f"not_scored_{k}": v for k, v in summary["not_scored"].items()}

@@ -5,7 +5,9 @@ Aliases, not the deprecated stages: `candidate` is the newest packaged version,
 and rollback is written on the versions as tags, so the history survives the moving alias.
 """
 
+import contextlib
 import datetime as dt
+import io
 from dataclasses import dataclass
 
 from ferlab.errors import FerlabError
@@ -83,7 +85,8 @@ def register(name: str, model_uri: str, tags: dict[str, str], run_id: str | None
     """A new version of `name` from `model_uri`, tagged, with the alias `candidate`."""
     import mlflow
 
-    mv = _call(f"registering {model_uri} as {name}", mlflow.register_model, model_uri, name, tags=tags)
+    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Created version ..."; the caller says it once
+        mv = _call(f"registering {model_uri} as {name}", mlflow.register_model, model_uri, name, tags=tags)
     client = _client()
     client.set_registered_model_alias(name, CANDIDATE, mv.version)
     return _info(client.get_model_version(name, mv.version))

@@ -127,6 +127,11 @@ class RunTracker:
         self.run_id = run.info.run_id
         return self.run_id
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags(tags)
+
     def log_params(self, params: dict) -> None:
         import mlflow
 
