@@ -157,6 +157,12 @@ class RunTracker:
 
         mlflow.log_artifact(str(path), artifact_path=folder)
 
+    def log_keras_model(self, model, name: str, signature=None) -> None:
+        """The Keras model as an MLflow model of this run (what `mlflow.keras.load_model` reads)."""
+        import mlflow
+
+        mlflow.keras.log_model(model, name=name, signature=signature)
+
     def end(self) -> None:
         import mlflow
 
