@@ -1,26 +1,38 @@
-"""DVC stage `train`: data/processed/ -> models/model.h5 + reports/train/, one MLflow run."""
+"""DVC stage `train`: data/processed/ -> models/model.h5 + reports/train/, one MLflow run.
+
+With TF_CONFIG naming several workers, run it on every machine (see the README); the chief
+writes all of this, the other workers train with it and write nothing."""
 
 import csv
+import os
 import shutil
 from pathlib import Path
 
 from ferlab import config, plots
 from ferlab.data import arrays as arrays_mod
+from ferlab.errors import FerlabError
 from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.lifecycle import pyfunc, tracking
 from ferlab.stage import log, run
-from ferlab.training import model_io
+from ferlab.training import cluster, model_io
 from ferlab.training.train import HISTORY_FIELDS, train
 
 
 def main() -> None:
     params = config.load()
     paths = params.paths
+    me = cluster.role()
+    if not me.chief and os.environ.get("DVC_ROOT"):
+        raise FerlabError(f"{me.name} writes no stage outputs for DVC; start it with `python src/stages/train.py`, not DVC.")
     processed = Path(paths.processed)
     arrays = arrays_mod.load(processed / arrays_mod.ARRAY_FILE)
     meta = read_json(processed / arrays_mod.META_FILE)
     fetch_summary = read_json(paths.raw_summary)
     data_digest = fetch_summary["table_sha256"]
+    if not me.chief:
+        train(params, arrays, meta["class_weights"], data_digest, Path(paths.train_state), print_fn=log)
+        log(f"{me.name} done; the chief writes the model and the MLflow run")
+        return
     tracker = tracking.RunTracker(
         params.train.experiment,
         tags={

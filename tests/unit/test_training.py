@@ -1,5 +1,7 @@
 """The training input pipeline (augmentation, the batch stream) and the float32 model it hands on."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -133,3 +135,43 @@ def test_ferlab_cnn_looks_at_the_centre_crop(crop, seen):
     first_conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
     assert tuple(first_conv.input.shape[1:3]) == seen
     assert model.count_params() == 707_391
+
+
+class FailingCallback(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        raise RuntimeError("a user's callback failed")
+
+
+def draws():
+    import random
+
+    import tensorflow as tf
+
+    return random.random(), float(np.random.random()), float(keras.random.uniform(())), float(tf.random.uniform(()))
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+def test_training_leaves_the_process_as_it_found_it(tmp_path, outcome):
+    """train() sets the precision policy, seeds and op determinism; a notebook or test that trains and then
+    goes on must find its own again, whether training returned or raised."""
+    from tensorflow.python.framework import config as tf_config
+
+    from ferlab.config import Params, Train
+    from ferlab.data.arrays import Arrays
+    from ferlab.training.train import train
+
+    rng = np.random.default_rng(0)
+    x = {split: rng.integers(0, 256, (16, 48, 48), dtype=np.uint8) for split in ("train", "val")}
+    y = {split: np.arange(16) % 7 for split in ("train", "val")}
+    params = Params(train=Train(epochs=1, batch_size=8, precision="mixed_bfloat16", deterministic=True))
+    tf_config.disable_op_determinism()
+    keras.utils.set_random_seed(5)  # the caller's own seed
+    expected = draws()
+
+    keras.utils.set_random_seed(5)
+    failing = outcome == "raises"
+    with pytest.raises(RuntimeError) if failing else contextlib.nullcontext():
+        train(params, Arrays(x, y, {}), None, "digest", tmp_path, print_fn=lambda _: None, extra_callbacks=(FailingCallback(),) * failing)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    assert not tf_config.is_op_determinism_enabled()
+    assert draws() == expected

@@ -3,13 +3,18 @@
 Selection uses PublicTest only (the `val` arrays); PrivateTest is never seen here.
 An interrupted run resumes from the last finished epoch: weights, optimiser state,
 best-so-far and history live in `paths.train_state` until the run completes.
+Under MultiWorkerMirroredStrategy (training.cluster) that state is the chief's; the other
+workers keep theirs in a temporary folder and take the chief's when they start.
 """
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import json
+import random
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,22 +24,23 @@ from ferlab import contract
 from ferlab.config import Params, as_flat_dict
 from ferlab.contract import NUM_CLASSES
 from ferlab.data.arrays import Arrays
-from ferlab.training import augment, precision
+from ferlab.training import augment, cluster, precision
 
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
 
-def fingerprint(params: Params, data_digest: str) -> str:
-    """What a resumable state belongs to: the train and preprocess params and the data."""
-    payload = json.dumps(
-        {
-            "train": dataclasses.asdict(params.train),
-            "preprocess": dataclasses.asdict(params.preprocess),
-            "seed": params.seed,
-            "data": data_digest,
-        },
-        sort_keys=True,
-    )
+def fingerprint(params: Params, data_digest: str, replicas: int = 1) -> str:
+    """What a resumable state belongs to: the train and preprocess params, the data and, when several,
+    the replicas (they set the global batch, so the steps of an epoch)."""
+    content = {
+        "train": dataclasses.asdict(params.train),
+        "preprocess": dataclasses.asdict(params.preprocess),
+        "seed": params.seed,
+        "data": data_digest,
+    }
+    if replicas > 1:
+        content["replicas"] = replicas
+    payload = json.dumps(content, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -121,14 +127,6 @@ def current_lr(optimizer) -> float:
     return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
 
 
-def strategy():
-    """MirroredStrategy over several GPUs; the default (one device) strategy otherwise."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    return (tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()), len(gpus)
-
-
 def model_summary(model) -> str:
     lines: list[str] = []
     model.summary(line_length=100, print_fn=lambda text, **_: lines.append(text))
@@ -190,7 +188,8 @@ class EpochState:
         """Load the last complete epoch into `model`; the number of epochs already done."""
         if not meta.get("checkpoint"):
             return 0
-        model.optimizer.build(model.trainable_variables)  # its state is in the file too
+        if not model.optimizer.built:  # its state is in the file too
+            model.optimizer.build(model.trainable_variables)
         model.load_weights(self.dir / meta["checkpoint"])
         return meta["epochs_done"]
 
@@ -258,6 +257,7 @@ class TrainResult:
     best_val_accuracy: float
     precision: str
     summary: str
+    chief: bool = True  # False on the other workers of a multi-worker run: no model, nothing to write
 
 
 def train(
@@ -271,34 +271,81 @@ def train(
     extra_callbacks: tuple = (),
 ) -> TrainResult:
     """Train `params.train.model`; `tracker` (a tracking.RunTracker) receives params and metrics.
-    extra_callbacks: Keras callbacks run after ferlab's own (benchmarks/time_to_accuracy.py uses one)."""
-    import keras
-
-    previous_policy = keras.mixed_precision.global_policy()
-    try:
+    extra_callbacks: Keras callbacks run after ferlab's own (benchmarks/time_to_accuracy.py uses one).
+    With TF_CONFIG naming several workers, every worker calls this; the chief alone uses `state_dir`
+    and `tracker`, and the others get a TrainResult without a model (chief=False)."""
+    with kept_global_state():
         return _train(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks)
-    finally:  # the precision policy must not leak into the caller's later models
-        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+@contextlib.contextmanager
+def kept_global_state():
+    """Training sets process-wide state: the Keras precision policy, the Python, NumPy, TensorFlow and
+    Keras seeds, TensorFlow op determinism. Put it back as it was, so that later work in the process
+    (other models, tests, a notebook) is not trained or drawn as this run was."""
+    import keras
+    import tensorflow as tf
+    from keras.src.backend.common import global_state
+    from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
+    from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
+    from tensorflow.python.framework import config as tf_config
+
+    policy = keras.mixed_precision.global_policy()
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    tf_seed = tf.compat.v1.random.get_seed(None)[0]
+    keras_seed = global_state.get_global_attribute(GLOBAL_RANDOM_SEED)
+    keras_generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
+    deterministic = tf_config.is_op_determinism_enabled()
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        tf.random.set_seed(tf_seed)
+        global_state.set_global_attribute(GLOBAL_RANDOM_SEED, keras_seed)
+        global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, keras_generator)
+        (tf_config.enable_op_determinism if deterministic else tf_config.disable_op_determinism)()
 
 
 def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks) -> TrainResult:
     import keras
 
-    from ferlab.training import model_io, models
-
     cfg = params.train
+    me = cluster.role()
     keras.utils.set_random_seed(params.seed)
-    if cfg.deterministic:  # stays on for the process: TensorFlow cannot switch it off again
+    if cfg.deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    dist, gpus = strategy()
+    dist, gpus = cluster.strategy(me)
     policy = precision.resolve(cfg.precision, gpus)
     keras.mixed_precision.set_global_policy(policy)
-    print_fn(f"precision {policy}, {dist.num_replicas_in_sync} replica(s), model {cfg.model}")
+    where = f"{me.name} of {me.workers}{' (chief)' if me.chief else ''}, " if me.multi_worker else ""
+    print_fn(f"precision {policy}, {where}{dist.num_replicas_in_sync} replica(s), model {cfg.model}")
 
+    if not me.chief:  # the chief alone writes: this worker's state is thrown away, its run is the chief's
+        state_dir, tracker = Path(tempfile.mkdtemp(prefix=f"ferlab-worker-{me.index}-")), None
+    try:
+        return _fit(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks, dist, me, policy)
+    except Exception as err:
+        if me.multi_worker and _collective_failed(err):
+            raise cluster.lost_worker(err, me) from err
+        raise
+    finally:
+        if not me.chief:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _fit(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks, dist, me, policy) -> TrainResult:
+    import keras
+
+    from ferlab.training import model_io, models
+
+    cfg = params.train
     state = EpochState(state_dir, print_fn)
-    meta = state.prepare(fingerprint(params, data_digest))
+    belongs_to = fingerprint(params, data_digest, dist.num_replicas_in_sync)
+    meta = state.prepare(belongs_to)
     batch = cfg.batch_size * dist.num_replicas_in_sync
     steps = int(np.ceil(len(arrays.y["train"]) / batch))
 
@@ -309,8 +356,13 @@ def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print
             loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
             metrics=["accuracy"],
         )
+        if me.multi_worker:  # every worker creates the same variables together, before any restores one
+            model.optimizer.build(model.trainable_variables)
+            cluster.fit_ready(model)
     summary = model_summary(model)
     done = state.restore(model, meta)
+    if me.multi_worker:
+        done = cluster.follow_chief(dist, model, meta, belongs_to)
     train_ds = make_training_dataset(
         arrays.x["train"],
         arrays.y["train"],
@@ -321,6 +373,8 @@ def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print
         start_step=done * steps,
     )
     val_ds = make_dataset(arrays.x["val"], arrays.y["val"], batch)
+    if me.multi_worker:
+        train_ds, val_ds = cluster.shard_by_batch(train_ds), cluster.shard_by_batch(val_ds)
 
     if tracker is not None:
         meta["run_id"] = tracker.start(meta.get("run_id"))
@@ -328,6 +382,7 @@ def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print
         tracker.log_params(
             as_flat_dict({"seed": params.seed, "train": dataclasses.asdict(cfg), "preprocess": dataclasses.asdict(params.preprocess)})
             | {"train.resolved_precision": policy, "model.parameters": model.count_params()}
+            | ({"train.workers": me.workers, "train.replicas": dist.num_replicas_in_sync} if me.multi_worker else {})
         )
     if done:
         print_fn(f"resuming after epoch {done} (best PublicTest accuracy so far {meta['best_val_accuracy']:.4f})")
@@ -336,21 +391,30 @@ def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print
         *extra_callbacks,
     ]
     if not meta.get("finished"):
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=cfg.epochs,
-            initial_epoch=done,
-            steps_per_epoch=steps,
-            shuffle=False,
-            callbacks=callbacks,
-            verbose=0,
-        )
+        with dist.scope() if me.multi_worker else contextlib.nullcontext():  # see cluster.fit_ready
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=cfg.epochs,
+                initial_epoch=done,
+                steps_per_epoch=steps,
+                shuffle=False,
+                callbacks=callbacks,
+                verbose=0,
+            )
         meta["finished"] = True
         state.save_meta(meta)
+    if not me.chief:
+        return TrainResult(None, state.history(), None, meta["best_epoch"], meta["best_val_accuracy"], policy, summary, chief=False)
     model.load_weights(state.best_path)
     print_fn(f"best epoch {meta['best_epoch']}: PublicTest accuracy {meta['best_val_accuracy']:.4f}")
     # Whatever precision trained it, the model handed on computes in float32, so it loads,
     # converts to TFLite and runs on any machine.
     model = model_io.as_float32(model)
     return TrainResult(model, state.history(), meta.get("run_id"), meta["best_epoch"], meta["best_val_accuracy"], policy, summary)
+
+
+def _collective_failed(err: Exception) -> bool:
+    import tensorflow as tf
+
+    return isinstance(err, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.CancelledError, tf.errors.AbortedError))
