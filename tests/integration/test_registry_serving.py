@@ -26,7 +26,18 @@ def post_json(url, payload):
         return json.loads(response.read())
 
 
-BANNERS = ("oneDNN", "cuda", "cuInit", "cpu_feature_guard", "absl", "Traceback", "UserWarning", "HDF5 file")
+BANNERS = (
+    "oneDNN",
+    "cuda",
+    "cuInit",
+    "cpu_feature_guard",
+    "absl",
+    "Traceback",
+    "UserWarning",
+    "FutureWarning",
+    "HDF5 file",
+    "Created version",
+)
 
 
 def test_package_bundle_and_candidate_then_mlflow_serves_it(project):

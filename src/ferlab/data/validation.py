@@ -69,10 +69,7 @@ def count_expectations(gx, cfg: Validate) -> list:
 
 
 def _run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list], docs_dir: Path | None) -> list:
-    with warnings.catch_warnings():
-        # GX imports pyspark where it is installed (the dev extra has it): its pandas-version warning is not the user's to act on
-        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
-        import great_expectations as gx
+    import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     workdir = Path(tempfile.mkdtemp(prefix="ferlab-gx-"))
@@ -124,18 +121,22 @@ def _describe(result) -> dict:
 def validate(table: pd.DataFrame, cfg: Validate, exact: bool, docs_dir: Path | None = None) -> Outcome:
     facts = image_facts(table, cfg.blank_std_max)
     counts = class_counts(table, exact)
-    import great_expectations as gx
+    with warnings.catch_warnings():
+        # GX imports pyspark where it is installed (the dev extra has it), which warns that it does
+        # not fully support pandas 3: nothing the user can act on
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+        import great_expectations as gx
 
-    suites = {"images": image_expectations(gx, cfg, exact), "class_counts": count_expectations(gx, cfg)}
-    checked = [_describe(r) for r in _run_suites({"images": facts, "class_counts": counts}, suites, docs_dir)]
+        suites = {"images": image_expectations(gx, cfg, exact), "class_counts": count_expectations(gx, cfg)}
+        checked = [_describe(r) for r in _run_suites({"images": facts, "class_counts": counts}, suites, docs_dir)]
     critical = [c for c in checked if not c["success"] and c["severity"] == CRITICAL]
-    warnings = [c for c in checked if not c["success"] and c["severity"] != CRITICAL]
+    warned = [c for c in checked if not c["success"] and c["severity"] != CRITICAL]
     report = {
         "success": not critical,
         "rows": len(table),
         "exact_counts": exact,
         "critical_failures": len(critical),
-        "warnings": len(warnings),
+        "warnings": len(warned),
         "findings": findings(facts)
         | {
             "class_share": {s: dict(zip(EMOTIONS, counts.loc[counts["split"] == s, "share"].round(4))) for s in SPLITS},
@@ -143,7 +144,7 @@ def validate(table: pd.DataFrame, cfg: Validate, exact: bool, docs_dir: Path | N
         },
         "expectations": checked,
     }
-    return Outcome(report, critical, warnings)
+    return Outcome(report, critical, warned)
 
 
 def summary_lines(outcome: Outcome, report_path: str) -> list[str]:
