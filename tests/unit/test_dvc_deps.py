@@ -68,16 +68,17 @@ def declared(stage: dict, key: str) -> list[str]:
     return [next(iter(d)) if isinstance(d, dict) else d for d in stage.get(key, [])]
 
 
+def covers(dep: str, path: str) -> bool:
+    """Whether the dvc.yaml dep (a file or a folder) covers the repo path."""
+    return path == dep or path.startswith(dep.rstrip("/") + "/")
+
+
 @pytest.mark.parametrize("name", list(STAGES))
 def test_every_project_file_a_stage_runs_is_a_dependency(name):
     stage = STAGES[name]
     entry = entry_module(stage)
     deps = [d for d in declared(stage, "deps") if d.startswith("src/")]
-    missing = sorted(
-        str(f.relative_to(REPO))
-        for f in project_files(entry)
-        if not any(str(f.relative_to(REPO)) == d or str(f.relative_to(REPO)).startswith(d.rstrip("/") + "/") for d in deps)
-    )
+    missing = sorted(str(f.relative_to(REPO)) for f in project_files(entry) if not any(covers(d, str(f.relative_to(REPO))) for d in deps))
     assert not missing, f"stage {name} runs {missing}, which its deps in dvc.yaml do not list"
 
 
@@ -86,9 +87,7 @@ def test_every_code_dependency_is_code_the_stage_runs(name):
     """The other way round: a stage does not re-run for code it never executes."""
     stage = STAGES[name]
     used = {str(f.relative_to(REPO)) for f in project_files(entry_module(stage))}
-    unused = [
-        d for d in declared(stage, "deps") if d.startswith("src/") and not any(u == d or u.startswith(d.rstrip("/") + "/") for u in used)
-    ]
+    unused = [d for d in declared(stage, "deps") if d.startswith("src/") and not any(covers(d, u) for u in used)]
     assert not unused, f"stage {name} lists {unused} in dvc.yaml but never runs them"
 
 
