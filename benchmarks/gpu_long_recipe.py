@@ -6,12 +6,14 @@ Three subcommands:
          Training and PublicTest faces only (PrivateTest never leaves this machine), the
          preprocess stage's class weights (data/processed/meta.json), the faces stored as
          MED-predictor residuals + lzma (about 56 MB against 71 MB for np.savez_compressed).
-  train  (on the GPU machine; KERAS_BACKEND=jax, no TensorFlow) ferlab_cnn from
-         src/ferlab/training/models/ferlab_cnn.py at --widths, trained with the recipe of
-         src/ferlab/training/train.py and params.yaml: SGD Nesterov 0.9, peak lr 0.05 after a 1-epoch
-         linear warm-up from lr/10, cosine decay to 1%, Keras' weight decay 5e-4, batch 128,
-         label smoothing 0.1, sqrt class weights in the loss (--class-weights none: all 1),
-         ferlab's augmentation (rotation and zoom bilinear, as TF samples them), mixed_bfloat16.
+  train  (on the GPU machine; KERAS_BACKEND=jax, no TensorFlow) the network that --params names
+         (src/ferlab/training/models/; ferlab_cnn at --widths), trained with the recipe of
+         src/ferlab/training/train.py and that params.yaml (default: the project's): for the
+         default, SGD Nesterov 0.9, peak lr 0.05 after a 1-epoch linear warm-up from lr/10, cosine
+         decay to 1%, Keras' weight decay 5e-4, batch 128, label smoothing 0.1, sqrt class weights
+         in the loss (--class-weights overrides train.class_weights); adam/adamw and a constant
+         rate too (the paper's run); ferlab's augmentation (rotation and zoom bilinear, as TF
+         samples them), mixed_bfloat16.
          The epoch count is min(--max-epochs, what fits --budget-minutes, measured after the
          warm-up epoch). PublicTest (one view) is scored in
          float32 after every epoch; the best epoch's weights go to --out/best.weights.h5 as soon
@@ -204,34 +206,39 @@ def cmd_train(args) -> None:
     import jax
     import jax.numpy as jnp
     import keras
+    from params_overrides import overridden  # benchmarks/ is the script's folder, so on sys.path
 
-    from ferlab import config
     from ferlab.contract import PIXEL_SCALE
     from ferlab.training.models import build
 
     assert "tensorflow" not in sys.modules
-    params = config.load(args.params)
+    params = overridden(args.params, args.overrides)
     cfg, aug = params.train, params.preprocess.augment
-    widths = [int(w) for w in args.widths.split(",")]
+    widths = [int(w) for w in args.widths.split(",")] if cfg.model == "ferlab_cnn" else None
+    options = cfg.model_options | ({"widths": widths} if widths else {})
+    class_weights = args.class_weights or ("sqrt" if cfg.class_weights else "none")
     recipe = {
         "model": cfg.model,
+        "model_options": options,
         "widths": widths,
-        "optimizer": "sgd (Nesterov)",
+        "optimizer": cfg.optimizer + (" (Nesterov)" if cfg.optimizer == "sgd" else ""),
         "learning_rate": cfg.learning_rate,
         "momentum": cfg.momentum,
         "weight_decay": cfg.weight_decay,
-        "schedule": "cosine, alpha 0.01",
+        "schedule": "cosine, alpha 0.01" if cfg.schedule == "cosine" else cfg.schedule,
         "warmup_epochs": cfg.warmup_epochs,
         "batch_size": cfg.batch_size,
         "label_smoothing": cfg.label_smoothing,
-        "class_weights": args.class_weights,
+        "class_weights": class_weights,
         "augment": dataclasses.asdict(aug),
         "precision": args.precision,
         "publictest_scored_in": "float32",
         "seed": params.seed,
         "early_stopping": "off (best PublicTest epoch kept)",
+        # the params as trained (params.yaml given by --params), for score's MLflow run
+        "params": {"seed": params.seed, "train": dataclasses.asdict(cfg), "preprocess": dataclasses.asdict(params.preprocess)},
     }
-    assert cfg.optimizer == "sgd" and cfg.schedule == "cosine" and cfg.model == "ferlab_cnn", "params.yaml changed recipe"
+    assert cfg.optimizer in ("sgd", "adam", "adamw") and cfg.schedule in ("cosine", "constant"), "unknown recipe in params"
 
     data = load_packed(args.data)
     x_train, y_train = data["x_train"], data["y_train"].astype(np.int32)
@@ -241,7 +248,7 @@ def cmd_train(args) -> None:
         x_train, y_train = x_train[pick], y_train[pick]
         pick = np.random.default_rng(1).permutation(len(y_val))[: args.limit]
         x_val, y_val = x_val[pick], y_val[pick]
-    table = data["class_weights"] if args.class_weights == "sqrt" else np.ones(7, np.float32)
+    table = data["class_weights"] if class_weights == "sqrt" else np.ones(7, np.float32)
     n, bs = len(y_train), cfg.batch_size
     steps = int(np.ceil(n / bs))
     device = jax.devices()[0]
@@ -255,16 +262,18 @@ def cmd_train(args) -> None:
     keras.utils.set_random_seed(params.seed)
     if args.precision != "float32":
         keras.mixed_precision.set_global_policy(args.precision)
-    model = build(cfg.model, **(cfg.model_options | {"widths": widths}))
+    model = build(cfg.model, **options)
     print(f"{model.count_params():,} weights; policy {keras.mixed_precision.global_policy().name}", flush=True)
     # PublicTest is scored by a float32 twin of the network (same variables, same order), as
     # `score` and ferlab's evaluate stage score the saved model: XLA:CPU was seen to give NaN
     # rows in mixed_bfloat16 inference (jax 0.11.2), which would corrupt the selection.
     keras.mixed_precision.set_global_policy("float32")
-    eval_model = build(cfg.model, **(cfg.model_options | {"widths": widths}))
+    eval_model = build(cfg.model, **options)
     keras.mixed_precision.set_global_policy(args.precision)
 
-    def schedule(epochs: int):  # exactly ferlab.training.train.make_optimizer's CosineDecay
+    def schedule(epochs: int):  # exactly ferlab.training.train.make_optimizer's learning rate
+        if cfg.schedule == "constant":
+            return cfg.learning_rate
         total = max(epochs * steps, 1)
         warmup = min(cfg.warmup_epochs * steps, total - 1)
         return keras.optimizers.schedules.CosineDecay(
@@ -277,7 +286,14 @@ def cmd_train(args) -> None:
 
     # The warm-up phase does not depend on the total: epoch 1 runs with a provisional
     # schedule, then the real one replaces it (same optimizer variables, re-jitted step).
-    optimizer = keras.optimizers.SGD(schedule(args.max_epochs), momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay or None)
+    if cfg.optimizer == "sgd":  # as make_optimizer: Nesterov momentum, decoupled weight decay
+        optimizer = keras.optimizers.SGD(
+            schedule(args.max_epochs), momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay or None
+        )
+    elif cfg.optimizer == "adamw":
+        optimizer = keras.optimizers.AdamW(schedule(args.max_epochs), weight_decay=cfg.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(schedule(args.max_epochs))
     optimizer.build(model.trainable_variables)
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
 
@@ -329,9 +345,11 @@ def cmd_train(args) -> None:
         "devices": [str(d) for d in jax.devices()],
         "keras": keras.__version__,
         "jax": jax.__version__,
+        "model": cfg.model,
         "widths": widths,
         "parameters": int(model.count_params()),
         "recipe": recipe,
+        "overrides": args.overrides,
         "max_epochs": args.max_epochs,
         "budget_minutes": args.budget_minutes,
         "train_faces": n,
@@ -397,9 +415,10 @@ def cmd_train(args) -> None:
                 f"{args.budget_minutes} min; running {epochs} epochs (max {args.max_epochs})",
                 flush=True,
             )
-            optimizer._learning_rate = schedule(epochs)
-            step_fn = make_step()
-        lr = float(np.asarray(optimizer._learning_rate(epoch * steps)))
+            if cfg.schedule != "constant":
+                optimizer._learning_rate = schedule(epochs)
+                step_fn = make_step()
+        lr = cfg.learning_rate if cfg.schedule == "constant" else float(np.asarray(optimizer._learning_rate(epoch * steps)))
         row = {
             "epoch": epoch,
             "loss": float(sums[0] / sums[1]),
@@ -461,9 +480,15 @@ def cmd_score(args) -> None:
 
     weights = Path(args.weights)
     hist = json.loads(Path(args.history or weights.with_name("history.json")).read_text())
-    widths = [int(w) for w in args.widths.split(",")] if args.widths else hist["widths"]
     params = config.load(ROOT / "params.yaml")
-    model = models.build("ferlab_cnn", **(params.train.model_options | {"widths": widths}))
+    recipe = hist["recipe"]
+    trained = recipe.get("params")  # older history.json files: the local params.yaml with the recipe's widths
+    model_name = recipe.get("model", "ferlab_cnn")
+    options = dict(recipe["model_options"] if "model_options" in recipe else {"widths": hist["widths"]})
+    if args.widths:
+        options["widths"] = [int(w) for w in args.widths.split(",")]
+    widths = options.get("widths")
+    model = models.build(model_name, **options)
     model.load_weights(weights)
     model_io.save_h5(model, args.model_out)
     model = model_io.load_h5(args.model_out)  # score exactly what was saved
@@ -503,28 +528,37 @@ def cmd_score(args) -> None:
             env=env,
             tags={
                 "git_commit": tracking.git_commit(ROOT),
-                "model": "ferlab_cnn",
+                "model": model_name,
                 "dvc_exp": "none (benchmarks/gpu_long_recipe.py)",
                 "engine": f"keras-jax on {hist['device']}",
             },
         )
         run_id = tracker.start()
-        recipe = hist["recipe"]
-        flat = config.as_flat_dict(
-            {
-                "seed": recipe.get("seed", params.seed),
-                "train": dataclasses.asdict(params.train)
-                | {
-                    "model_options": {"widths": widths},
-                    "epochs": hist["epochs"],
-                    "early_stopping_patience": hist["epochs"],
-                    "precision": recipe["precision"],
-                    "class_weights": recipe["class_weights"] != "none",
-                    "deterministic": False,
-                },
-                "preprocess": dataclasses.asdict(params.preprocess) | {"augment": recipe["augment"]},  # as trained
+        if trained:
+            train_params = trained["train"] | {
+                "epochs": hist["epochs"],
+                "early_stopping_patience": hist["epochs"],
+                "precision": recipe["precision"],
+                "deterministic": False,
             }
-        )
+            train_params["class_weights"] = recipe["class_weights"] != "none"
+            flat = config.as_flat_dict({"seed": trained["seed"], "train": train_params, "preprocess": trained["preprocess"]})
+        else:
+            flat = config.as_flat_dict(
+                {
+                    "seed": recipe.get("seed", params.seed),
+                    "train": dataclasses.asdict(params.train)
+                    | {
+                        "model_options": {"widths": widths},
+                        "epochs": hist["epochs"],
+                        "early_stopping_patience": hist["epochs"],
+                        "precision": recipe["precision"],
+                        "class_weights": recipe["class_weights"] != "none",
+                        "deterministic": False,
+                    },
+                    "preprocess": dataclasses.asdict(params.preprocess) | {"augment": recipe["augment"]},  # as trained
+                }
+            )
         tracker.log_params(
             flat
             | {
@@ -573,7 +607,7 @@ def cmd_score(args) -> None:
     out = Path(args.summary or weights.with_name("score.json"))
     out.write_text(json.dumps(summary, indent=1))
     print(
-        f"\n{args.run_name}: widths {widths}, {model.count_params():,} weights, {len(hist['history'])} epochs on "
+        f"\n{args.run_name}: {model_name} {options}, {model.count_params():,} weights, {len(hist['history'])} epochs on "
         f"{hist['device']}, best epoch {hist['best_epoch']}"
     )
     print(f"{'split':12s} {'one view':>9s} {'flip':>8s} {'ten-crop':>9s} {'macro-F1':>9s}")
@@ -600,8 +634,9 @@ def main() -> None:
     p.add_argument("--data", default=".gpu/fer_train_val.npz")
     p.add_argument("--out", required=True)
     p.add_argument("--params", default=str(ROOT / "params.yaml"), help="the recipe (train, preprocess.augment, seed)")
+    p.add_argument("-S", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE", help="as dvc exp run -S")
     p.add_argument("--precision", default="mixed_bfloat16", choices=("mixed_bfloat16", "float32"))
-    p.add_argument("--class-weights", default="sqrt", choices=("sqrt", "none"), help="sqrt: preprocess' weights (meta.json); none: all 1")
+    p.add_argument("--class-weights", choices=("sqrt", "none"), help="default: sqrt if train.class_weights")
     p.add_argument("--limit", type=int, default=0, help="N random faces of each split only (smoke tests)")
     p = sub.add_parser("score", help="score best.weights.h5 here with ferlab's evaluation and log an MLflow run")
     p.add_argument("--weights", required=True)

@@ -20,30 +20,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
+from params_overrides import overridden  # benchmarks/ is the script's folder, so on sys.path
+from vs_fer import cpu_name  # benchmarks/ is the script's folder, so on sys.path
 
-from ferlab import config
 from ferlab.contract import normalize
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import read_json, write_json
 
 OUT = Path("reports/benchmarks/time_to_accuracy.json")
 PAPER = {"accuracy": 0.6538, "hours": 17, "epochs": 100}
-
-
-def overridden(path: str, overrides: list[str]) -> config.Params:
-    """params.yaml with `section.key=value` overrides, as `dvc exp run -S` takes them."""
-    raw = yaml.safe_load(Path(path).read_text())
-    for item in overrides:
-        key, _, value = item.partition("=")
-        node = raw
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = yaml.safe_load(value)
-    staged = Path(tempfile.mkdtemp(prefix="ferlab-tta-")) / "params.yaml"
-    staged.write_text(yaml.safe_dump(raw))
-    return config.load(staged)
 
 
 def main() -> None:
@@ -107,6 +92,9 @@ def main() -> None:
         "model": params.train.model,
         "precision": result.precision,
         "cpus": os.cpu_count(),
+        "cpu": cpu_name(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(unset: the CPU's best)"),
+        "load_average_at_end": os.getloadavg(),
         "train": dataclasses.asdict(params.train),
         "reached": reached is not None,
         "minutes_to_target": round(reached["train_seconds"] / 60, 1) if reached else None,
