@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+LONG_WIDTHS = (48, 96, 192, 384)
 sys.path.insert(0, str(ROOT / "src"))
 
 
@@ -218,7 +219,9 @@ def cmd_train(args) -> None:
     assert "tensorflow" not in sys.modules
     params = overridden(args.params, args.overrides)
     cfg, aug = params.train, params.preprocess.augment
-    widths = [int(w) for w in args.widths.split(",")] if cfg.model == "ferlab_cnn" else None
+    widths = None
+    if cfg.model == "ferlab_cnn":  # --widths, else the params' widths, else the long recipe's
+        widths = [int(w) for w in args.widths.split(",")] if args.widths else list(cfg.model_options.get("widths", LONG_WIDTHS))
     options = cfg.model_options | ({"widths": widths} if widths else {})
     class_weights = args.class_weights or ("sqrt" if cfg.class_weights else "none")
     recipe = {
@@ -632,7 +635,7 @@ def main() -> None:
     p.add_argument("--processed", default=str(ROOT / "data/processed"))
     p.add_argument("--out", default=str(ROOT / ".gpu/fer_train_val.npz"))
     p = sub.add_parser("train", help="train on the GPU machine (KERAS_BACKEND=jax)")
-    p.add_argument("--widths", default="48,96,192,384")
+    p.add_argument("--widths", help="ferlab_cnn's widths (default: train.model_options.widths, else 48,96,192,384)")
     p.add_argument("--max-epochs", type=int, default=200)
     p.add_argument("--budget-minutes", type=float, default=7.0, help="training time, compilation included")
     p.add_argument("--data", default=".gpu/fer_train_val.npz")
