@@ -543,6 +543,7 @@ def cmd_score(args) -> None:
         run_id = tracker.start()
         if trained:
             train_params = trained["train"] | {
+                "model_options": options,
                 "epochs": hist["epochs"],
                 "early_stopping_patience": hist["epochs"],
                 "precision": recipe["precision"],
