@@ -170,7 +170,16 @@ def test_bad_input_and_output_are_one_sentence(tmp_path, photos, tiny_bundle):
 
 def test_ctrl_c_keeps_the_finished_parts_and_the_same_command_resumes(tmp_path, photos, stalled_list, tiny_bundle):
     args = ("list.csv", "faces.parquet", "--model", tiny_bundle, "--workers", 2, "--part-size", 1)
-    proc = subprocess.Popen(batch_command(*args), cwd=tmp_path, env=env(), stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # started with SIGINT ignored, as a shell starts a background job (and as it was inherited in a full test run)
+    proc = subprocess.Popen(
+        batch_command(*args),
+        cwd=tmp_path,
+        env=env(),
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
     try:
         wait_for(lambda: len(parts_of(tmp_path / "faces.parquet")) == 5, 180, "5 finished parts", proc)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C: the terminal signals the whole process group

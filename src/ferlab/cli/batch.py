@@ -52,7 +52,8 @@ def cmd_batch(args) -> int:
         bar.clear()
         error(sentence)
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl+C too: a process started with SIGINT ignored (a shell's background job) keeps it ignored
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         summary = job.run(args.workers, args.overwrite, args.timeout, lambda: bar.update(1), unreadable, start)
     except KeyboardInterrupt:
@@ -61,7 +62,8 @@ def cmd_batch(args) -> int:
         return 130
     finally:
         bar.close()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     print(
         f"{args.output}: {summary.images:,} images, {summary.faces:,} faces; "
         f"{summary.no_face:,} without a face, {summary.unreadable:,} unreadable (see the error column)."
