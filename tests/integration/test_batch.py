@@ -185,7 +185,7 @@ def test_ctrl_c_keeps_the_finished_parts_and_the_same_command_resumes(tmp_path, 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl+C: the terminal signals the whole process group
         try:
             stderr = proc.communicate(timeout=60)[1]
-        except subprocess.TimeoutExpired:  # seen once in a full run: say which process of its session still runs, and where
+        except subprocess.TimeoutExpired:  # say which of its processes still runs, and where it waits
             group = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:24,args", "--sid", str(proc.pid)], capture_output=True, text=True)
             raise AssertionError(f"ferlab batch did not end within 60 s of Ctrl+C; its processes:\n{group.stdout}") from None
     finally:
