@@ -154,8 +154,8 @@ def augment_jax(faces, key, aug):
 
 def _turn_and_zoom(x, keys, aug):
     """ferlab.training.augment._geometry in JAX: rotation by up to `rotation_degrees` and zoom by up to
-    `zoom` about the centre, then a whole-pixel shift of up to `translate`; bilinear sampling
-    with the mirrored border (TF's REFLECT, scipy's 'reflect')."""
+    `zoom` about the centre (on `warp_probability` of the faces), then a whole-pixel shift of up
+    to `translate`; bilinear sampling    with the mirrored border (TF's REFLECT, scipy's 'reflect')."""
     import jax
     import jax.numpy as jnp
     from jax.scipy.ndimage import map_coordinates
@@ -163,6 +163,9 @@ def _turn_and_zoom(x, keys, aug):
     b, size = x.shape[0], x.shape[1]
     angle = jax.random.uniform(keys[0], (b,), minval=-1.0, maxval=1.0) * jnp.deg2rad(aug.rotation_degrees)
     scale = 1.0 + jax.random.uniform(keys[1], (b,), minval=-1.0, maxval=1.0) * aug.zoom
+    if aug.warp_probability < 1.0:  # the others sample whole pixels: an exact copy, as in TF
+        warped = jax.random.uniform(jax.random.fold_in(keys[0], 1), (b,)) < aug.warp_probability
+        angle, scale = jnp.where(warped, angle, 0.0), jnp.where(warped, scale, 1.0)
     shift = jax.random.randint(keys[2], (b, 2), -int(aug.translate), int(aug.translate) + 1).astype(jnp.float32)
     cos, sin = jnp.cos(angle) / scale, jnp.sin(angle) / scale
     centre = (size - 1) / 2.0

@@ -55,8 +55,13 @@ class Augment:
     translate: int = 4  # random shift of up to this many pixels each way
     rotation_degrees: float = 0.0
     zoom: float = 0.0
+    warp_probability: float = 1.0  # share of faces that get the rotation and zoom; the rest keep whole pixels
     brightness: float = 0.2
     contrast: float = 0.2
+
+    def __post_init__(self):
+        if not 0.0 <= self.warp_probability <= 1.0:
+            raise FerlabError(f"params.yaml: `preprocess.augment.warp_probability` must lie in [0, 1], not {self.warp_probability!r}.")
 
 
 @dataclass(frozen=True)

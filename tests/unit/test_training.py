@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ferlab.config import Augment
+from ferlab.errors import FerlabError
 from ferlab.training import augment, model_io, models
 from ferlab.training.train import class_weight_table, make_training_dataset
 
@@ -63,6 +64,22 @@ def test_rotation_and_zoom_run_and_keep_the_shape():
     x = faces(4)
     out = augment.apply(x, (1, 2), Augment(**{**OFF.__dict__, "rotation_degrees": 15.0, "zoom": 0.1})).numpy()
     assert out.shape == x.shape and not np.allclose(out, x)
+
+
+def test_faces_left_unwarped_are_exact_whole_pixel_shifts():
+    x = faces(64)
+    warp = {**OFF.__dict__, "translate": 4, "rotation_degrees": 15.0, "zoom": 0.1}
+    shift_only = augment.apply(x, (3, 4), Augment(**{**OFF.__dict__, "translate": 4})).numpy()
+    never = augment.apply(x, (3, 4), Augment(**{**warp, "warp_probability": 0.0})).numpy()
+    assert np.array_equal(never, shift_only)
+    half = augment.apply(x, (3, 4), Augment(**{**warp, "warp_probability": 0.5})).numpy()
+    exact = [np.array_equal(a, b) for a, b in zip(half, shift_only)]
+    assert 16 <= sum(exact) <= 48  # about half the faces kept sharp, the rest turned or zoomed
+
+
+def test_a_warp_probability_outside_0_1_is_a_params_error():
+    with pytest.raises(FerlabError, match="warp_probability"):
+        Augment(warp_probability=1.5)
 
 
 def batches(ds, n):

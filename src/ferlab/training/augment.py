@@ -15,6 +15,12 @@ def _geometry(tf, batch, size, policy: Augment, seeds):
     rotation and zoom about the centre, then an integer shift of up to `translate` pixels."""
     angle = tf.random.stateless_uniform([batch], seeds[0], -1.0, 1.0) * (policy.rotation_degrees * 3.141592653589793 / 180.0)
     scale = 1.0 + tf.random.stateless_uniform([batch], seeds[1], -1.0, 1.0) * policy.zoom
+    if policy.warp_probability < 1.0:
+        # The faces left unwarped sample whole pixels (angle 0, scale 1), so bilinear sampling copies
+        # them exactly: the network keeps seeing faces as sharp as the test faces.
+        warped = tf.random.stateless_uniform([batch], tf.random.experimental.stateless_fold_in(seeds[0], 1)) < policy.warp_probability
+        angle = tf.where(warped, angle, 0.0)
+        scale = tf.where(warped, scale, 1.0)
     shift = tf.cast(tf.random.stateless_uniform([batch, 2], seeds[2], -policy.translate, policy.translate + 1, dtype=tf.int32), tf.float32)
     cos, sin = tf.cos(angle) / scale, tf.sin(angle) / scale
     centre = (size - 1) / 2.0
@@ -70,6 +76,10 @@ def describe(policy: Augment) -> dict:
             ("mirror left-right (p=0.5)", policy.horizontal_flip),
             (f"rotate up to {policy.rotation_degrees:g} degrees", policy.rotation_degrees),
             (f"zoom by up to {policy.zoom:.0%}", policy.zoom),
+            (
+                f"rotation and zoom on {policy.warp_probability:.0%} of the faces",
+                (policy.rotation_degrees or policy.zoom) and policy.warp_probability < 1.0,
+            ),
             (f"shift up to {policy.translate} px each way (reflected border)", policy.translate),
             (f"brightness +-{policy.brightness:g}", policy.brightness),
             (f"contrast x[{1 - policy.contrast:g}, {1 + policy.contrast:g}]", policy.contrast),
