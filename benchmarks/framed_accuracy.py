@@ -9,7 +9,7 @@ centred and level (vs_fer.py's framing). A face is found when a box's centre lie
 the face's side of the face's centre; accuracy counts found faces.
 
 Run by hand from the project root, after `dvc repro`:
-    python benchmarks/framed_accuracy.py --model models/bundle --model other/model.h5 [--faces 1000]
+    python benchmarks/framed_accuracy.py --model models/bundle --model other/model.h5 [--faces 1000] [--no-align]
 Writes reports/benchmarks/framed_accuracy.json.
 """
 
@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--max-angle", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--processed", default="data/processed")
+    parser.add_argument(
+        "--align", action=argparse.BooleanOptionalAction, default=None, help="level the eyes (default: the model's contract, on)"
+    )
     args = parser.parse_args()
 
     data = arrays_mod.load(Path(args.processed) / arrays_mod.ARRAY_FILE)
@@ -79,8 +82,9 @@ def main() -> None:
     faces, labels = data.x["val"][pick], data.y["val"][pick].astype(int)
     results = {}
     for source in args.model:
-        recognizer = EmotionRecognizer.load(source)
+        recognizer = EmotionRecognizer.load(source, align=args.align)
         results[source] = {
+            "align": recognizer.contract.align,
             "framed": score(recognizer, faces, labels, args.seed, args.max_angle, upright=False),
             "upright": score(recognizer, faces, labels, args.seed, args.max_angle, upright=True),
         }

@@ -30,6 +30,7 @@ SHOWN = (
     "preprocess.augment.translate",
     "preprocess.augment.rotation_degrees",
     "preprocess.augment.zoom",
+    "preprocess.augment.warp_probability",
     "train.resolved_precision",
     "model.parameters",
 )

@@ -185,12 +185,13 @@ def test_haar_frames_a_face_as_fer2013_does(haar_faces):
     assert 0.9 < np.median(sizes) < 1.1
 
 
-NO_MARGIN = CropContract(margin=0.0)
+NO_MARGIN = CropContract(margin=0.0, align=False)
 
 
 def test_default_contract_is_the_bundles():
-    assert CropContract() == CropContract(margin=FACE_MARGIN, align=False)
+    assert CropContract() == CropContract(margin=FACE_MARGIN, align=True)
     assert CropContract.from_dict(preprocessing()) == CropContract()
+    assert CropContract.from_dict({"face_margin": 0.0}) == CropContract()  # a bundle from before `align`
     assert CropContract.from_dict(CropContract(0.25, True).to_dict()) == CropContract(0.25, True)
 
 
@@ -238,6 +239,15 @@ def test_unknown_detector_and_alignment_without_landmarks(tiny_model_path):
         EmotionRecognizer.load(tiny_model_path, detector="haar", align=True)
 
 
+def test_haar_with_the_default_aligning_contract_crops_faces_as_found(recognizer, haar_faces):
+    image = scene(haar_faces[0])
+    haar = EmotionRecognizer(recognizer.classifier, "haar", CropContract(margin=0.0, align=True))
+    (detection,), crops = haar.crops(image)
+    assert detection.eyes is None
+    assert np.array_equal(crops[0], crop_face(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), detection, CropContract(0.0, align=False)))
+    assert len(haar.predict(image)) == 1
+
+
 def test_haar_missing_from_opencv_is_explained(monkeypatch):
     monkeypatch.delattr(cv2, "CascadeClassifier")
     with pytest.raises(FerlabError, match=r"haar detector needs OpenCV 4 .*opencv-python-headless<5.*--detector mtcnn"):
@@ -267,7 +277,7 @@ def test_recognizer_with_mtcnn_and_alignment(recognizer, haar_faces):
     gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     assert np.array_equal(crops[0], crop_face(gray, detection, CropContract(align=True)))
     if abs(detect.eye_angle(detection)) > 1:
-        assert not np.array_equal(crops[0], crop_face(gray, detection))
+        assert not np.array_equal(crops[0], crop_face(gray, detection, CropContract(align=False)))
 
 
 # ---- the recognizer -------------------------------------------------------------------------

@@ -103,7 +103,8 @@ def model_options(group, model_default: str | None, model_default_help: str) -> 
         "--align",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="rotate faces so the eyes are level (blazeface and mtcnn; default: as the model was trained)",
+        help="rotate faces so the eyes are level (blazeface and mtcnn; default: the model's contract, "
+        "on for ferlab's bundles; haar finds no eyes and never levels)",
     )
     group.add_argument(
         "--tta",

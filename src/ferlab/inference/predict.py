@@ -113,6 +113,8 @@ class EmotionRecognizer:
     """Detect faces, crop them by the model's contract, classify them in batches.
 
     model: a classifier from ferlab.inference.classifier, or a Keras model (run as a traced graph).
+    The contract's alignment levels the faces whose eyes the detector finds (BlazeFace, MTCNN);
+    Haar's boxes have no eyes and are cropped as found.
     """
 
     def __init__(
@@ -129,11 +131,6 @@ class EmotionRecognizer:
             raise FerlabError(f"unknown test-time augmentation {tta!r}; choose one of {', '.join(TTA_MODES)}.")
         if detector not in DETECTORS:
             raise FerlabError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
-        if contract.align and detector not in WITH_LANDMARKS:
-            raise FerlabError(
-                f"aligning faces needs eye landmarks, which the {detector} detector does not give; "
-                f"use --detector {' or '.join(WITH_LANDMARKS)}, or turn alignment off."
-            )
         self.classifier = as_classifier(model)
         self.detector_name = detector
         self.contract = contract
@@ -151,7 +148,13 @@ class EmotionRecognizer:
         runtime: str = "auto",
         tta: str = DEFAULT_TTA,
     ) -> "EmotionRecognizer":
-        """source: as load_model takes it; None: the bundle if there is one, else models/model.h5."""
+        """source: as load_model takes it; None: the bundle if there is one, else models/model.h5.
+        align: None keeps the model's crop contract; True asks for a detector with eye landmarks."""
+        if align and detector in DETECTORS and detector not in WITH_LANDMARKS:
+            raise FerlabError(
+                f"aligning faces needs eye landmarks, which the {detector} detector does not give; "
+                f"use --detector {' or '.join(WITH_LANDMARKS)}, or turn alignment off."
+            )
         classifier, contract = load_model(default_model() if source is None else source, runtime)
         if align is not None:
             contract = CropContract(contract.margin, align)

@@ -61,7 +61,8 @@ def render(
 ## Model
 - Architecture: `{architecture}`, {parameters:,} parameters, Keras (`model.h5`, HDF5) and TensorFlow Lite ({export["quantization"]}).
 - Input: one 48x48 grayscale face, grey levels / 255; faces found by a detector are grown by the
-  margin in `preprocessing.json` before cropping. Output: a probability for each of
+  margin in `preprocessing.json` and, with `align`, turned so the eyes are level (where the detector
+  finds them) before cropping. Output: a probability for each of
   {", ".join(EMOTIONS)}.
 - Trained in MLflow run `{run["run_id"]}` (best epoch {run["best_epoch"]} of {run["epochs_run"]}, {run["precision"]}).
 
