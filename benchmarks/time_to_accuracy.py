@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument("-S", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     args = parser.parse_args()
 
+    from ferlab.quiet import import_tensorflow
+
+    import_tensorflow()  # without TensorFlow's C++ notices (cuInit, one per epoch from tf.data)
     import keras
 
     from ferlab.training.train import train
