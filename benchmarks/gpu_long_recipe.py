@@ -155,7 +155,7 @@ def augment_jax(faces, key, aug):
 def _turn_and_zoom(x, keys, aug):
     """ferlab.training.augment._geometry in JAX: rotation by up to `rotation_degrees` and zoom by up to
     `zoom` about the centre (on `warp_probability` of the faces), then a whole-pixel shift of up
-    to `translate`; bilinear sampling    with the mirrored border (TF's REFLECT, scipy's 'reflect')."""
+    to `translate`; bilinear sampling with the mirrored border (TF's REFLECT, scipy's 'reflect')."""
     import jax
     import jax.numpy as jnp
     from jax.scipy.ndimage import map_coordinates
