@@ -70,3 +70,15 @@ def test_explicit_precision_is_kept_and_checked():
     assert precision.resolve("float32", 1, set()) == "float32"
     with pytest.raises(ValueError):
         precision.resolve("float8", 0, set())
+
+
+def _averaged_map(model) -> tuple:
+    (gap,) = [layer for layer in model.layers if isinstance(layer, keras.layers.GlobalAveragePooling2D)]
+    return tuple(gap.input.shape[1:3])
+
+
+def test_final_pool_off_averages_the_whole_last_map():
+    pooled, whole = models.build("ferlab_cnn"), models.build("ferlab_cnn", final_pool=False)
+    assert pooled.count_params() == whole.count_params()
+    assert _averaged_map(pooled) == (2, 2)  # the 5x5 map of a 44 crop, its last row and column dropped
+    assert _averaged_map(whole) == (5, 5)

@@ -22,17 +22,28 @@ def _conv(x, filters: int):
 
 
 def build(
-    input_shape=(48, 48, 1), num_classes=7, widths=(24, 48, 96, 192), depths=(1, 2, 2, 2), dense=256, dropout=0.4, crop=44
+    input_shape=(48, 48, 1),
+    num_classes=7,
+    widths=(24, 48, 96, 192),
+    depths=(1, 2, 2, 2),
+    dense=256,
+    dropout=0.4,
+    crop=44,
+    final_pool=True,
 ) -> keras.Model:
+    """final_pool: max-pool the last stage before the global average. A 2x2 pool of an odd-sized
+    map drops its last row and column: at crop 44 the last stage's 5x5 map becomes 2x2, and the
+    bottom and right fifth of the face reach the classifier only through the neighbouring cells."""
     inputs = keras.Input(shape=input_shape)
     x = inputs
     margin = (input_shape[0] - crop) // 2
     if margin:
         x = layers.Cropping2D(margin, name="centre_crop")(x)
-    for width, depth in zip(widths, depths):
+    for stage, (width, depth) in enumerate(zip(widths, depths), 1):
         for _ in range(depth):
             x = _conv(x, width)
-        x = layers.MaxPooling2D(2)(x)
+        if stage < len(widths) or final_pool:
+            x = layers.MaxPooling2D(2)(x)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(dropout)(x)
     x = layers.Dense(dense, activation="relu")(x)
