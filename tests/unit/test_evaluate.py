@@ -41,6 +41,15 @@ def test_ten_views_show_a_centre_cropping_model_the_corner_and_centre_crops():
         assert np.array_equal(mirrored, plain[:, ::-1])
 
 
+def test_ten_crop_shift_follows_the_models_centre_crop():
+    from ferlab.training import models
+    from ferlab.training.evaluate import corner_shift
+
+    assert corner_shift(models.build("ferlab_cnn")) == 2
+    assert corner_shift(models.build("ferlab_cnn", crop=40)) == 4
+    assert corner_shift(models.build("paper_cnn")) == 2  # sees the whole face: a 2-pixel jitter
+
+
 def test_ten_crop_probabilities_are_the_mean_over_the_views():
     from ferlab.training.evaluate import predict_proba_ten_crop
 

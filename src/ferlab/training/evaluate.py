@@ -26,9 +26,20 @@ def ten_views(faces: np.ndarray, shift: int = 2) -> np.ndarray:
     return np.stack(views + [v[:, :, ::-1] for v in views])
 
 
-def predict_proba_ten_crop(model, faces: np.ndarray, batch_size: int = 256, shift: int = 2) -> np.ndarray:
-    """Test-time augmentation: the mean probabilities over the `ten_views` of each face."""
-    return np.mean([predict_proba(model, v, batch_size) for v in ten_views(faces, shift)], axis=0)
+def corner_shift(model) -> int:
+    """The shift whose `ten_views` show `model` its corner crops: the margin its `centre_crop`
+    layer trims (2 for a crop of 44, 4 for 40); 2 pixels for a model that sees the whole face."""
+    for layer in getattr(model, "layers", []):
+        if layer.name == "centre_crop":
+            return int(layer.cropping[0][0])
+    return 2
+
+
+def predict_proba_ten_crop(model, faces: np.ndarray, batch_size: int = 256, shift: int | None = None) -> np.ndarray:
+    """Test-time augmentation: the mean probabilities over the `ten_views` of each face
+    (shift: `corner_shift(model)` unless given)."""
+    views = ten_views(faces, corner_shift(model) if shift is None else shift)
+    return np.mean([predict_proba(model, v, batch_size) for v in views], axis=0)
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
