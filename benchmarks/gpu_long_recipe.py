@@ -28,7 +28,8 @@ Run from the project root:
     # on the GPU machine (keras 3.15.1, namex, optree carried as wheels in .whl, installed to /tmp/site):
     PYTHONPATH=/tmp/site:src KERAS_BACKEND=jax python3 benchmarks/gpu_long_recipe.py train \\
         --widths 48,96,192,384 --max-epochs 500 --budget-minutes 9 --data .gpu/fer_train_val.npz --out OUT \\
-        -S preprocess.augment.rotation_degrees=15 -S preprocess.augment.zoom=0.15     # the long recipe
+        -S preprocess.augment.rotation_degrees=15 -S preprocess.augment.zoom=0.15 \\
+        -S preprocess.augment.warp_probability=1 -S '+train.model_options.dropout=0.4'   # the long recipe
     # the paper's run: -S train.model=paper_cnn -S train.optimizer=adam -S train.learning_rate=0.0001
     #   -S train.batch_size=32 -S train.schedule=constant -S train.label_smoothing=0
     #   -S train.class_weights=false --max-epochs 100

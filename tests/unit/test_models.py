@@ -53,6 +53,12 @@ def test_unknown_model_name():
         models.build("resnet")
 
 
+def test_an_option_of_another_model_is_named_in_the_error():
+    # e.g. switching train.model to paper_cnn while model_options still holds ferlab_cnn's widths
+    with pytest.raises(FerlabError, match="widths is not an option of paper_cnn; it takes dropout_conv, dropout_dense"):
+        models.build("paper_cnn", widths=[16, 32, 64, 128])
+
+
 @pytest.mark.parametrize(
     "flags, gpus, expected",
     [

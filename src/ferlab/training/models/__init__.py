@@ -1,5 +1,7 @@
 """Model architectures by name, as chosen by `train.model` in params.yaml."""
 
+import inspect
+
 from ferlab.contract import IMAGE_SIZE, NUM_CLASSES
 from ferlab.errors import FerlabError
 
@@ -13,4 +15,8 @@ def build(name: str, **options):
         from ferlab.training.models.ferlab_cnn import build as builder
     else:
         raise FerlabError(f"params.yaml: unknown train.model {name!r}; choose one of {', '.join(ARCHITECTURES)}.")
+    takes = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes")]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise FerlabError(f"params.yaml: train.model_options {', '.join(unknown)} is not an option of {name}; it takes {', '.join(takes)}.")
     return builder(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), num_classes=NUM_CLASSES, **options)

@@ -27,11 +27,13 @@ def build(
     widths=(24, 48, 96, 192),
     depths=(1, 2, 2, 2),
     dense=256,
-    dropout=0.4,
+    dropout=0.2,
     crop=44,
     final_pool=True,
 ) -> keras.Model:
-    """final_pool: max-pool the last stage before the global average. A 2x2 pool of an odd-sized
+    """dropout: before and after the dense layer of the head (0.2 beat 0.4 by 1.9 points of
+    PublicTest at 45 epochs, trial `drop20`).
+    final_pool: max-pool the last stage before the global average. A 2x2 pool of an odd-sized
     map drops its last row and column: at crop 44 the last stage's 5x5 map becomes 2x2, and the
     bottom and right fifth of the face reach the classifier only through the neighbouring cells."""
     inputs = keras.Input(shape=input_shape)
