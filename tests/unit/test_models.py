@@ -59,6 +59,11 @@ def test_an_option_of_another_model_is_named_in_the_error():
         models.build("paper_cnn", widths=[16, 32, 64, 128])
 
 
+def test_several_unknown_options_are_named_together():
+    with pytest.raises(FerlabError, match="crop, widths are not options of paper_cnn; it takes"):
+        models.build("paper_cnn", widths=[16, 32, 64, 128], crop=40)
+
+
 @pytest.mark.parametrize(
     "flags, gpus, expected",
     [

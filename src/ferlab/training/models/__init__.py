@@ -18,5 +18,6 @@ def build(name: str, **options):
     takes = [p for p in inspect.signature(builder).parameters if p not in ("input_shape", "num_classes")]
     unknown = sorted(set(options) - set(takes))
     if unknown:
-        raise FerlabError(f"params.yaml: train.model_options {', '.join(unknown)} is not an option of {name}; it takes {', '.join(takes)}.")
+        verb = "is not an option" if len(unknown) == 1 else "are not options"
+        raise FerlabError(f"params.yaml: train.model_options {', '.join(unknown)} {verb} of {name}; it takes {', '.join(takes)}.")
     return builder(input_shape=(IMAGE_SIZE, IMAGE_SIZE, 1), num_classes=NUM_CLASSES, **options)
