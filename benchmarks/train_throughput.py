@@ -18,11 +18,15 @@ import statistics
 import time
 from pathlib import Path
 
-import keras
-import numpy as np
-from keras import layers
+from ferlab.quiet import import_tensorflow
 
-from ferlab.training import models, precision
+import_tensorflow()  # before Keras: without TensorFlow's C++ banners
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers  # noqa: E402
+
+from ferlab.training import models, precision  # noqa: E402
 
 
 def vgg(widths, depths, batch_norm):
