@@ -131,6 +131,22 @@ def training_section(throughput: dict | None, tta: dict | None) -> list[str]:
     return lines
 
 
+def corrupted_section(data: dict) -> list[str]:
+    names = list(data["models"])
+    lines = [
+        "## Degraded faces (`benchmarks/corrupted_accuracy.py`)",
+        "",
+        f"{data['split']}, {data['faces']:,} faces, each degradation applied to all of them; {data['tta']}.",
+        "",
+        "| condition | " + " | ".join(Path(n).name for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for condition in data["models"][names[0]]["accuracy"]:
+        lines.append(f"| {condition} | " + " | ".join(f"{data['models'][n]['accuracy'][condition]:.2%}" for n in names) + " |")
+    lines.append("| mean of the degraded | " + " | ".join(f"**{data['models'][n]['mean_degraded']:.2%}**" for n in names) + " |")
+    return lines + [""]
+
+
 def service_section(runs: dict[str, dict]) -> list[str]:
     lines = [
         "## Service (`benchmarks/serve_load.py`)",
@@ -163,6 +179,8 @@ def main() -> None:
         missing.append("accuracy.py")
     lines += inference_section(load("vs_fer.json"), load("inference.json"))
     lines += training_section(load("train_throughput_precision.json"), load("time_to_accuracy.json"))
+    if load("corrupted_accuracy.json"):
+        lines += corrupted_section(load("corrupted_accuracy.json"))
     serve = {
         label: load(name)
         for label, name in (
