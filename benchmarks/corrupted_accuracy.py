@@ -72,8 +72,12 @@ def ferlab_predictor(path: str):
 
 
 def fer_predictor():
+    import importlib.util
+
     from accuracy import fer_probabilities  # benchmarks/ is the script's folder, so on sys.path
 
+    if importlib.util.find_spec("fer") is None:
+        raise ImportError("no module named 'fer'")
     return lambda faces: fer_probabilities(faces).argmax(1)
 
 
