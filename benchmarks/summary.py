@@ -94,7 +94,7 @@ def inference_section(vs_fer: dict | None, inference: dict | None) -> list[str]:
     return lines
 
 
-def training_section(throughput: dict | None, tta: dict | None) -> list[str]:
+def training_section(throughput: dict | None, runs: list[dict]) -> list[str]:
     lines = ["## Training (`benchmarks/train_throughput.py`, `benchmarks/time_to_accuracy.py`)", ""]
     if throughput:
         bf16 = throughput["machine"]["native_bf16"]
@@ -107,10 +107,11 @@ def training_section(throughput: dict | None, tta: dict | None) -> list[str]:
         for r in throughput["results"]:
             lines.append(f"| {r['model']} | {r['policy']} | {r['images_per_s_median']} | {r['seconds_per_fer2013_epoch']} |")
         lines.append("")
-    if tta:
+    for tta in runs:
         best = tta["best"]
         kernels = tta.get("onednn_max_cpu_isa", "not recorded")
-        lines.append(f"CPU: {tta.get('cpu', 'not recorded')}, oneDNN kernels: {kernels}, {tta['precision']}.")
+        recipe = " ".join(["params.yaml of its commit"] + [f"-S {o}" for o in tta.get("overrides", [])])
+        lines.append(f"CPU: {tta.get('cpu', 'not recorded')}, oneDNN kernels: {kernels}, {tta['precision']}; {recipe}.")
         lines.append("")
         if tta["reached"]:
             lines.append(
@@ -182,7 +183,8 @@ def main() -> None:
     else:
         missing.append("accuracy.py")
     lines += inference_section(load("vs_fer.json"), load("inference.json"))
-    lines += training_section(load("train_throughput_precision.json"), load("time_to_accuracy.json"))
+    runs = [load(path.name) for path in sorted(REPORTS.glob("time_to_accuracy*.json"))]
+    lines += training_section(load("train_throughput_precision.json"), runs)
     if load("corrupted_accuracy.json"):
         lines += corrupted_section(load("corrupted_accuracy.json"))
     serve = {

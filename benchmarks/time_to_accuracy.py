@@ -8,8 +8,8 @@ The seed paper took 17 hours for its 100 epochs on a CPU. Target: at most 30 min
 
 Run by hand from the project root on an otherwise idle machine, after `dvc repro` made
 data/processed (training from scratch; nothing from models/ is reused):
-    python benchmarks/time_to_accuracy.py [--budget-minutes 60] [--target 0.6538] [-S train.epochs=30 ...]
-Writes reports/benchmarks/time_to_accuracy.json.
+    python benchmarks/time_to_accuracy.py [--budget-minutes 60] [--target 0.6538] [-S train.epochs=30 ...] [--out ...]
+Writes reports/benchmarks/time_to_accuracy.json (or --out).
 """
 
 import argparse
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=60)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("-S", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--out", default=str(OUT), help="where to write the JSON (summary.py reads time_to_accuracy*.json)")
     args = parser.parse_args()
 
     from ferlab.quiet import import_tensorflow
@@ -113,8 +114,8 @@ def main() -> None:
             f"not reached: best PrivateTest {best['private_test_accuracy']:.4f} at epoch {best['epoch']} "
             f"({best['train_seconds'] / 60:.1f} min); stopped after {epochs[-1]['train_seconds'] / 60:.1f} min"
         )
-    write_json(OUT, summary)
-    print(f"wrote {OUT}")
+    write_json(args.out, summary)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
