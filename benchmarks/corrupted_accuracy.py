@@ -29,7 +29,7 @@ def _grey(values: np.ndarray) -> np.ndarray:
 
 
 def _jpeg(face: np.ndarray, quality: int) -> np.ndarray:
-    ok, encoded = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    _, encoded = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
 
 
