@@ -28,6 +28,10 @@ def _grey(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
+def _blur(faces: np.ndarray) -> np.ndarray:
+    return np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in faces])
+
+
 def _jpeg(face: np.ndarray, quality: int) -> np.ndarray:
     _, encoded = cv2.imencode(".jpg", face, [cv2.IMWRITE_JPEG_QUALITY, quality])
     return cv2.imdecode(encoded, cv2.IMREAD_GRAYSCALE)
@@ -45,11 +49,10 @@ def corruptions(seed: int) -> dict:
         return _grey(mean + 0.4 * (faces - mean))
 
     def sharpen(faces):
-        soft = np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in faces]).astype(np.float32)
-        return _grey(faces + 1.0 * (faces.astype(np.float32) - soft))
+        return _grey(faces + (faces.astype(np.float32) - _blur(faces)))
 
     return {
-        "blur (sigma 1 px)": lambda faces: np.stack([cv2.GaussianBlur(f, (0, 0), 1.0) for f in faces]),
+        "blur (sigma 1 px)": _blur,
         "low resolution (24 px)": lambda faces: np.stack(
             [cv2.resize(cv2.resize(f, (24, 24), interpolation=cv2.INTER_AREA), (48, 48), interpolation=cv2.INTER_LINEAR) for f in faces]
         ),
@@ -104,8 +107,9 @@ def main() -> None:
     for name, predict in predictors.items():
         accuracy = {condition: float(np.mean(predict(x) == labels)) for condition, x in conditions.items()}
         degraded = [value for condition, value in accuracy.items() if condition != "clean"]
-        results[name] = {"accuracy": accuracy, "mean_degraded": float(np.mean(degraded)), "worst_degraded": float(min(degraded))}
-        print(f"{name}: clean {accuracy['clean']:.2%}, mean degraded {np.mean(degraded):.2%}, worst {min(degraded):.2%}", flush=True)
+        mean, worst = float(np.mean(degraded)), float(min(degraded))
+        results[name] = {"accuracy": accuracy, "mean_degraded": mean, "worst_degraded": worst}
+        print(f"{name}: clean {accuracy['clean']:.2%}, mean degraded {mean:.2%}, worst {worst:.2%}", flush=True)
 
     width = max(len(c) for c in conditions)
     print("\n" + " " * width + "".join(f"  {i + 1:>7d}" for i in range(len(results))))
@@ -113,7 +117,6 @@ def main() -> None:
         print(f"{condition:{width}s}" + "".join(f"  {r['accuracy'][condition]:7.2%}" for r in results.values()))
     for i, name in enumerate(results, 1):
         print(f"{i}: {name}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     tta = "flip TTA for ferlab's models, none for fer's"
     write_json(args.out, {"split": "PublicTest", "faces": int(len(labels)), "seed": args.seed, "tta": tta, "models": results})
     print(f"wrote {args.out}")

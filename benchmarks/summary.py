@@ -185,8 +185,9 @@ def main() -> None:
     lines += inference_section(load("vs_fer.json"), load("inference.json"))
     runs = [load(path.name) for path in sorted(REPORTS.glob("time_to_accuracy*.json"))]
     lines += training_section(load("train_throughput_precision.json"), runs)
-    if load("corrupted_accuracy.json"):
-        lines += corrupted_section(load("corrupted_accuracy.json"))
+    corrupted = load("corrupted_accuracy.json")
+    if corrupted:
+        lines += corrupted_section(corrupted)
     serve = {
         label: load(name)
         for label, name in (
