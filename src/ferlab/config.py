@@ -56,12 +56,19 @@ class Augment:
     rotation_degrees: float = 0.0
     zoom: float = 0.0
     warp_probability: float = 1.0  # share of faces that get the rotation and zoom; the rest keep whole pixels
+    low_resolution_probability: float = 0.0  # share of faces shrunk to a random size and scaled back
+    low_resolution_min_px: int = 20  # the smallest size they are shrunk to (one size per batch, up to 47)
     brightness: float = 0.2
     contrast: float = 0.2
 
     def __post_init__(self):
-        if not 0.0 <= self.warp_probability <= 1.0:
-            raise FerlabError(f"params.yaml: `preprocess.augment.warp_probability` must lie in [0, 1], not {self.warp_probability!r}.")
+        for name in ("warp_probability", "low_resolution_probability"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise FerlabError(f"params.yaml: `preprocess.augment.{name}` must lie in [0, 1], not {getattr(self, name)!r}.")
+        if not 4 <= self.low_resolution_min_px < 48:
+            raise FerlabError(
+                f"params.yaml: `preprocess.augment.low_resolution_min_px` must lie in [4, 47], not {self.low_resolution_min_px!r}."
+            )
 
 
 @dataclass(frozen=True)

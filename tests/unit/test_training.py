@@ -82,6 +82,35 @@ def test_a_warp_probability_outside_0_1_is_a_params_error():
         Augment(warp_probability=1.5)
 
 
+def roughness(x):
+    """Mean absolute difference between neighbouring pixels: what a blur takes away."""
+    return np.abs(np.diff(x, axis=1)).mean(axis=(1, 2, 3)) + np.abs(np.diff(x, axis=2)).mean(axis=(1, 2, 3))
+
+
+def test_low_resolution_blurs_the_chosen_faces_and_leaves_the_others_exact():
+    x = faces(64)
+    everyone = augment.apply(x, (2, 5), Augment(**{**OFF.__dict__, "low_resolution_probability": 1.0, "low_resolution_min_px": 12})).numpy()
+    assert everyone.shape == x.shape and everyone.min() >= 0.0 and everyone.max() <= 1.0
+    assert np.all(roughness(everyone) < 0.8 * roughness(x))  # random pixels lose most of their detail at 12..47 px
+    half = augment.apply(x, (2, 5), Augment(**{**OFF.__dict__, "low_resolution_probability": 0.5})).numpy()
+    exact = np.array([np.array_equal(a, b) for a, b in zip(half, x)])
+    assert 16 <= exact.sum() <= 48
+    assert np.all(roughness(half[~exact]) < roughness(x[~exact]))
+
+
+def test_the_low_resolution_size_changes_from_batch_to_batch():
+    x = np.tile(faces(1), (8, 1, 1, 1))
+    policy = Augment(**{**OFF.__dict__, "low_resolution_probability": 1.0, "low_resolution_min_px": 8})
+    sizes = {round(float(roughness(augment.apply(x, (7, step), policy).numpy())[0]), 5) for step in range(6)}
+    assert len(sizes) >= 3
+
+
+@pytest.mark.parametrize("setting", [{"low_resolution_probability": -0.1}, {"low_resolution_min_px": 48}, {"low_resolution_min_px": 2}])
+def test_low_resolution_settings_outside_their_range_are_a_params_error(setting):
+    with pytest.raises(FerlabError, match=next(iter(setting))):
+        Augment(**setting)
+
+
 def batches(ds, n):
     return [tuple(np.asarray(t) for t in batch) for batch in ds.take(n)]
 

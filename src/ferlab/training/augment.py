@@ -8,6 +8,7 @@ threads tf.data uses. Faces are normalised (N, 48, 48, 1) float32 in [0, 1].
 import dataclasses
 
 from ferlab.config import Augment
+from ferlab.contract import IMAGE_SIZE
 
 
 def _geometry(tf, batch, size, policy: Augment, seeds):
@@ -40,6 +41,16 @@ def _geometry(tf, batch, size, policy: Augment, seeds):
     )
 
 
+def _low_resolution(tf, faces, batch, size, policy: Augment, seed):
+    """Shrink a share of the faces to one random size per batch (area average) and scale them back
+    (bilinear), as a face found small in a photo or a webcam frame reaches the network."""
+    fold_in = tf.random.experimental.stateless_fold_in
+    shrunk = tf.random.stateless_uniform([batch], fold_in(seed, 2)) < policy.low_resolution_probability
+    side = tf.random.stateless_uniform([], fold_in(seed, 3), policy.low_resolution_min_px, size, dtype=tf.int32)
+    blurred = tf.image.resize(tf.image.resize(faces, [side, side], method="area"), [size, size], method="bilinear")
+    return tf.where(shrunk[:, None, None, None], blurred, faces)
+
+
 def apply(faces, seed, policy: Augment):
     """Augment a batch; `seed` is an int64 pair, e.g. (run seed, batch number)."""
     import tensorflow as tf
@@ -59,6 +70,8 @@ def apply(faces, seed, policy: Augment):
             interpolation="NEAREST" if exact else "BILINEAR",
             fill_mode="REFLECT",
         )
+    if policy.low_resolution_probability:
+        faces = _low_resolution(tf, faces, batch, size, policy, seeds[0])
     if policy.brightness:
         faces = faces + tf.random.stateless_uniform([batch, 1, 1, 1], seeds[4], -policy.brightness, policy.brightness)
     if policy.contrast:
@@ -81,6 +94,11 @@ def describe(policy: Augment) -> dict:
                 (policy.rotation_degrees or policy.zoom) and policy.warp_probability < 1.0,
             ),
             (f"shift up to {policy.translate} px each way (reflected border)", policy.translate),
+            (
+                f"shrink {policy.low_resolution_probability:.0%} of the faces to "
+                f"{policy.low_resolution_min_px}..{IMAGE_SIZE - 1} px and back",
+                policy.low_resolution_probability,
+            ),
             (f"brightness +-{policy.brightness:g}", policy.brightness),
             (f"contrast x[{1 - policy.contrast:g}, {1 + policy.contrast:g}]", policy.contrast),
         )
