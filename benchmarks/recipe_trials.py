@@ -31,6 +31,7 @@ SHOWN = (
     "preprocess.augment.rotation_degrees",
     "preprocess.augment.zoom",
     "preprocess.augment.warp_probability",
+    "preprocess.augment.low_resolution_probability",
     "train.resolved_precision",
     "model.parameters",
 )

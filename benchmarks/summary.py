@@ -135,10 +135,10 @@ def training_section(throughput: dict | None, runs: list[dict]) -> list[str]:
     return lines
 
 
-def corrupted_section(data: dict) -> list[str]:
+def corrupted_section(data: dict, source: str) -> list[str]:
     names = list(data["models"])
     lines = [
-        "## Degraded faces (`benchmarks/corrupted_accuracy.py`)",
+        f"## Degraded faces (`benchmarks/corrupted_accuracy.py`, `{source}`)",
         "",
         f"{data['split']}, {data['faces']:,} faces, each degradation applied to all of them; {data['tta']}.",
         "",
@@ -185,9 +185,8 @@ def main() -> None:
     lines += inference_section(load("vs_fer.json"), load("inference.json"))
     runs = [load(path.name) for path in sorted(REPORTS.glob("time_to_accuracy*.json"))]
     lines += training_section(load("train_throughput_precision.json"), runs)
-    corrupted = load("corrupted_accuracy.json")
-    if corrupted:
-        lines += corrupted_section(corrupted)
+    for path in sorted(REPORTS.glob("corrupted_accuracy*.json")):
+        lines += corrupted_section(load(path.name), path.name)
     serve = {
         label: load(name)
         for label, name in (
