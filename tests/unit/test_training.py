@@ -115,18 +115,23 @@ def batches(ds, n):
     return [tuple(np.asarray(t) for t in batch) for batch in ds.take(n)]
 
 
-def test_the_batch_stream_repeats_run_to_run_and_a_resumed_run_continues_it():
+@pytest.mark.parametrize(
+    "policy",
+    [Augment(), Augment(rotation_degrees=10.0, zoom=0.1, warp_probability=0.5, low_resolution_probability=0.3)],
+    ids=["shift", "warp-lowres"],
+)
+def test_the_batch_stream_repeats_run_to_run_and_a_resumed_run_continues_it(policy):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (50, 48, 48), dtype=np.uint8)
     y = rng.integers(0, 7, 50)
     weights = {i: 1.0 + i for i in range(7)}
-    full = batches(make_training_dataset(x, y, 16, 42, Augment(), weights), 12)  # 3 epochs of 4 batches
+    full = batches(make_training_dataset(x, y, 16, 42, policy, weights), 12)  # 3 epochs of 4 batches
     assert all(
         np.array_equal(a, b)
-        for fa, fb in zip(full, batches(make_training_dataset(x, y, 16, 42, Augment(), weights), 12))
+        for fa, fb in zip(full, batches(make_training_dataset(x, y, 16, 42, policy, weights), 12))
         for a, b in zip(fa, fb)
     )
-    resumed = batches(make_training_dataset(x, y, 16, 42, Augment(), weights, start_step=8), 4)
+    resumed = batches(make_training_dataset(x, y, 16, 42, policy, weights, start_step=8), 4)
     for (fa, ta, wa), (fb, tb, wb) in zip(full[8:], resumed):
         assert np.array_equal(fa, fb) and np.array_equal(ta, tb) and np.array_equal(wa, wb)
     # each epoch is a new order of the same 50 faces, with the label's weight beside each face
