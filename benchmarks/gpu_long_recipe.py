@@ -29,10 +29,11 @@ Run from the project root:
     PYTHONPATH=/tmp/site:src KERAS_BACKEND=jax python3 benchmarks/gpu_long_recipe.py train \\
         --widths 48,96,192,384 --max-epochs 500 --budget-minutes 9 --data .gpu/fer_train_val.npz --out OUT \\
         -S preprocess.augment.rotation_degrees=15 -S preprocess.augment.zoom=0.15 \\
-        -S preprocess.augment.warp_probability=1 -S '+train.model_options.dropout=0.4'   # the long recipe
+        -S preprocess.augment.warp_probability=1 -S '+train.model_options.dropout=0.4' \\
+        -S preprocess.augment.low_resolution_probability=0   # the long recipe
     # the paper's run: -S train.model=paper_cnn -S train.optimizer=adam -S train.learning_rate=0.0001
     #   -S train.batch_size=32 -S train.schedule=constant -S train.label_smoothing=0
-    #   -S train.class_weights=false --max-epochs 100
+    #   -S train.class_weights=false -S preprocess.augment.low_resolution_probability=0 --max-epochs 100
     python benchmarks/gpu_long_recipe.py score --weights OUT/best.weights.h5 --run-name gpu-w48-geo15-500
 """
 
@@ -223,6 +224,8 @@ def cmd_train(args) -> None:
     assert "tensorflow" not in sys.modules
     params = overridden(args.params, args.overrides)
     cfg, aug = params.train, params.preprocess.augment
+    if aug.low_resolution_probability:  # not ported to JAX: refuse rather than train a recipe other than the one logged
+        raise SystemExit("The JAX trainer has no low-resolution augmentation: add -S preprocess.augment.low_resolution_probability=0.")
     widths = None
     if cfg.model == "ferlab_cnn":  # --widths, else the params' widths, else the long recipe's
         widths = [int(w) for w in args.widths.split(",")] if args.widths else list(cfg.model_options.get("widths", LONG_WIDTHS))
