@@ -212,20 +212,21 @@ def make_train_step(model, optimizer, loss_fn, aug, xt, yt, wt, base_key):
 
 
 def cmd_train(args) -> None:
+    from params_overrides import overridden  # benchmarks/ is the script's folder, so on sys.path
+
+    params = overridden(args.params, args.overrides)
+    cfg, aug = params.train, params.preprocess.augment
+    if aug.low_resolution_probability:  # not ported to JAX: refuse rather than train a recipe other than the one logged
+        raise SystemExit("The JAX trainer has no low-resolution augmentation: add -S preprocess.augment.low_resolution_probability=0.")
     assert os.environ.get("KERAS_BACKEND") == "jax", "run train with KERAS_BACKEND=jax"
     import jax
     import jax.numpy as jnp
     import keras
-    from params_overrides import overridden  # benchmarks/ is the script's folder, so on sys.path
 
     from ferlab.contract import PIXEL_SCALE
     from ferlab.training.models import build
 
     assert "tensorflow" not in sys.modules
-    params = overridden(args.params, args.overrides)
-    cfg, aug = params.train, params.preprocess.augment
-    if aug.low_resolution_probability:  # not ported to JAX: refuse rather than train a recipe other than the one logged
-        raise SystemExit("The JAX trainer has no low-resolution augmentation: add -S preprocess.augment.low_resolution_probability=0.")
     widths = None
     if cfg.model == "ferlab_cnn":  # --widths, else the params' widths, else the long recipe's
         widths = [int(w) for w in args.widths.split(",")] if args.widths else list(cfg.model_options.get("widths", LONG_WIDTHS))
