@@ -23,3 +23,13 @@ def test_low_resolution_faces_are_refused_with_one_sentence_and_pinning_them_off
     pinned = train("preprocess.augment.low_resolution_probability=0")
     assert pinned.returncode != 0 and "low-resolution" not in pinned.stderr
     assert "run train with KERAS_BACKEND=jax" in pinned.stderr  # the next check, so the params one let it through
+
+
+def test_the_epoch_count_fits_the_seconds_left_and_never_drops_below_the_epochs_done():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from gpu_long_recipe import epochs_fitting
+
+    # two runs sharing an H100: epochs 3-5 took 1.2 s each, 420 s - 20 s of recompilation left after epoch 5
+    assert epochs_fitting(400.0, 1.2, 5) == 5 + 333
+    assert epochs_fitting(-3.0, 1.2, 5) == 5  # past the budget already: no more epochs
+    assert epochs_fitting(0.5, 1.2, 1) == 1
