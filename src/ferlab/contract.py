@@ -1,5 +1,5 @@
 """The contract between training and inference: the emotions (names and ids), the splits,
-the input size, the normalisation and the face margin of the crop."""
+the input size, the normalisation, the face margin of the crop and the test-time views."""
 
 import numpy as np
 
@@ -61,3 +61,24 @@ def normalize(images: np.ndarray) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., np.newaxis]
     return x
+
+
+# Ten-crop test-time augmentation moves each face this many pixels towards each corner: ferlab_cnn
+# looks at its centre 44x44, so a shift of 2 shows it its four corner crops (evaluate uses the
+# margin of the model's own centre crop; the tools, which may run a TFLite file, use this).
+TEN_CROP_SHIFT = 2
+
+
+def ten_view_offsets(shift: int = TEN_CROP_SHIFT) -> list[tuple[int, int]]:
+    """(dy, dx) of the five unmirrored ten_views: pixel (i, j) of view k shows the face's pixel
+    (i + dy, j + dx); the last is the face unmoved."""
+    return [(-shift, -shift), (-shift, shift), (shift, -shift), (shift, shift), (0, 0)]
+
+
+def ten_views(faces: np.ndarray, shift: int = TEN_CROP_SHIFT) -> np.ndarray:
+    """(N, 48, 48) faces -> (10, N, 48, 48): each face moved `shift` pixels towards each corner
+    (borders reflected), unmoved, and the mirror images of those five."""
+    size = faces.shape[1]
+    padded = np.pad(faces, ((0, 0), (shift, shift), (shift, shift)), mode="reflect")
+    views = [padded[:, shift + dy : shift + dy + size, shift + dx : shift + dx + size] for dy, dx in ten_view_offsets(shift)]
+    return np.stack(views + [v[:, :, ::-1] for v in views])

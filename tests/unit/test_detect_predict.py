@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO, face_scene
 
-from ferlab.contract import EMOTIONS, FACE_MARGIN, normalize, preprocessing
+from ferlab.contract import EMOTIONS, FACE_MARGIN, normalize, preprocessing, ten_views
 from ferlab.errors import FerlabError
 from ferlab.inference import detect
 from ferlab.inference.detect import CropContract, Detection, crop_face
@@ -309,8 +309,21 @@ def test_face_crop_mode_classifies_the_image_as_the_model_sees_it(recognizer, fe
         assert [alone.probabilities[e] for e in EMOTIONS] == pytest.approx(want_plain.tolist(), abs=1e-5)
 
 
+def test_ten_crop_averages_the_ten_views_of_each_face(recognizer, fer_faces):
+    faces = fer_faces[0][:4]
+    model = recognizer.classifier.model
+    views = ten_views(faces)
+    want = np.mean([np.asarray(model.predict_on_batch(normalize(v))) for v in views], axis=0)
+    ten_crop = EmotionRecognizer(recognizer.classifier, "haar", tta="ten-crop")
+    got = ten_crop.classify(faces)
+    assert got.shape == (4, len(EMOTIONS)) and got == pytest.approx(want, abs=1e-5)
+    assert got.sum(axis=1) == pytest.approx(np.ones(4), abs=1e-4)
+    assert not np.allclose(got, recognizer.classify(faces), atol=1e-4)  # not the flip TTA's numbers
+    assert ten_crop.classify(faces[:0]).shape == (0, len(EMOTIONS))
+
+
 def test_unknown_tta_is_refused(tiny_model_path):
-    with pytest.raises(FerlabError, match="unknown test-time augmentation 'ten'; choose one of flip, none"):
+    with pytest.raises(FerlabError, match="unknown test-time augmentation 'ten'; choose one of flip, ten-crop, none"):
         EmotionRecognizer.load(tiny_model_path, tta="ten")
 
 

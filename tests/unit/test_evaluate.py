@@ -28,7 +28,7 @@ def test_known_small_case():
 
 
 def test_ten_views_show_a_centre_cropping_model_the_corner_and_centre_crops():
-    from ferlab.training.evaluate import ten_views
+    from ferlab.contract import ten_views
 
     face = np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)
     views = ten_views(face[None], shift=2)
@@ -61,7 +61,7 @@ def test_ten_crop_probabilities_are_the_mean_over_the_views():
     face = np.zeros((2, 48, 48), np.uint8)
     face[0, :24, :24] = 255
     got = predict_proba_ten_crop(MeanBrightness(), face)
-    from ferlab.training.evaluate import ten_views
+    from ferlab.contract import ten_views
 
     views = ten_views(face)
     want = np.mean([(v > 127).mean(axis=(1, 2)) for v in views], axis=0)

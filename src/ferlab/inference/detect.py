@@ -171,9 +171,9 @@ class BlazeFaceDetector:
         h, w = image.shape[:2]
         side = max(h, w)
         scale = self.INPUT / side
-        small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+        small = shrink(image, (max(1, round(w * scale)), max(1, round(h * scale))))
         x = np.zeros((self.INPUT, self.INPUT, 3), np.float32)  # letterbox: the image at top-left, black below/right
-        x[: small.shape[0], : small.shape[1]] = small[..., ::-1] * (2 / 255.0) - 1  # RGB in [-1, 1]
+        x[: small.shape[0], : small.shape[1]] = cv2.cvtColor(small, cv2.COLOR_BGR2RGB) * np.float32(2 / 255) - 1  # RGB in [-1, 1]
         out = self._model.run(x[None])
         raw = out[self._boxes_name][0]
         logits = next(v for k, v in out.items() if k != self._boxes_name)[0, :, 0]
@@ -198,6 +198,17 @@ class BlazeFaceDetector:
             box = tuple(int(round(v)) for v in (cx - framed / 2, cy - framed / 2, framed, framed))
             found.append(Detection(box, float(scores[group].max()), (eye_a, eye_b) if eye_a[0] <= eye_b[0] else (eye_b, eye_a)))
         return _without_nested(found)
+
+
+def shrink(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The image resized to size (w, h) with area averaging. Halving first while the image is at
+    least twice the size: OpenCV's area resize is about 10x faster at a ratio of exactly 2 than at
+    an arbitrary one (0.8 ms against 0.07 ms for 640x480 to 192x144 on 2 cores)."""
+    while image.shape[1] >= 2 * size[0] and image.shape[0] >= 2 * size[1]:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
+    if (image.shape[1], image.shape[0]) == tuple(size):
+        return image
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
 def blazeface_file(name: str) -> str:

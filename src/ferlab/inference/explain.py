@@ -18,14 +18,14 @@ import sys
 import cv2
 import numpy as np
 
-from ferlab.contract import IMAGE_SIZE, normalize
+from ferlab.contract import IMAGE_SIZE, normalize, ten_view_offsets, ten_views
 from ferlab.errors import FerlabError
 
 METHODS = ("auto", "occlusion", "gradcam")
 # An 8x8 patch is about an eye, a brow or a mouth corner at FER2013's framing: small enough
 # to tell the parts of a face apart, large enough that hiding it changes the answer. A stride
 # of 4 overlaps the patches by half, so every pixel is covered 1 to 4 times and the map is
-# smooth: 11 x 11 = 121 occluded copies per face (twice that with flip TTA), one batch.
+# smooth: 11 x 11 = 121 occluded copies per face (twice that with flip TTA, ten times with ten-crop), one batch.
 PATCH = 8
 STRIDE = 4
 OVERLAY_SIDE = (192, 512)  # rendered face images: small faces are enlarged, large ones shrunk
@@ -158,20 +158,20 @@ def _score_model(model):
     return keras.Model(model.inputs, outputs), conv, head if logits else None
 
 
-def gradcam_maps(model, faces: np.ndarray, targets: np.ndarray, flip: bool = False) -> np.ndarray:
+def gradcam_maps(model, faces: np.ndarray, targets: np.ndarray, tta: str = "none") -> np.ndarray:
     """(N, 48, 48) uint8 faces and the emotion id to explain for each -> (N, 48, 48) maps.
 
-    flip: the recognizer averages each face with its mirror image (TTA), so the map is the mean
-    of the face's map and its mirror's, mirrored back."""
+    tta: the recognizer's test-time augmentation. With "flip" or "ten-crop" it averages views of
+    each face, so the map is the mean of the views' maps, each mirrored and moved back onto the face."""
     from ferlab.quiet import import_tensorflow
 
     tf = import_tensorflow()
     if len(faces) == 0:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     score_model, conv, head = _score_model(model)
-    x = normalize(faces)
-    if flip:
-        x, targets = np.concatenate([x, x[:, :, ::-1]]), np.concatenate([targets, targets])
+    views = _views(faces, tta)
+    x = normalize(views.reshape(-1, IMAGE_SIZE, IMAGE_SIZE))
+    targets = np.tile(targets, len(views))
     with tf.GradientTape() as tape:
         features, scores = score_model(tf.constant(x), training=False)
         if head is not None:
@@ -180,10 +180,33 @@ def gradcam_maps(model, faces: np.ndarray, targets: np.ndarray, flip: bool = Fal
     gradients = tape.gradient(chosen, features).numpy()
     weights = gradients.mean(axis=(1, 2))  # (N, channels): the gradient pooled over the map
     cams = np.maximum(np.einsum("nhwc,nc->nhw", features.numpy(), weights), 0)
-    maps = _on_input(cams, *_feature_grid(model, conv))
-    if flip:
-        maps = (maps[: len(faces)] + maps[len(faces) :, :, ::-1]) / 2
+    maps = _on_input(cams, *_feature_grid(model, conv)).reshape(len(views), len(faces), IMAGE_SIZE, IMAGE_SIZE)
+    maps = np.mean([_onto_face(m, k, tta) for k, m in enumerate(maps)], axis=0)
     return np.stack([normalised(m) for m in maps])
+
+
+def _views(faces: np.ndarray, tta: str) -> np.ndarray:
+    """(V, N, 48, 48): the views of each face that the recognizer averages with this tta."""
+    if tta == "ten-crop":
+        return ten_views(faces)
+    return np.stack([faces, faces[:, :, ::-1]]) if tta == "flip" else faces[None]
+
+
+def _onto_face(maps: np.ndarray, view: int, tta: str) -> np.ndarray:
+    """Maps (N, 48, 48) of view number `view` (_views' order) put back on the face's pixels;
+    pixels that view did not show get 0."""
+    if tta == "none":
+        return maps
+    if tta == "flip":
+        return maps[:, :, ::-1] if view else maps
+    offsets = ten_view_offsets()
+    if view >= len(offsets):  # the mirror of view - 5
+        maps, view = maps[:, :, ::-1], view - len(offsets)
+    dy, dx = offsets[view]  # the view's pixel (i, j) shows the face's (i + dy, j + dx)
+    moved = np.zeros_like(maps)
+    n = IMAGE_SIZE
+    moved[:, max(dy, 0) : n + min(dy, 0), max(dx, 0) : n + min(dx, 0)] = maps[:, max(-dy, 0) : n - max(dy, 0), max(-dx, 0) : n - max(dx, 0)]
+    return moved
 
 
 def _on_input(cams: np.ndarray, first: float, stride: float, seen: tuple[int, int]) -> np.ndarray:

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize
+from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize, ten_views
 from ferlab.errors import FerlabError
 from ferlab.inference.detect import (
     DEFAULT_DETECTOR,
@@ -48,8 +48,10 @@ from ferlab.inference.images import DEFAULT_MAX_PIXELS, ImageInput, decode, load
 from ferlab.inference.sources import default_model, load_model
 
 # Test-time augmentation of each face: "flip" averages the probabilities of the face and its
-# mirror image (one batch of twice the faces; +1 point on PrivateTest, see README), "none" does not.
-TTA_MODES = ("flip", "none")
+# mirror image (one batch of twice the faces; +1 point on PrivateTest, see README); "ten-crop"
+# averages ten views (contract.ten_views: shifted towards each corner, unmoved, and their
+# mirrors; ten times the faces); "none" classifies the face alone.
+TTA_MODES = ("flip", "ten-crop", "none")
 DEFAULT_TTA = "flip"
 
 
@@ -198,8 +200,9 @@ class EmotionRecognizer:
         x = normalize(faces)
         if self.tta == "none":
             return self.classifier(x)
-        both = self.classifier(np.concatenate([x, x[:, :, ::-1]]))
-        return (both[: len(x)] + both[len(x) :]) / 2
+        views = np.stack([x, x[:, :, ::-1]]) if self.tta == "flip" else normalize(ten_views(faces))
+        probabilities = self.classifier(views.reshape(-1, *x.shape[1:]))
+        return probabilities.reshape(len(views), len(x), -1).mean(axis=0)
 
     def regions(self, image: np.ndarray, detections: list[Detection], face_crop: bool = False) -> list[np.ndarray]:
         """The squares of a BGR image that crops() made the 48x48 inputs from, at the image's resolution."""
@@ -222,7 +225,7 @@ class EmotionRecognizer:
             probabilities, maps = explain.occlusion_maps(self.classify(explain.occlusion_inputs(faces)), len(faces))
         else:
             probabilities = self.classify(faces)
-            maps = explain.gradcam_maps(self.classifier.model, faces, probabilities.argmax(axis=1), self.tta == "flip")
+            maps = explain.gradcam_maps(self.classifier.model, faces, probabilities.argmax(axis=1), self.tta)
         return explanations(detections, probabilities, maps, used, self.regions(bgr, detections, face_crop))
 
     def predict(self, image: ImageInput, face_crop: bool = False, color: str = "bgr") -> list[Face]:

@@ -262,7 +262,7 @@ class Service:
             return why.occlusion_maps(answers, len(crops))
         probabilities = await self.batcher.classify(crops)
         maps = await self.batcher.call(
-            why.gradcam_maps, self.recognizer.classifier.model, crops, probabilities.argmax(axis=1), self.recognizer.tta == "flip"
+            why.gradcam_maps, self.recognizer.classifier.model, crops, probabilities.argmax(axis=1), self.recognizer.tta
         )
         return probabilities, maps
 

@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-from ferlab.contract import EMOTIONS, NUM_CLASSES, normalize
+from ferlab.contract import EMOTIONS, NUM_CLASSES, normalize, ten_views
 
 
 def predict_proba(model, faces: np.ndarray, batch_size: int = 256, flip: bool = False) -> np.ndarray:
@@ -13,17 +13,6 @@ def predict_proba(model, faces: np.ndarray, batch_size: int = 256, flip: bool = 
     if flip:
         probs = (probs + model.predict(x[:, :, ::-1, :], batch_size=batch_size, verbose=0)) / 2.0
     return np.asarray(probs, dtype=np.float64)
-
-
-def ten_views(faces: np.ndarray, shift: int = 2) -> np.ndarray:
-    """(10, N, 48, 48) uint8: each face moved `shift` pixels towards each corner (borders
-    reflected), unmoved, and the mirror images of those five. For a model that looks at its
-    centre 44x44 (ferlab_cnn), a shift of 2 shows it the four corner crops and the centre crop."""
-    size = faces.shape[1]
-    padded = np.pad(faces, ((0, 0), (shift, shift), (shift, shift)), mode="reflect")
-    corners = [(0, 0), (0, 2 * shift), (2 * shift, 0), (2 * shift, 2 * shift), (shift, shift)]
-    views = [padded[:, y : y + size, x : x + size] for y, x in corners]
-    return np.stack(views + [v[:, :, ::-1] for v in views])
 
 
 def corner_shift(model) -> int:
