@@ -467,3 +467,13 @@ def test_with_own_detector_shares_the_model_not_the_detector(recognizer, haar_fa
     assert twin.classifier is recognizer.classifier and twin.contract == recognizer.contract
     image = scene(haar_faces[0])
     assert [f.to_dict() for f in twin.predict(image)] == [f.to_dict() for f in recognizer.predict(image)]
+
+
+@pytest.mark.parametrize("size, want", [((640, 480), (192, 144)), ((1921, 1081), (192, 108)), ((300, 200), (192, 128)), ((96, 64), (192, 128))])
+def test_shrink_gives_the_asked_size_and_the_area_average(size, want):
+    yy, xx = np.mgrid[: size[1], : size[0]]
+    image = np.dstack([(xx * 255 // size[0]), (yy * 255 // size[1]), (xx + yy) % 256]).astype(np.uint8)
+    small = detect.shrink(image, want)
+    assert small.shape == (want[1], want[0], 3) and small.dtype == np.uint8
+    direct = cv2.resize(image, want, interpolation=cv2.INTER_AREA if want[0] < size[0] else cv2.INTER_LINEAR)
+    assert np.abs(small[..., :2].astype(int) - direct[..., :2]).mean() < 1.5  # the smooth ramps: the same picture
