@@ -469,7 +469,10 @@ def test_with_own_detector_shares_the_model_not_the_detector(recognizer, haar_fa
     assert [f.to_dict() for f in twin.predict(image)] == [f.to_dict() for f in recognizer.predict(image)]
 
 
-@pytest.mark.parametrize("size, want", [((640, 480), (192, 144)), ((1921, 1081), (192, 108)), ((300, 200), (192, 128)), ((96, 64), (192, 128))])
+SHRINKS = [((640, 480), (192, 144)), ((1921, 1081), (192, 108)), ((300, 200), (192, 128)), ((96, 64), (192, 128))]
+
+
+@pytest.mark.parametrize("size, want", SHRINKS)
 def test_shrink_gives_the_asked_size_and_the_area_average(size, want):
     yy, xx = np.mgrid[: size[1], : size[0]]
     image = np.dstack([(xx * 255 // size[0]), (yy * 255 // size[1]), (xx + yy) % 256]).astype(np.uint8)
