@@ -72,8 +72,9 @@ def test_the_join_timeout_is_read_from_the_environment():
 
 def test_workers_wait_for_each_other_and_a_missing_one_is_named_after_the_timeout():
     spec = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    ports = [int(address.rpartition(":")[2]) for address in spec["worker"]]
     late = cluster.role(tf_config(spec, "worker", 1))
-    errors, done = [], threading.Event()
+    errors, through, done = [], threading.Event(), threading.Event()
 
     def start_late():
         time.sleep(1.0)
@@ -81,13 +82,17 @@ def test_workers_wait_for_each_other_and_a_missing_one_is_named_after_the_timeou
             cluster.wait_for_workers(late, 10)
         except FerlabError as err:
             errors.append(err)
-        with socket.create_server(("", int(spec["worker"][1].rpartition(":")[2]))):  # as TensorFlow's server then does
+        through.set()
+        with socket.create_server(("", ports[1])):  # as TensorFlow's server then does
             done.wait(10)
 
     thread = threading.Thread(target=start_late)
     thread.start()
     try:
         cluster.wait_for_workers(cluster.role(tf_config(spec, "worker", 0)), 10)  # returns once worker 1 answers
+        # Worker 1 may not have reached worker 0 yet: TensorFlow's server answers on worker 0's port from now on.
+        with socket.create_server(("", ports[0])):
+            through.wait(15)
     finally:
         done.set()
         thread.join()
