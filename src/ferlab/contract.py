@@ -82,3 +82,15 @@ def ten_views(faces: np.ndarray, shift: int = TEN_CROP_SHIFT) -> np.ndarray:
     padded = np.pad(faces, ((0, 0), (shift, shift), (shift, shift)), mode="reflect")
     views = [padded[:, shift + dy : shift + dy + size, shift + dx : shift + dx + size] for dy, dx in ten_view_offsets(shift)]
     return np.stack(views + [v[:, :, ::-1] for v in views])
+
+
+# Test-time augmentation of a face: the views whose probabilities are averaged (tta_views).
+TTA_MODES = ("flip", "ten-crop", "none")
+
+
+def tta_views(faces: np.ndarray, tta: str) -> np.ndarray:
+    """(N, 48, 48) faces -> (V, N, 48, 48): the face and its mirror image (flip), ten_views
+    (ten-crop), or the face alone (none)."""
+    if tta == "ten-crop":
+        return ten_views(faces)
+    return np.stack([faces, faces[:, :, ::-1]]) if tta == "flip" else faces[None]

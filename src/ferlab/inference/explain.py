@@ -18,7 +18,7 @@ import sys
 import cv2
 import numpy as np
 
-from ferlab.contract import IMAGE_SIZE, normalize, ten_view_offsets, ten_views
+from ferlab.contract import IMAGE_SIZE, normalize, ten_view_offsets, tta_views
 from ferlab.errors import FerlabError
 
 METHODS = ("auto", "occlusion", "gradcam")
@@ -169,7 +169,7 @@ def gradcam_maps(model, faces: np.ndarray, targets: np.ndarray, tta: str = "none
     if len(faces) == 0:
         return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.float32)
     score_model, conv, head = _score_model(model)
-    views = _views(faces, tta)
+    views = tta_views(faces, tta)
     x = normalize(views.reshape(-1, IMAGE_SIZE, IMAGE_SIZE))
     targets = np.tile(targets, len(views))
     with tf.GradientTape() as tape:
@@ -185,15 +185,8 @@ def gradcam_maps(model, faces: np.ndarray, targets: np.ndarray, tta: str = "none
     return np.stack([normalised(m) for m in maps])
 
 
-def _views(faces: np.ndarray, tta: str) -> np.ndarray:
-    """(V, N, 48, 48): the views of each face that the recognizer averages with this tta."""
-    if tta == "ten-crop":
-        return ten_views(faces)
-    return np.stack([faces, faces[:, :, ::-1]]) if tta == "flip" else faces[None]
-
-
 def _onto_face(maps: np.ndarray, view: int, tta: str) -> np.ndarray:
-    """Maps (N, 48, 48) of view number `view` (_views' order) put back on the face's pixels;
+    """Maps (N, 48, 48) of view number `view` (tta_views' order) put back on the face's pixels;
     pixels that view did not show get 0."""
     if tta == "none":
         return maps

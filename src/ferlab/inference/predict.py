@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize, ten_views
+from ferlab.contract import EMOTIONS, IMAGE_SIZE, TTA_MODES, normalize, tta_views
 from ferlab.errors import FerlabError
 from ferlab.inference.detect import (
     DEFAULT_DETECTOR,
@@ -47,11 +47,11 @@ from ferlab.inference.detect import (
 from ferlab.inference.images import DEFAULT_MAX_PIXELS, ImageInput, decode, load_image
 from ferlab.inference.sources import default_model, load_model
 
-# Test-time augmentation of each face: "flip" averages the probabilities of the face and its
-# mirror image (one batch of twice the faces; +1 point on PrivateTest, see README); "ten-crop"
-# averages ten views (contract.ten_views: shifted towards each corner, unmoved, and their
-# mirrors; ten times the faces); "none" classifies the face alone.
-TTA_MODES = ("flip", "ten-crop", "none")
+# Test-time augmentation of each face (TTA_MODES, contract.tta_views): "flip" averages the
+# probabilities of the face and its mirror image (one batch of twice the faces; +1 point on
+# PrivateTest, see README); "ten-crop" averages ten views (shifted towards each corner, unmoved,
+# and their mirrors; ten times the faces; not better on faces found in photos, see README);
+# "none" classifies the face alone.
 DEFAULT_TTA = "flip"
 
 
@@ -197,12 +197,9 @@ class EmotionRecognizer:
         """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities, EMOTIONS order."""
         if len(faces) == 0:
             return np.zeros((0, len(EMOTIONS)), np.float32)
-        x = normalize(faces)
-        if self.tta == "none":
-            return self.classifier(x)
-        views = np.stack([x, x[:, :, ::-1]]) if self.tta == "flip" else normalize(ten_views(faces))
-        probabilities = self.classifier(views.reshape(-1, *x.shape[1:]))
-        return probabilities.reshape(len(views), len(x), -1).mean(axis=0)
+        views = tta_views(faces, self.tta)
+        probabilities = self.classifier(normalize(views.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)))
+        return probabilities.reshape(len(views), len(faces), -1).mean(axis=0)
 
     def regions(self, image: np.ndarray, detections: list[Detection], face_crop: bool = False) -> list[np.ndarray]:
         """The squares of a BGR image that crops() made the 48x48 inputs from, at the image's resolution."""
