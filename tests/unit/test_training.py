@@ -174,9 +174,11 @@ def test_a_model_trained_in_bfloat16_is_handed_on_in_float32(tmp_path):
     assert np.allclose(loaded.predict(x, verbose=0), plain.predict(x, verbose=0), atol=1e-5)
 
 
-def test_a_float32_model_is_returned_as_it_is():
-    model = models.build("ferlab_cnn")
+def test_a_float32_model_of_plain_keras_layers_is_returned_as_it_is():
+    model = models.build("paper_cnn")
     assert model_io.as_float32(model) is model
+    handed_on = model_io.as_float32(models.build("ferlab_cnn"))  # its fused batch norms become Keras' own
+    assert model_io.as_float32(handed_on) is handed_on
 
 
 @pytest.mark.parametrize("crop, seen", [(44, (44, 44)), (48, (48, 48))])

@@ -14,10 +14,12 @@ and it costs (crop / 48)^2 of a full-size pass.
 import keras
 from keras import layers
 
+from ferlab.training.models.batch_norm import FusedBatchNormalization
+
 
 def _conv(x, filters: int):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = FusedBatchNormalization()(x)
     return layers.Activation("relu")(x)
 
 
