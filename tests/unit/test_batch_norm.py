@@ -9,7 +9,7 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from ferlab.training import model_io, models
-from ferlab.training.models.batch_norm import FusedBatchNormalization, portable
+from ferlab.training.batch_norm import FusedBatchNormalization, portable
 
 
 def _step(layer, x):

@@ -10,7 +10,7 @@ from ferlab.quiet import import_tensorflow
 
 def save_h5(model, path: str | os.PathLike) -> None:
     import_tensorflow()
-    from ferlab.training.models.batch_norm import portable
+    from ferlab.training.batch_norm import portable
 
     with atomic_path(path) as tmp:
         portable(model).save(tmp)  # the .h5 suffix selects Keras' HDF5 format, as the paper deploys
@@ -20,10 +20,10 @@ def as_float32(model):
     """The same network and weights computing in float32: a model trained under a mixed
     policy (bfloat16 on a CPU, float16 on a GPU) otherwise keeps that policy in its file,
     which the TFLite converter and CPUs without bf16 cannot run. Layers that exist for training
-    speed become their plain Keras equivalents (models.batch_norm.portable)."""
+    speed become their plain Keras equivalents (batch_norm.portable)."""
     import keras
 
-    from ferlab.training.models.batch_norm import portable
+    from ferlab.training.batch_norm import portable
 
     model = portable(model)
     if all(layer.dtype_policy.name == "float32" for layer in model.layers):

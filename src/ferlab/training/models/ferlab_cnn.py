@@ -14,7 +14,7 @@ and it costs (crop / 48)^2 of a full-size pass.
 import keras
 from keras import layers
 
-from ferlab.training.models.batch_norm import FusedBatchNormalization
+from ferlab.training.batch_norm import FusedBatchNormalization
 
 
 def _conv(x, filters: int):
