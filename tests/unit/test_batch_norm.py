@@ -40,6 +40,13 @@ def test_a_training_step_matches_keras_batch_normalization(policy, tolerance):
     assert not np.allclose(got[-1], 1.0)  # the moving variance moved: the comparison above means something
 
 
+def test_inputs_the_fused_kernel_does_not_take_train_as_keras_does():
+    x = np.random.default_rng(5).normal(1.0, 2.0, size=(16, 3)).astype("float32")  # not NHWC images
+    got, want = _step(FusedBatchNormalization(momentum=0.9), x), _step(keras.layers.BatchNormalization(momentum=0.9), x)
+    for a, b in zip(got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 def test_inference_uses_the_moving_averages_as_keras_does():
     x = np.random.default_rng(2).normal(size=(3, 4, 4, 2)).astype("float32")
     ours, theirs = FusedBatchNormalization(), keras.layers.BatchNormalization()

@@ -4,9 +4,9 @@ a report written in another shape breaks the page, and this test names it."""
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from conftest import REPO
+
 REPORTS = REPO / "reports/benchmarks"
 
 
