@@ -33,9 +33,9 @@ Run from the project root:
     # on the GPU machine (keras 3.15.1, namex, optree carried as wheels in .whl, installed to /tmp/site):
     PYTHONPATH=/tmp/site:src KERAS_BACKEND=jax python3 benchmarks/gpu_long_recipe.py train \\
         --max-epochs 400 --budget-minutes 7 --data .gpu/fer_train_val.npz --out OUT \\
-        -S '+train.model_options.widths=[64,128,256,512]' -S '+train.model_options.depths=[2,2,2,2]' \\
+        -S '++train.model_options.widths=[64,128,256,512]' -S '++train.model_options.depths=[2,2,2,2]' \\
         -S preprocess.augment.rotation_degrees=15 -S preprocess.augment.zoom=0.15 \\
-        -S preprocess.augment.warp_probability=1 -S '+train.model_options.dropout=0.4' \\
+        -S preprocess.augment.warp_probability=1 -S '++train.model_options.dropout=0.4' \\
         -S preprocess.augment.low_resolution_probability=0 -S train.weight_decay=0.0005   # the long recipe
         # (H100: 0.55 s an epoch, 1.2 s beside a second run)
     # the paper's run: -S train.model=paper_cnn -S train.optimizer=adam -S train.learning_rate=0.0001

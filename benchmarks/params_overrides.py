@@ -9,7 +9,8 @@ from ferlab import config
 
 
 def overridden(path: str, overrides: list[str]) -> config.Params:
-    """`section.key=value` sets a key; `+section.key=value` may also add one (DVC's Hydra syntax).
+    """`section.key=value` sets a key; `+section.key=value` or `++section.key=value` may also add one
+    (DVC's Hydra syntax).
     The values are YAML (`[48,96,192,384]`, `0.15`, `false`); the result is checked as params.yaml is."""
     raw = yaml.safe_load(Path(path).read_text())
     for item in overrides:
