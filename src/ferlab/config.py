@@ -105,6 +105,7 @@ class Train:
 class Evaluate:
     tta_flip: bool = True  # also report horizontal-flip test-time augmentation, separately
     tta_ten_crop: bool = True  # and ten-crop (four corners, centre, their mirrors), separately
+    tta_scale_rotate: bool = True  # and scale-rotate (unmoved, scaled 0.9 and 1.1, turned -8 and 8 degrees, their mirrors)
     batch_size: int = 256
     example_faces: int = 32
     calibrate: bool = True  # fit a softmax temperature on PublicTest; the bundle carries it

@@ -84,13 +84,44 @@ def ten_views(faces: np.ndarray, shift: int = TEN_CROP_SHIFT) -> np.ndarray:
     return np.stack(views + [v[:, :, ::-1] for v in views])
 
 
+# Scale-rotate test-time augmentation: (degrees, scale) of the four warped views, about the face's
+# centre (README, "Test-time augmentation" under the tools).
+SCALE_ROTATE_WARPS = ((0.0, 0.9), (0.0, 1.1), (-8.0, 1.0), (8.0, 1.0))
+
+
+def scale_rotate_matrices() -> list[np.ndarray]:
+    """The 2x3 affine maps of the five unmirrored scale_rotate_views (the first is the identity):
+    view pixel (x, y) shows the face's pixel at the inverse map of (x, y)."""
+    import cv2
+
+    centre = ((IMAGE_SIZE - 1) / 2, (IMAGE_SIZE - 1) / 2)
+    return [np.float32([[1, 0, 0], [0, 1, 0]])] + [cv2.getRotationMatrix2D(centre, a, s) for a, s in SCALE_ROTATE_WARPS]
+
+
+def scale_rotate_views(faces: np.ndarray) -> np.ndarray:
+    """(N, 48, 48) faces -> (10, N, 48, 48): each face unmoved, shrunk to 90%, grown to 110%,
+    turned 8 degrees each way (borders reflected), and the mirror images of those five."""
+    import cv2
+
+    size = faces.shape[1]
+    views = [faces] + [
+        np.stack([cv2.warpAffine(f, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101) for f in faces])
+        if len(faces)
+        else faces
+        for m in scale_rotate_matrices()[1:]
+    ]
+    return np.stack(views + [v[:, :, ::-1] for v in views])
+
+
 # Test-time augmentation of a face: the views whose probabilities are averaged (tta_views).
-TTA_MODES = ("flip", "ten-crop", "none")
+TTA_MODES = ("flip", "ten-crop", "scale-rotate", "none")
 
 
 def tta_views(faces: np.ndarray, tta: str) -> np.ndarray:
     """(N, 48, 48) faces -> (V, N, 48, 48): the face and its mirror image (flip), ten_views
-    (ten-crop), or the face alone (none)."""
+    (ten-crop), scale_rotate_views (scale-rotate), or the face alone (none)."""
     if tta == "ten-crop":
         return ten_views(faces)
+    if tta == "scale-rotate":
+        return scale_rotate_views(faces)
     return np.stack([faces, faces[:, :, ::-1]]) if tta == "flip" else faces[None]

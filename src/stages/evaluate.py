@@ -12,7 +12,7 @@ from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.lifecycle import tracking
 from ferlab.stage import log, run
 from ferlab.training import calibration, model_io
-from ferlab.training.evaluate import predict_proba, predict_proba_ten_crop, scores
+from ferlab.training.evaluate import predict_proba, predict_proba_scale_rotate, predict_proba_ten_crop, scores
 
 SPLIT_NAMES = {"train": "Training", "val": "PublicTest", "test": "PrivateTest"}
 
@@ -54,15 +54,21 @@ def main() -> None:
         probs = predict_proba(model, x, cfg.batch_size)
         results[key] = scores(y, probs.argmax(1))
         log(f"{SPLIT_NAMES[key]}: accuracy {results[key]['accuracy']:.4f}, macro-F1 {results[key]['macro_f1']:.4f}")
-        if key != "train":  # (2, N, 7): the face and its mirror image, the tools' default views
-            views[key] = np.stack([probs, predict_proba(model, x[:, :, ::-1], cfg.batch_size)])
-        if key == "test":
-            if cfg.tta_flip:
-                results["test_tta_flip"] = scores(y, views["test"].mean(0).argmax(1))
-                log(f"PrivateTest with flip TTA: accuracy {results['test_tta_flip']['accuracy']:.4f}")
-            if cfg.tta_ten_crop:
-                results["test_tta_ten_crop"] = scores(y, predict_proba_ten_crop(model, x, cfg.batch_size).argmax(1))
-                log(f"PrivateTest with ten-crop TTA: accuracy {results['test_tta_ten_crop']['accuracy']:.4f}")
+        if key == "train":
+            continue
+        # (2, N, 7): the face and its mirror image, the tools' default views
+        views[key] = np.stack([probs, predict_proba(model, x[:, :, ::-1], cfg.batch_size)])
+        # Each TTA on PublicTest too: that is where a user chooses one; PrivateTest reports it.
+        tta = {
+            "flip": (cfg.tta_flip, lambda: views[key].mean(0)),
+            "ten_crop": (cfg.tta_ten_crop, lambda: predict_proba_ten_crop(model, x, cfg.batch_size)),
+            "scale_rotate": (cfg.tta_scale_rotate, lambda: predict_proba_scale_rotate(model, x, cfg.batch_size)),
+        }
+        for mode, (wanted, predict) in tta.items():
+            if wanted:
+                results[f"{key}_tta_{mode}"] = scores(y, predict().argmax(1))
+                accuracy = results[f"{key}_tta_{mode}"]["accuracy"]
+                log(f"{SPLIT_NAMES[key]} with {mode.replace('_', '-')} TTA: accuracy {accuracy:.4f}")
     test_probs = views["test"][0]
     calibrated = calibration_report(views, arrays.y["val"].astype(int), arrays.y["test"].astype(int), cfg.calibrate)
     log(

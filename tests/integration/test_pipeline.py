@@ -45,7 +45,7 @@ def test_dvc_repro_on_a_slice_produces_consistent_outputs(project):
     with open(root / "reports/evaluate/test_predictions.csv") as f:
         rows = list(csv.DictReader(f))
     assert np.mean([r["actual"] == r["predicted"] for r in rows]) == pytest.approx(scores["test"]["accuracy"])
-    assert "test_tta_flip" in metrics
+    assert {f"{split}_tta_{mode}" for split in ("val", "test") for mode in ("flip", "ten_crop", "scale_rotate")} <= metrics.keys()
     calibrated = json.loads((root / "reports/evaluate/calibration.json").read_text())
     assert calibrated["method"] == "temperature" and 0.05 <= calibrated["temperature"] <= 20
     assert metrics["calibration"]["ece_after"] == calibrated["test_ece"]["flip"]["after"]

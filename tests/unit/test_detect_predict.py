@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import REPO, face_scene
 
-from ferlab.contract import EMOTIONS, FACE_MARGIN, normalize, preprocessing, ten_views
+from ferlab.contract import EMOTIONS, FACE_MARGIN, normalize, preprocessing, scale_rotate_views, ten_views
 from ferlab.errors import FerlabError
 from ferlab.inference import detect
 from ferlab.inference.detect import CropContract, Detection, crop_face
@@ -309,12 +309,13 @@ def test_face_crop_mode_classifies_the_image_as_the_model_sees_it(recognizer, fe
         assert [alone.probabilities[e] for e in EMOTIONS] == pytest.approx(want_plain.tolist(), abs=1e-5)
 
 
-def test_ten_crop_averages_the_ten_views_of_each_face(recognizer, fer_faces):
+@pytest.mark.parametrize("tta, views_of", [("ten-crop", ten_views), ("scale-rotate", scale_rotate_views)])
+def test_ten_view_modes_average_the_ten_views_of_each_face(recognizer, fer_faces, tta, views_of):
     faces = fer_faces[0][:4]
     model = recognizer.classifier.model
-    views = ten_views(faces)
+    views = views_of(faces)
     want = np.mean([np.asarray(model.predict_on_batch(normalize(v))) for v in views], axis=0)
-    ten_crop = EmotionRecognizer(recognizer.classifier, "haar", tta="ten-crop")
+    ten_crop = EmotionRecognizer(recognizer.classifier, "haar", tta=tta)
     got = ten_crop.classify(faces)
     assert got.shape == (4, len(EMOTIONS)) and got == pytest.approx(want, abs=1e-5)
     assert got.sum(axis=1) == pytest.approx(np.ones(4), abs=1e-4)
@@ -323,7 +324,7 @@ def test_ten_crop_averages_the_ten_views_of_each_face(recognizer, fer_faces):
 
 
 def test_unknown_tta_is_refused(tiny_model_path):
-    with pytest.raises(FerlabError, match="unknown test-time augmentation 'ten'; choose one of flip, ten-crop, none"):
+    with pytest.raises(FerlabError, match="unknown test-time augmentation 'ten'; choose one of flip, ten-crop, scale-rotate, none"):
         EmotionRecognizer.load(tiny_model_path, tta="ten")
 
 

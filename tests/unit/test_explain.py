@@ -56,14 +56,14 @@ class BlockReader:
 # ---- occlusion ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("tta", ["none", "flip", "ten-crop"])
+@pytest.mark.parametrize("tta", ["none", "flip", "ten-crop", "scale-rotate"])
 def test_occlusion_is_one_classifier_call_and_finds_what_the_classifier_reads(tta):
     reader = BlockReader()
     recognizer = EmotionRecognizer(reader, detector="haar", tta=tta)
     face = face_with((slice(32, 40), slice(12, 20)))
     (explained,) = recognizer.explain(face, face_crop=True, method="occlusion")
     assert reader.calls == 1  # the face and its 121 occluded copies (and their mirrors) in one batch
-    assert reader.faces == 122 * {"none": 1, "flip": 2, "ten-crop": 10}[tta]
+    assert reader.faces == 122 * {"none": 1, "flip": 2, "ten-crop": 10, "scale-rotate": 10}[tta]
     heat = explained.heatmap
     assert heat.shape == (48, 48) and heat.dtype == np.float32
     assert heat.min() == 0 and heat.max() == pytest.approx(1)
@@ -177,6 +177,17 @@ def test_gradcam_with_ten_crop_moves_each_views_map_back_onto_the_face(spot_mode
     (plain,) = explain.gradcam_maps(spot_model, face[None], np.array([HAPPY]))
     y, x = np.unravel_index(heat.argmax(), heat.shape)
     assert 29 <= y <= 36 and 9 <= x <= 16, (y, x)  # not off by the views' 2-pixel shifts
+    assert heat[30:36, 10:16].mean() > 0.5 and heat[:20].max() == 0
+    assert heat[30:36, 32:38].max() == 0  # where the mirror images' spot was
+    assert np.corrcoef(heat.ravel(), plain.ravel())[0, 1] > 0.8
+
+
+def test_gradcam_with_scale_rotate_scales_and_turns_each_views_map_back_onto_the_face(spot_model):
+    face = spot(slice(30, 36), slice(10, 16))
+    (heat,) = explain.gradcam_maps(spot_model, face[None], np.array([HAPPY]), tta="scale-rotate")
+    (plain,) = explain.gradcam_maps(spot_model, face[None], np.array([HAPPY]))
+    y, x = np.unravel_index(heat.argmax(), heat.shape)
+    assert 29 <= y <= 36 and 9 <= x <= 16, (y, x)  # not where the scaled or turned views had it
     assert heat[30:36, 10:16].mean() > 0.5 and heat[:20].max() == 0
     assert heat[30:36, 32:38].max() == 0  # where the mirror images' spot was
     assert np.corrcoef(heat.ravel(), plain.ravel())[0, 1] > 0.8

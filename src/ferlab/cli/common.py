@@ -111,8 +111,9 @@ def model_options(group, model_default: str | None, model_default_help: str) -> 
         choices=TTA_MODES,
         default=DEFAULT_TTA,
         help="test-time augmentation: flip averages each face with its mirror image (more accurate, "
-        "one batch of twice the faces); ten-crop averages ten shifted and mirrored views (ten times "
-        "the faces); none classifies the face alone (default: %(default)s)",
+        "one batch of twice the faces); ten-crop averages ten shifted and mirrored views, scale-rotate ten "
+        "scaled, turned and mirrored views (both ten times the faces); none classifies the face alone "
+        "(default: %(default)s)",
     )
 
 

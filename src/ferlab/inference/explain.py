@@ -18,7 +18,7 @@ import sys
 import cv2
 import numpy as np
 
-from ferlab.contract import IMAGE_SIZE, normalize, ten_view_offsets, tta_views
+from ferlab.contract import IMAGE_SIZE, normalize, scale_rotate_matrices, ten_view_offsets, tta_views
 from ferlab.errors import FerlabError
 
 METHODS = ("auto", "occlusion", "gradcam")
@@ -161,8 +161,9 @@ def _score_model(model):
 def gradcam_maps(model, faces: np.ndarray, targets: np.ndarray, tta: str = "none") -> np.ndarray:
     """(N, 48, 48) uint8 faces and the emotion id to explain for each -> (N, 48, 48) maps.
 
-    tta: the recognizer's test-time augmentation. With "flip" or "ten-crop" it averages views of
-    each face, so the map is the mean of the views' maps, each mirrored and moved back onto the face."""
+    tta: the recognizer's test-time augmentation. With "flip", "ten-crop" or "scale-rotate" it
+    averages views of each face, so the map is the mean of the views' maps, each mirrored and
+    moved (or scaled and turned) back onto the face."""
     from ferlab.quiet import import_tensorflow
 
     tf = import_tensorflow()
@@ -192,6 +193,14 @@ def _onto_face(maps: np.ndarray, view: int, tta: str) -> np.ndarray:
         return maps
     if tta == "flip":
         return maps[:, :, ::-1] if view else maps
+    if tta == "scale-rotate":
+        warps = scale_rotate_matrices()
+        if view >= len(warps):  # the mirror of view - 5
+            maps, view = maps[:, :, ::-1], view - len(warps)
+        if view == 0:
+            return maps
+        back = cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR
+        return np.stack([cv2.warpAffine(m, warps[view], (IMAGE_SIZE, IMAGE_SIZE), flags=back, borderValue=0) for m in maps])
     offsets = ten_view_offsets()
     if view >= len(offsets):  # the mirror of view - 5
         maps, view = maps[:, :, ::-1], view - len(offsets)

@@ -56,6 +56,7 @@ def render(
     counts = {s: sum(fetch_summary["counts"][s].values()) for s in SPLITS}
     tta = scores.get("test_tta_flip")
     ten = scores.get("test_tta_ten_crop")
+    warped = scores.get("test_tta_scale_rotate")
     return f"""# Model card: {name}
 
 ## Model
@@ -81,6 +82,7 @@ class imbalance (disgust is {f["class_share"]["Training"]["disgust"]:.1%} of Tra
 Accuracy **{test["accuracy"]:.4f}**, macro-F1 {test["macro_f1"]:.4f}, weighted-F1 {test["weighted_f1"]:.4f}.
 {_tta_line("horizontal-flip", "what ferlab's tools apply by default; ", tta)}
 {_tta_line("ten-crop", "", ten)}
+{_tta_line("scale-rotate", "", warped)}
 {_calibration_line(calibrated)}
 TensorFlow Lite export: accuracy {export["tflite_accuracy"]:.4f} (the `.h5`: {export["h5_accuracy"]:.4f}).
 

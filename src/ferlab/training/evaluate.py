@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-from ferlab.contract import EMOTIONS, NUM_CLASSES, normalize, ten_views
+from ferlab.contract import EMOTIONS, NUM_CLASSES, normalize, scale_rotate_views, ten_views
 
 
 def predict_proba(model, faces: np.ndarray, batch_size: int = 256, flip: bool = False) -> np.ndarray:
@@ -29,6 +29,11 @@ def predict_proba_ten_crop(model, faces: np.ndarray, batch_size: int = 256, shif
     (shift: `corner_shift(model)` unless given)."""
     views = ten_views(faces, corner_shift(model) if shift is None else shift)
     return np.mean([predict_proba(model, v, batch_size) for v in views], axis=0)
+
+
+def predict_proba_scale_rotate(model, faces: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Test-time augmentation: the mean probabilities over the `scale_rotate_views` of each face."""
+    return np.mean([predict_proba(model, v, batch_size) for v in scale_rotate_views(faces)], axis=0)
 
 
 def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
