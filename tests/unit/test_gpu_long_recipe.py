@@ -1,11 +1,14 @@
-"""benchmarks/gpu_long_recipe.py's JAX trainer refuses a recipe it cannot train (run here without JAX or a GPU)."""
+"""benchmarks/gpu_long_recipe.py's JAX trainer: it refuses a recipe it cannot train, and what it trains (on the
+CPU here, on a lent GPU for real) is the model that ferlab's TensorFlow code scores."""
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+WIDTHS = [16, 32, 64, 128]  # the smallest ferlab_cnn measured: the test trains it on the CPU
 
 
 def train(*overrides: str) -> subprocess.CompletedProcess:
@@ -33,3 +36,54 @@ def test_the_epoch_count_fits_the_seconds_left_and_never_drops_below_the_epochs_
     assert epochs_fitting(400.0, 1.2, 5) == 5 + 333
     assert epochs_fitting(-3.0, 1.2, 5) == 5  # past the budget already: no more epochs
     assert epochs_fitting(0.5, 1.2, 1) == 1
+
+
+def test_jax_trains_ferlab_cnn_and_tensorflow_predicts_the_same_from_its_weights(tmp_path):
+    """The GPU path end to end on the CPU: the JAX trainer (FusedBatchNormalization falls back to Keras'
+    own batch normalisation there) trains a few steps; the weights it keeps load into the TensorFlow
+    model that `score` builds, which predicts what JAX predicts."""
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("jax")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 7, 320)
+    faces = rng.integers(0, 80, (320, 48, 48)).astype(np.uint8)
+    for face, label in zip(faces, labels):  # a bright square whose place names the class: learnable
+        face[4 + 5 * label : 12 + 5 * label, 10:30] = 230
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=faces[:256], y_train=labels[:256], x_val=faces[256:], y_val=labels[256:], class_weights=np.ones(7, np.float32))
+    out = tmp_path / "out"
+    env = os.environ | {"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}
+    trained = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks/gpu_long_recipe.py"), "train", "--data", str(data), "--out", str(out)]
+        + ["--max-epochs", "2", "--budget-minutes", "5", "--precision", "float32"]
+        + ["-S", "preprocess.augment.low_resolution_probability=0", "-S", "train.batch_size=64"]
+        + ["-S", f"++train.model_options.widths={WIDTHS}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    weights = out / "best.weights.h5"
+    np.save(tmp_path / "x_val.npy", faces[256:])
+    predict = (
+        "import sys, numpy as np; sys.path.insert(0, 'src'); from ferlab.contract import normalize; "
+        f"from ferlab.training.models import build; m = build('ferlab_cnn', widths={WIDTHS}); m.load_weights('{weights}'); "
+        f"np.save('{tmp_path / 'jax.npy'}', m.predict(normalize(np.load('{tmp_path / 'x_val.npy'}')), verbose=0))"
+    )
+    done = subprocess.run([sys.executable, "-c", predict], cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    from ferlab.contract import normalize
+    from ferlab.training.models import build
+
+    model = build("ferlab_cnn", widths=WIDTHS)
+    model.load_weights(weights)
+    by_tensorflow = model.predict(normalize(faces[256:]), verbose=0)
+    by_jax = np.load(tmp_path / "jax.npy")
+    assert by_tensorflow.shape == (64, 7) and np.allclose(by_tensorflow, by_jax, atol=1e-4)
+    assert len(np.unique(by_tensorflow.argmax(1))) > 1  # not a constant answer: the weights carry what was learnt
+    history = json.loads((out / "history.json").read_text())
+    assert history["best_val_accuracy"] == pytest.approx(np.mean(by_jax.argmax(1) == labels[256:]), abs=1e-6)
