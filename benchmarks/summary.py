@@ -41,6 +41,7 @@ def inference_section(vs_fer: dict | None, inference: dict | None) -> list[str]:
             ("ferlab_haar", "ferlab (haar)"),
             ("ferlab_no_tta", "ferlab (no flip TTA)"),
             ("ferlab_ten_crop", "ferlab (ten-crop TTA)"),
+            ("ferlab_scale_rotate", "ferlab (scale-rotate TTA)"),
             ("fer", "fer `FER(mtcnn=False)`"),
         ):
             if name not in vs_fer:  # runs before the TTA option have no such row

@@ -7,9 +7,10 @@ Run by hand on an otherwise idle machine, from the project root, after `dvc repr
     python benchmarks/vs_fer.py [--frames 100] [--model models/bundle]
 Frames: PrivateTest faces, each enlarged to 160x160 inside a 640x480 frame (edges stretched),
 plus scikit-image's astronaut photo. A face is found when a box is centred within 30 px of
-the face's centre; other boxes are counted as boxes off the face. ferlab runs four ways: its default
-detector (blazeface), haar (the paper's), blazeface without test-time augmentation (`--tta none`) and
-blazeface with ten-crop TTA (`--tta ten-crop`); the first two use the default TTA, flip. All run the
+the face's centre; other boxes are counted as boxes off the face. ferlab runs five ways: its default
+detector (blazeface), haar (the paper's), blazeface without test-time augmentation (`--tta none`),
+blazeface with ten-crop TTA (`--tta ten-crop`) and with scale-rotate TTA (`--tta scale-rotate`); the
+first two use the default TTA, flip. All run the
 default model runtime (the bundle's TFLite model where there is one) and see the same frames in the same
 order, alternating per frame. Writes reports/benchmarks/vs_fer.json (or --out).
 """
@@ -78,6 +79,7 @@ def main() -> None:
         "ferlab_haar": EmotionRecognizer(ours.classifier, "haar", ours.contract).predict,
         "ferlab_no_tta": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="none").predict,
         "ferlab_ten_crop": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="ten-crop").predict,
+        "ferlab_scale_rotate": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="scale-rotate").predict,
         "fer": FER(mtcnn=False).detect_emotions,
     }
 
@@ -132,12 +134,12 @@ def main() -> None:
         {"box": [int(v) for v in r["box"]], "emotions": {k: float(v) for k, v in r["emotions"].items()}} for r in tools["fer"](astronaut)
     ]
     summary["ferlab_tta"] = ours.tta
-    for name in ("ferlab", "ferlab_haar", "ferlab_no_tta", "ferlab_ten_crop"):
+    for name in ("ferlab", "ferlab_haar", "ferlab_no_tta", "ferlab_ten_crop", "ferlab_scale_rotate"):
         summary[f"speedup_median_{name}"] = round(summary["fer"]["median_ms"] / summary[name]["median_ms"], 2)
     for tool in tools:
         s = summary[tool]
         print(
-            f"{tool:15s} median {s['median_ms']:7.2f} ms (p25 {s['p25_ms']}, p75 {s['p75_ms']}); "
+            f"{tool:19s} median {s['median_ms']:7.2f} ms (p25 {s['p25_ms']}, p75 {s['p75_ms']}); "
             f"face recall {s['face_recall']:.3f}; boxes off the face {s['boxes_off_the_face']}; "
             f"accuracy on found faces {s['accuracy_on_found']:.3f}"
         )
