@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 WIDTHS = [16, 32, 64, 128]  # the smallest ferlab_cnn measured: the test trains it on the CPU
 
@@ -43,9 +46,6 @@ def test_jax_trains_ferlab_cnn_and_tensorflow_predicts_the_same_from_its_weights
     """The GPU path end to end on the CPU: the JAX trainer (FusedBatchNormalization falls back to Keras'
     own batch normalisation there) trains a few steps; the weights it keeps load into the TensorFlow
     model that `score` builds, which predicts what JAX predicts."""
-    import numpy as np
-    import pytest
-
     if importlib.util.find_spec("jax") is None:  # not imported here: JAX runs in the subprocesses only
         pytest.skip("needs JAX (the dev extra)")
     rng = np.random.default_rng(0)
