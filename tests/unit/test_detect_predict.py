@@ -232,6 +232,59 @@ def test_alignment_levels_the_eyes():
     assert abs(aligned[1] - aligned[0]) < 1
 
 
+class FramedOnly:
+    """A detector that finds one face only where the image is framed (bigger than `side`),
+    and records the sizes it was shown."""
+
+    def __init__(self, side: int, box, eyes=None):
+        self.side, self.box, self.eyes, self.shown = side, box, eyes, []
+
+    def detect(self, image):
+        self.shown.append(image.shape[:2])
+        return [Detection(self.box, 0.9, self.eyes)] if image.shape[0] > self.side else []
+
+
+def test_detect_filling_maps_the_framed_boxes_back_onto_the_image():
+    # 512x384 image: shrunk to 256x192, framed by 256 px on each side -> 704x768
+    detector = FramedOnly(192, (256 + 20, 256 + 10, 160, 160), ((256 + 60.0, 256 + 60.0), (256 + 120.0, 256 + 64.0)))
+    image = np.zeros((384, 512, 3), np.uint8)
+    (found,) = detect.detect_filling(detector, image, 1.0)
+    assert detector.shown == [(192 + 512, 256 + 512)]
+    assert found.box == (40, 20, 320, 320) and found.confidence == 0.9  # back at the image's scale
+    assert found.eyes == ((120.0, 120.0), (240.0, 128.0))
+    small = FramedOnly(192, (256, 256, 90, 90))  # under half the shrunk image's 192-px side: not a face that fills it
+    assert detect.detect_filling(small, image, 1.0) == []
+
+
+def test_a_face_that_fills_the_image_is_found_by_a_second_look(tiny_model_path, fer_faces):
+    faces = fer_faces[0][:40]
+    portraits = [cv2.cvtColor(cv2.resize(f, (256, 256), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR) for f in faces]
+    looking_again = EmotionRecognizer.load(tiny_model_path)  # blazeface
+    once = EmotionRecognizer.load(tiny_model_path)
+    once.fill_pad = 0
+    first_look = [once.predict(p) for p in portraits]
+    found = [looking_again.predict(p) for p in portraits]
+    assert sum(len(f) > 0 for f in first_look) <= 8  # FER2013's crops are too tight for BlazeFace as they are
+    assert sum(len(f) > 0 for f in found) >= 22, "framed, most of the faces are found (26 of these 40 when written)"
+    for first, again in zip(first_look, found):
+        if first:
+            assert again == first  # a face found at the first look: no second one
+            continue
+        if not again:
+            continue
+        x, y, w, h = again[0].box
+        assert w >= 128 and abs(x + w / 2 - 128) < 40 and abs(y + h / 2 - 128) < 40  # the face, about the image's centre
+
+
+def test_the_second_look_is_only_for_images_without_a_face(tiny_model_path):
+    image = np.zeros((100, 100, 3), np.uint8)
+    recognizer = EmotionRecognizer.load(tiny_model_path)
+    recognizer._detector = seen = FramedOnly(0, (10, 10, 60, 60))  # finds a face in every image
+    assert len(recognizer.predict(image)) == 1 and seen.shown == [(100, 100)]
+    recognizer._detector = blind = FramedOnly(10_000, (10, 10, 60, 60))  # finds none
+    assert recognizer.predict(image) == [] and blind.shown == [(100, 100), (300, 300)]
+
+
 def test_unknown_detector_and_alignment_without_landmarks(tiny_model_path):
     with pytest.raises(FerlabError, match="unknown face detector 'yolo'; choose one of blazeface, haar, mtcnn"):
         detect.get_detector("yolo")

@@ -256,6 +256,36 @@ def _without_nested(detections: list[Detection]) -> list[Detection]:
     return [d for d in detections if not any(inside(d, other) for other in detections)]
 
 
+FILL_MIN_SHARE = 0.5  # a face that fills the image spans at least this share of its shorter side
+FILL_SIDE = 256  # the image is shrunk to at most this many pixels a side first: a face that fills it stays big
+
+
+def detect_filling(detector, image: np.ndarray, pad: float) -> list[Detection]:
+    """The faces that fill `image`: found in `image` framed on every side by `pad` x its longer
+    side of repeated edge pixels, kept when at least FILL_MIN_SHARE of its shorter side across,
+    in `image`'s coordinates (a box may reach past its edges). A face that fills the image, as
+    in a cropped portrait, is too big for detectors trained on faces in photos; framed, it is
+    found (README, Faces that fill the image); the size rule keeps out the small false boxes
+    that a second look at an image without a face finds."""
+    scale = min(1.0, FILL_SIDE / max(image.shape[:2]))
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
+    p = int(round(pad * max(small.shape[:2])))
+    framed = cv2.copyMakeBorder(small, p, p, p, p, cv2.BORDER_REPLICATE)
+    smallest = FILL_MIN_SHARE * min(small.shape[:2])
+
+    def back(x: float, y: float) -> tuple[float, float]:  # framed -> image coordinates
+        return (x - p) / scale, (y - p) / scale
+
+    found = []
+    for d in detector.detect(framed):
+        x, y, w, h = d.box
+        if max(w, h) >= smallest:
+            left, top = back(x, y)
+            eyes = None if d.eyes is None else tuple(back(*eye) for eye in d.eyes)
+            found.append(Detection((round(left), round(top), round(w / scale), round(h / scale)), d.confidence, eyes))
+    return found
+
+
 def get_detector(name: str):
     if name == "blazeface":
         return BlazeFaceDetector()

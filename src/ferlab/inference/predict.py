@@ -41,6 +41,7 @@ from ferlab.inference.detect import (
     CropContract,
     Detection,
     crop_face,
+    detect_filling,
     face_square,
     get_detector,
 )
@@ -55,6 +56,11 @@ from ferlab.inference.sources import default_model, load_model
 # their mirrors; ten times the faces; better than ten-crop on faces found in photos, see README);
 # "none" classifies the face alone.
 DEFAULT_TTA = "flip"
+
+# Where the detector finds no face, it looks again at the image framed by this share of its longer
+# side on every side, for a face that fills the image (detect_filling; README, Faces that fill the
+# image). 0 turns it off. Costs a second detection on images and frames without a face.
+FILL_PAD = 1.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,7 @@ class EmotionRecognizer:
         contract: CropContract = CropContract(),
         max_pixels: int = DEFAULT_MAX_PIXELS,
         tta: str = DEFAULT_TTA,
+        fill_pad: float = FILL_PAD,
     ):
         from ferlab.inference.classifier import as_classifier
 
@@ -140,6 +147,7 @@ class EmotionRecognizer:
         self.contract = contract
         self.max_pixels = max_pixels
         self.tta = tta
+        self.fill_pad = fill_pad
         self._detector = None
 
     @classmethod
@@ -192,6 +200,8 @@ class EmotionRecognizer:
             detections, contract = [Detection((0, 0, grey.shape[1], grey.shape[0]))], WHOLE_IMAGE
         else:
             detections, contract = self.detector.detect(bgr), self.contract
+            if not detections and self.fill_pad:  # perhaps one face filling the image: look again, framed
+                detections = detect_filling(self.detector, bgr, self.fill_pad)
         faces = [crop_face(grey, d, contract) for d in detections]
         return detections, np.stack(faces) if faces else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
 
