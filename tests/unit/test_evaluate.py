@@ -51,13 +51,16 @@ def test_ten_crop_shift_follows_the_models_centre_crop():
     assert corner_shift(models.build("paper_cnn")) == 2  # sees the whole face: a 2-pixel jitter
 
 
+class MeanBrightness:
+    """A stand-in model: class 0 is the share of bright pixels."""
+
+    def predict(self, x, batch_size=None, verbose=0):
+        p = (x > 0.5).mean(axis=(1, 2, 3))
+        return np.stack([p, 1 - p] + [np.zeros_like(p)] * 5, axis=1)
+
+
 def test_ten_crop_probabilities_are_the_mean_over_the_views():
     from ferlab.training.evaluate import predict_proba_ten_crop
-
-    class MeanBrightness:  # a stand-in model: class 0 is the share of bright pixels
-        def predict(self, x, batch_size=None, verbose=0):
-            p = (x > 0.5).mean(axis=(1, 2, 3))
-            return np.stack([p, 1 - p] + [np.zeros_like(p)] * 5, axis=1)
 
     face = np.zeros((2, 48, 48), np.uint8)
     face[0, :24, :24] = 255
@@ -102,11 +105,6 @@ def test_scale_rotate_views_scale_and_turn_the_face_about_its_centre():
 def test_scale_rotate_probabilities_are_the_mean_over_the_views():
     from ferlab.contract import scale_rotate_views
     from ferlab.training.evaluate import predict_proba_scale_rotate
-
-    class MeanBrightness:  # a stand-in model: class 0 is the share of bright pixels
-        def predict(self, x, batch_size=None, verbose=0):
-            p = (x > 0.5).mean(axis=(1, 2, 3))
-            return np.stack([p, 1 - p] + [np.zeros_like(p)] * 5, axis=1)
 
     face = np.zeros((2, 48, 48), np.uint8)
     face[0, 10:30, 10:30] = 255
