@@ -189,6 +189,18 @@ def test_detect_face_crops(capsys, fer_faces, tiny_model_path, tmp_path):
     assert len(results) == 3 and all(r["faces"][0]["box"] == {"x": 0, "y": 0, "w": 48, "h": 48} for r in results)
 
 
+def test_detect_faces_that_fill_the_image_unless_told_not_to(capsys, fer_faces, tiny_model_path, tmp_path):
+    """BlazeFace misses most faces cut out tight; the second look finds them, --no-filling-faces skips it."""
+    for i, face in enumerate(fer_faces[0][:12]):
+        cv2.imwrite(str(tmp_path / f"portrait{i}.png"), cv2.resize(face, (256, 256), interpolation=cv2.INTER_CUBIC))
+    found = {}
+    for switch in ("--filling-faces", "--no-filling-faces"):
+        code, out, err = ferlab(capsys, "detect", tmp_path, "--json", "--detector", "blazeface", switch, "--model", tiny_model_path)
+        assert code == 0, err
+        found[switch] = sum(len(r["faces"]) for r in json.loads(out))
+    assert found["--filling-faces"] >= 5 and found["--filling-faces"] >= found["--no-filling-faces"] + 4
+
+
 def test_detect_pixel_limit(capsys, photos, tiny_model_path):
     code, out, err = ferlab(capsys, "detect", photos / "face0.jpg", "--max-pixels", 1000, "--model", tiny_model_path)
     assert code == 1 and "face0.jpg has 640x480 = 307,200 pixels, above the limit of 1,000" in err

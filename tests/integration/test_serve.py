@@ -272,6 +272,7 @@ def test_health_readiness_docs_and_model(server, tiny_model_path):
     assert info["version"] is None and info["alias"] is None
     assert info["detector"] == DEFAULT_DETECTOR and info["runtime"] == "keras"  # a .h5: TensorFlow
     assert info["tta"] == "flip"  # each face classified with its mirror image, as the CLI does
+    assert info["filling_faces"] is True  # a second look for a face filling an image where none was found
     assert info["emotions"] == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]  # the page takes them from here
     assert info["test_metrics"] is None  # a bare .h5 outside the project: no metrics to report
     assert info["limits"]["max_upload_bytes"] == UPLOAD_MB << 20

@@ -15,7 +15,7 @@ from ferlab.errors import FerlabError
 from ferlab.inference import detect
 from ferlab.inference.detect import CropContract, Detection, crop_face
 from ferlab.inference.images import load_image
-from ferlab.inference.predict import EmotionRecognizer
+from ferlab.inference.predict import FILL_PAD, EmotionRecognizer
 from ferlab.inference.sources import load_model
 from ferlab.inference.video import Tracker
 
@@ -534,3 +534,10 @@ def test_shrink_gives_the_asked_size_and_the_area_average(size, want):
     assert small.shape == (want[1], want[0], 3) and small.dtype == np.uint8
     direct = cv2.resize(image, want, interpolation=cv2.INTER_AREA if want[0] < size[0] else cv2.INTER_LINEAR)
     assert np.abs(small[..., :2].astype(int) - direct[..., :2]).mean() < 1.5  # the smooth ramps: the same picture
+
+
+def test_batch_workers_load_the_second_look_as_told(tiny_model_path):
+    from ferlab.inference.batch import RecognizerOptions
+
+    assert RecognizerOptions(model=str(tiny_model_path)).load().fill_pad == FILL_PAD
+    assert RecognizerOptions(model=str(tiny_model_path), filling_faces=False).load().fill_pad == 0

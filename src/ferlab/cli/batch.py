@@ -38,7 +38,9 @@ def cmd_batch(args) -> int:
         if problems or not files:
             raise FerlabError(problems[0][1] if problems else f"{args.input} names no image.")
         images = batch_input.of_files(args.input, files)
-    options = RecognizerOptions(args.model, args.detector, args.align, args.max_pixels, args.runtime, args.tta, args.face_crop)
+    options = RecognizerOptions(
+        args.model, args.detector, args.align, args.max_pixels, args.runtime, args.tta, args.face_crop, args.filling_faces
+    )
     job = BatchJob(images, args.output, options, args.part_size)
     bar = tqdm(unit="image", disable=args.quiet or None, file=sys.stderr, dynamic_ncols=True)
 

@@ -56,12 +56,18 @@ def input_files(patterns: list[str]) -> tuple[list[str], int]:
 def load_recognizer(args):
     import cv2
 
-    from ferlab.inference.predict import EmotionRecognizer
+    from ferlab.inference.predict import EmotionRecognizer, fill_pad
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our errors say it in one line
 
     return EmotionRecognizer.load(
-        args.model, detector=args.detector, align=args.align, max_pixels=args.max_pixels, runtime=args.runtime, tta=args.tta
+        args.model,
+        detector=args.detector,
+        align=args.align,
+        max_pixels=args.max_pixels,
+        runtime=args.runtime,
+        tta=args.tta,
+        fill_pad=fill_pad(args.filling_faces),
     )
 
 
@@ -114,6 +120,14 @@ def model_options(group, model_default: str | None, model_default_help: str) -> 
         "one batch of twice the faces); ten-crop averages ten shifted and mirrored views, scale-rotate ten "
         "scaled, turned and mirrored views (both ten times the faces); none classifies the face alone "
         "(default: %(default)s)",
+    )
+    group.add_argument(
+        "--filling-faces",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="where the detector finds no face, look again for one face that fills the whole image "
+        "(a cropped portrait, a face already cut out); --no-filling-faces skips that second detection "
+        "on images and frames without a face (default: on)",
     )
 
 

@@ -18,6 +18,7 @@ def cmd_serve(args) -> int:
         align=args.align,
         runtime=args.runtime,
         tta=args.tta,
+        filling_faces=args.filling_faces,
         max_pixels=args.max_pixels,
         max_upload_mb=args.max_upload_mb,
         max_concurrency=args.max_concurrency,

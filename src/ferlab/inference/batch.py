@@ -54,19 +54,22 @@ class RecognizerOptions:
     runtime: str = "auto"
     tta: str = "flip"
     face_crop: bool = False
+    filling_faces: bool = True
 
     def load(self, threads: int | None = None):
         """The recogniser, its LiteRT and OpenCV work on `threads` threads."""
         import cv2
 
         from ferlab.inference import litert
-        from ferlab.inference.predict import EmotionRecognizer
+        from ferlab.inference.predict import EmotionRecognizer, fill_pad
 
         if threads:
             litert.set_default_threads(threads)
             cv2.setNumThreads(threads)
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        return EmotionRecognizer.load(self.model, self.detector, self.align, self.max_pixels, self.runtime, self.tta)
+        return EmotionRecognizer.load(
+            self.model, self.detector, self.align, self.max_pixels, self.runtime, self.tta, fill_pad(self.filling_faces)
+        )
 
 
 @dataclass

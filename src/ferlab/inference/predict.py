@@ -63,6 +63,11 @@ DEFAULT_TTA = "flip"
 FILL_PAD = 1.0
 
 
+def fill_pad(filling_faces: bool) -> float:
+    """The recognizer's fill_pad for the tools' --filling-faces / --no-filling-faces."""
+    return FILL_PAD if filling_faces else 0.0
+
+
 @dataclass(frozen=True)
 class Face:
     box: tuple[int, int, int, int]  # x, y, w, h
@@ -159,9 +164,12 @@ class EmotionRecognizer:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         runtime: str = "auto",
         tta: str = DEFAULT_TTA,
+        fill_pad: float = FILL_PAD,
     ) -> "EmotionRecognizer":
         """source: as load_model takes it; None: the bundle if there is one, else models/model.h5.
-        align: None keeps the model's crop contract; True asks for a detector with eye landmarks."""
+        align: None keeps the model's crop contract; True asks for a detector with eye landmarks.
+        fill_pad: where the detector finds no face, look again at the image framed by this much of its
+        longer side, for one face that fills it (a cropped portrait); 0 does not look again."""
         if align and detector in DETECTORS and detector not in WITH_LANDMARKS:
             raise FerlabError(
                 f"aligning faces needs eye landmarks, which the {detector} detector does not give; "
@@ -170,7 +178,7 @@ class EmotionRecognizer:
         classifier, contract = load_model(default_model() if source is None else source, runtime)
         if align is not None:
             contract = CropContract(contract.margin, align)
-        return cls(classifier, detector, contract, max_pixels, tta)
+        return cls(classifier, detector, contract, max_pixels, tta, fill_pad)
 
     @property
     def detector(self):

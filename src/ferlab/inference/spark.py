@@ -48,7 +48,7 @@ def score_images(images, model: str | None = None, path_col: str = "path", conte
     """A DataFrame of encoded images (`path_col`, binary `content_col`: what Spark's binaryFile
     source gives) -> a DataFrame of faces, one row per face (face_rows.SPARK_SCHEMA).
 
-    options: detector, align, max_pixels, runtime, tta, face_crop (RecognizerOptions). The
+    options: detector, align, max_pixels, runtime, tta, face_crop, filling_faces (RecognizerOptions). The
     model is loaded once here first, so a wrong model fails at once with its one sentence."""
     from pathlib import Path
 

@@ -155,6 +155,7 @@ class Service:
             self.info["detector"] = self.recognizer.detector_name
             self.info["runtime"] = getattr(getattr(self.recognizer, "classifier", None), "runtime", None)
             self.info["tta"] = getattr(self.recognizer, "tta", None)
+            self.info["filling_faces"] = bool(getattr(self.recognizer, "fill_pad", 0))
             self.info["emotions"] = list(EMOTIONS)
             self.croppers = Croppers(self.recognizer, self.max_concurrency)
             self.batcher = MicroBatcher(self.recognizer.classify, self.max_batch)

@@ -34,6 +34,7 @@ def serve(
     align: bool | None = None,
     runtime: str = "auto",
     tta: str | None = None,
+    filling_faces: bool = True,
     max_pixels: int | None = None,
     max_upload_mb: float = 10,
     max_concurrency: int = 2,
@@ -44,7 +45,7 @@ def serve(
 
     from ferlab.inference.detect import DEFAULT_DETECTOR
     from ferlab.inference.images import DEFAULT_MAX_PIXELS
-    from ferlab.inference.predict import DEFAULT_TTA, EmotionRecognizer
+    from ferlab.inference.predict import DEFAULT_TTA, EmotionRecognizer, fill_pad
     from ferlab.serve.app import create_app
     from ferlab.serve.model_info import describe
 
@@ -61,7 +62,13 @@ def serve(
 
     app = create_app(
         lambda: EmotionRecognizer.load(
-            source, detector=detector, align=align, runtime=runtime, max_pixels=max_pixels or DEFAULT_MAX_PIXELS, tta=tta or DEFAULT_TTA
+            source,
+            detector=detector,
+            align=align,
+            runtime=runtime,
+            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+            tta=tta or DEFAULT_TTA,
+            fill_pad=fill_pad(filling_faces),
         ),
         model_info=lambda: describe(source),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
