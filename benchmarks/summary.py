@@ -24,75 +24,78 @@ def accuracy_section(data: dict) -> list[str]:
     return lines
 
 
-def inference_section(vs_fer: dict | None, inference: dict | None) -> list[str]:
-    lines = ["## Inference (`benchmarks/vs_fer.py`, `benchmarks/inference.py`)", ""]
-    if vs_fer:
-        ours, theirs = vs_fer["ferlab"], vs_fer["fer"]
-        ratio = vs_fer["speedup_median_ferlab"]
-        lines += [
-            f"{vs_fer['frames']} PrivateTest faces enlarged into 640x480 frames, the same frames for each tool, alternating "
-            f"(CPU: {vs_fer.get('cpu', 'not recorded')}):",
-            "",
-            "| tool | median ms per frame (p25-p75) | face recall | boxes off the face | accuracy on found faces |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for name, label in (
-            ("ferlab", f"ferlab ({vs_fer['ferlab_detector']}, {vs_fer['classifier_runtime']})"),
-            ("ferlab_haar", "ferlab (haar)"),
-            ("ferlab_no_tta", "ferlab (no flip TTA)"),
-            ("ferlab_ten_crop", "ferlab (ten-crop TTA)"),
-            ("ferlab_scale_rotate", "ferlab (scale-rotate TTA)"),
-            ("fer", "fer `FER(mtcnn=False)`"),
-        ):
-            if name not in vs_fer:  # runs before the TTA option have no such row
-                continue
-            s = vs_fer[name]
-            lines.append(
-                f"| {label} | {s['median_ms']} ({s['p25_ms']}-{s['p75_ms']}) | {s['face_recall']:.3f} | "
-                f"{s['boxes_off_the_face']} | {s['accuracy_on_found']:.3f} |"
-            )
-        lines += [
-            "",
-            f"Target: 3x faster than fer at equal or better recall: {ratio}x at recall "
-            f"{ours['face_recall']:.3f} against {theirs['face_recall']:.3f}: "
-            f"{target(ratio >= 3 and ours['face_recall'] >= theirs['face_recall'])}.",
-            "",
-        ]
-    if inference:
-        tp = inference["classifier_throughput"]
-        lines += [
-            "Classifier throughput, faces per second (random 48x48 faces):",
-            "",
-            "| runtime | " + " | ".join(f"batch {b}" for b in next(iter(tp.values()))) + " |",
-            "|---|" + "---:|" * len(next(iter(tp.values()))),
-        ]
-        for runtime, table in tp.items():
-            lines.append(f"| {runtime} | " + " | ".join(f"{v['faces_per_s']:,}" for v in table.values()) + " |")
-        best = max(v["faces_per_s"] for table in tp.values() for v in table.values())
-        columns = next(v for v in inference["frame_640x480"].values() if "error" not in v)
-        lines += [
-            "",
-            f"Target: 5,000 faces/s: best {best:,}: {target(best >= 5000)}.",
-            "",
-            "Latency per 640x480 frame as faces are added (end to end: detection, crops, one classifier call):",
-            "",
-            "| detector | " + " | ".join(k.replace("_", " ") for k in columns) + " |",
-            "|---|" + "---:|" * len(columns),
-        ]
-        for name, rows in inference["frame_640x480"].items():
-            if "error" in rows:
-                continue
-            cells = (f"{r['end_to_end']['median_ms']} ms ({r['found']} found)" for r in rows.values())
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        cold = inference["cold_start"]
-        lines += [
-            "",
-            f"Cold start of `ferlab detect` on one photo (process start to printed JSON): {cold['default']['median_s']} s "
-            f"with the bundle on LiteRT and blazeface; {cold['keras_haar']['median_s']} s "
-            "with `--runtime keras --detector haar`. "
-            f"Target under 3 s: {target(cold['default']['median_s'] < 3)}.",
-            "",
-        ]
+def vs_fer_section(vs_fer: dict, source: str) -> list[str]:
+    ours, theirs = vs_fer["ferlab"], vs_fer["fer"]
+    ratio = vs_fer["speedup_median_ferlab"]
+    lines = [
+        f"## Against fer (`benchmarks/vs_fer.py`, `{source}`)",
+        "",
+        f"{vs_fer['frames']} PrivateTest faces enlarged into 640x480 frames, the same frames for each tool, alternating "
+        f"(CPU: {vs_fer.get('cpu', 'not recorded')}; model: {vs_fer.get('model', 'not recorded')}):",
+        "",
+        "| tool | median ms per frame (p25-p75) | face recall | boxes off the face | accuracy on found faces |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, label in (
+        ("ferlab", f"ferlab ({vs_fer['ferlab_detector']}, {vs_fer['classifier_runtime']})"),
+        ("ferlab_haar", "ferlab (haar)"),
+        ("ferlab_no_tta", "ferlab (no flip TTA)"),
+        ("ferlab_ten_crop", "ferlab (ten-crop TTA)"),
+        ("ferlab_scale_rotate", "ferlab (scale-rotate TTA)"),
+        ("fer", "fer `FER(mtcnn=False)`"),
+    ):
+        if name not in vs_fer:  # runs before the TTA option have no such row
+            continue
+        s = vs_fer[name]
+        lines.append(
+            f"| {label} | {s['median_ms']} ({s['p25_ms']}-{s['p75_ms']}) | {s['face_recall']:.3f} | "
+            f"{s['boxes_off_the_face']} | {s['accuracy_on_found']:.3f} |"
+        )
+    return lines + [
+        "",
+        f"Target: 3x faster than fer at equal or better recall: {ratio}x at recall "
+        f"{ours['face_recall']:.3f} against {theirs['face_recall']:.3f}: "
+        f"{target(ratio >= 3 and ours['face_recall'] >= theirs['face_recall'])}.",
+        "",
+    ]
+
+
+def inference_section(inference: dict) -> list[str]:
+    lines = ["## Inference (`benchmarks/inference.py`)", ""]
+    tp = inference["classifier_throughput"]
+    lines += [
+        "Classifier throughput, faces per second (random 48x48 faces):",
+        "",
+        "| runtime | " + " | ".join(f"batch {b}" for b in next(iter(tp.values()))) + " |",
+        "|---|" + "---:|" * len(next(iter(tp.values()))),
+    ]
+    for runtime, table in tp.items():
+        lines.append(f"| {runtime} | " + " | ".join(f"{v['faces_per_s']:,}" for v in table.values()) + " |")
+    best = max(v["faces_per_s"] for table in tp.values() for v in table.values())
+    columns = next(v for v in inference["frame_640x480"].values() if "error" not in v)
+    lines += [
+        "",
+        f"Target: 5,000 faces/s: best {best:,}: {target(best >= 5000)}.",
+        "",
+        "Latency per 640x480 frame as faces are added (end to end: detection, crops, one classifier call):",
+        "",
+        "| detector | " + " | ".join(k.replace("_", " ") for k in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for name, rows in inference["frame_640x480"].items():
+        if "error" in rows:
+            continue
+        cells = (f"{r['end_to_end']['median_ms']} ms ({r['found']} found)" for r in rows.values())
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    cold = inference["cold_start"]
+    lines += [
+        "",
+        f"Cold start of `ferlab detect` on one photo (process start to printed JSON): {cold['default']['median_s']} s "
+        f"with the bundle on LiteRT and blazeface; {cold['keras_haar']['median_s']} s "
+        "with `--runtime keras --detector haar`. "
+        f"Target under 3 s: {target(cold['default']['median_s'] < 3)}.",
+        "",
+    ]
     return lines
 
 
@@ -153,6 +156,50 @@ def corrupted_section(data: dict, source: str) -> list[str]:
     return lines + [""]
 
 
+def framed_runs(data: dict) -> list[tuple[str, dict]]:
+    """A framed_accuracy.py report, or several of them under named keys (one per TTA), with the key."""
+    if "results" in data:
+        return [("", data)]
+    return [(f" ({key})", v) for key, v in data.items() if isinstance(v, dict) and "results" in v]
+
+
+def framed_section(data: dict, source: str) -> list[str]:
+    lines = [
+        f"## Faces framed as photos (`benchmarks/framed_accuracy.py`, `{source}`)",
+        "",
+        "| model | levelled | TTA | framed: recall | framed: accuracy on found | upright: recall | upright: accuracy on found |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
+    for key, run in framed_runs(data):
+        for model, r in run["results"].items():
+            framed, upright = r["framed"], r["upright"]
+            lines.append(
+                f"| {model}{key} | {'yes' if r['align'] else 'no'} | {r.get('tta', 'not recorded')} | {framed['recall']:.3f} | "
+                f"{framed['accuracy_on_found']:.2%} | {upright['recall']:.3f} | {upright['accuracy_on_found']:.2%} |"
+            )
+    first = framed_runs(data)[0][1]
+    faces = next(iter(first["results"].values()))["framed"]["faces"]
+    note = f" {data['note']}." if "note" in data else ""
+    return lines + ["", f"{first['split']}, {faces:,} faces, turned by up to {first['max_angle']:g} degrees when framed.{note}", ""]
+
+
+def filled_section(data: dict, source: str) -> list[str]:
+    lines = [
+        f"## Faces that fill the image (`benchmarks/filled_faces.py`, `{source}`)",
+        "",
+        f"{data['faces']} {data['split']} faces enlarged to {data['side']}x{data['side']} px, each the whole image; TTA {data['tta']}.",
+        "",
+        "| detector | fill_pad | found | named right | accuracy on found | boxes in images without a face |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in data["results"]:
+        lines.append(
+            f"| {r['detector']} | {r['fill_pad']:g} | {r['found']} | {r['named_right']} | {r['accuracy_on_found']:.2%} | "
+            f"{r['boxes_in_images_without_a_face']} |"
+        )
+    return lines + [""]
+
+
 def service_section(runs: dict[str, dict]) -> list[str]:
     lines = [
         "## Service (`benchmarks/serve_load.py`)",
@@ -184,7 +231,14 @@ def main() -> None:
         lines += accuracy_section(load("accuracy.json"))
     else:
         missing.append("accuracy.py")
-    lines += inference_section(load("vs_fer.json"), load("inference.json"))
+    for path in sorted(REPORTS.glob("vs_fer*.json")):
+        lines += vs_fer_section(load(path.name), path.name)
+    if load("inference.json"):
+        lines += inference_section(load("inference.json"))
+    for path in sorted(REPORTS.glob("framed_accuracy*.json")):
+        lines += framed_section(load(path.name), path.name)
+    if load("filled_faces.json"):
+        lines += filled_section(load("filled_faces.json"), "filled_faces.json")
     runs = [load(path.name) for path in sorted(REPORTS.glob("time_to_accuracy*.json"))]
     lines += training_section(load("train_throughput_precision.json"), runs)
     for path in sorted(REPORTS.glob("corrupted_accuracy*.json")):
@@ -200,7 +254,15 @@ def main() -> None:
     }
     if serve:
         lines += service_section(serve)
-    for name in ("vs_fer.json", "inference.json", "train_throughput_precision.json", "time_to_accuracy.json", "serve_load.json"):
+    for name in (
+        "vs_fer.json",
+        "inference.json",
+        "train_throughput_precision.json",
+        "time_to_accuracy.json",
+        "serve_load.json",
+        "framed_accuracy.json",
+        "filled_faces.json",
+    ):
         if not load(name):
             missing.append(name)
     if missing:
