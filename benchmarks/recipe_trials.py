@@ -2,7 +2,7 @@
 
 Each `dvc repro` / `dvc exp run` is one MLflow run with its params and evaluate's metrics;
 this prints them side by side: the params that differ between runs, the epochs, the PublicTest
-accuracy that selected the epoch, and PrivateTest (one view, flip and ten-crop TTA, macro-F1,
+accuracy that selected the epoch, and PrivateTest (one view, flip, ten-crop and scale-rotate TTA, macro-F1,
 the lowest per-class recall). Runs without evaluate's metrics (interrupted) are listed too.
 The table is merged into the one already at --out: rows of runs that this database does not
 hold (trials tracked on other machines, added there or by hand) stay where they are.
@@ -44,7 +44,7 @@ def pct(value) -> str:
     return "" if value is None else f"{value * 100:.2f}"
 
 
-RESULTS = ("epochs run (best)", "PublicTest", "PrivateTest", "flip", "ten-crop", "macro-F1", "lowest recall", "note")
+RESULTS = ("epochs run (best)", "PublicTest", "PrivateTest", "flip", "ten-crop", "scale-rotate", "macro-F1", "lowest recall", "note")
 
 
 def column(key: str) -> str:
@@ -66,6 +66,7 @@ def run_row(run, params: list[str], epochs_run: int) -> dict[str, str]:
         pct(m.get("eval/test_accuracy")),
         pct(m.get("eval/test_tta_flip_accuracy")),
         pct(m.get("eval/test_tta_ten_crop_accuracy")),
+        pct(m.get("eval/test_tta_scale_rotate_accuracy")),
         f"{m['eval/test_macro_f1']:.3f}" if "eval/test_macro_f1" in m else "",
         f"{lowest} {recalls[lowest]:.2f}" if lowest else "",
         run.data.tags.get("ferlab.note", "" if "eval/test_accuracy" in m else f"{run.info.status.lower()}, no evaluation"),

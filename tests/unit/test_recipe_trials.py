@@ -26,12 +26,14 @@ def fake_run(name, params, metrics, tags=None):
 
 def test_a_run_row_names_its_params_and_scores():
     metrics = {"best_epoch": 40, "best_val_accuracy": 0.6545, "eval/test_accuracy": 0.6721, "eval/test_macro_f1": 0.6661}
+    metrics |= {"eval/test_tta_ten_crop_accuracy": 0.693, "eval/test_tta_scale_rotate_accuracy": 0.6846}
     metrics |= {f"eval/test_recall_{e}": 0.7 for e in recipe_trials.EMOTIONS} | {"eval/test_recall_fear": 0.439}
     params = {"seed": "42", "train.class_weights": "True", "preprocess.class_weights": "sqrt"}
     row = recipe_trials.run_row(fake_run("v8", params, metrics), ["seed", "train.class_weights", "preprocess.class_weights"], 45)
     assert row["run"] == "v8" and row["seed"] == "42"
     assert row["weighted loss"] == "True" and row["class_weights"] == "sqrt"
     assert row["epochs run (best)"] == "45 (40)" and row["PublicTest"] == "65.45" and row["PrivateTest"] == "67.21"
+    assert row["ten-crop"] == "69.30" and row["scale-rotate"] == "68.46"
     assert row["flip"] == "" and row["macro-F1"] == "0.666" and row["lowest recall"] == "fear 0.44" and row["note"] == ""
 
 
@@ -47,6 +49,7 @@ def test_merge_keeps_other_machines_rows_and_takes_new_ones():
     assert header == ["run", "seed", "weight_decay", *recipe_trials.RESULTS]
     assert [r["run"] for r in rows] == ["elsewhere", "here", "new"]
     assert rows[0]["PrivateTest"] == "66.79" and rows[0]["note"] == "another machine" and rows[0]["weight_decay"] == ""
+    assert rows[0]["ten-crop"] == "68.24" and rows[0]["scale-rotate"] == "", "a column the old table lacks: empty"
     assert rows[1]["PublicTest"] == "65.45" and rows[1]["epochs run (best)"] == "45 (45)"
     assert rows[1]["seed"] == "42" and rows[1]["note"] == "killed", "a cell empty in the new row keeps the old one"
     assert rows[2]["weight_decay"] == "0.0005" and rows[2]["note"] == "running"
