@@ -184,19 +184,21 @@ def framed_section(data: dict, source: str) -> list[str]:
 
 
 def filled_section(data: dict, source: str) -> list[str]:
+    ratios = list(data["results"][0]["by_ratio"])
     lines = [
         f"## Faces that fill the image (`benchmarks/filled_faces.py`, `{source}`)",
         "",
-        f"{data['faces']} {data['split']} faces enlarged to {data['side']}x{data['side']} px, each the whole image; TTA {data['tta']}.",
+        f"{data['faces']} {data['split']} faces enlarged to a share of a {data['side']}x{data['side']} px grey image "
+        f"(1: the whole image); found / named right; TTA {data['tta']}.",
         "",
-        "| detector | fill_pad | found | named right | accuracy on found | boxes in images without a face |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| detector | fill_pad | min share | " + " | ".join(f"face {r} of the side" for r in ratios) + " | "
+        f"boxes in {data['images_without_a_face']} images without a face |",
+        "|---|---:|---:|" + "---:|" * (len(ratios) + 1),
     ]
     for r in data["results"]:
-        lines.append(
-            f"| {r['detector']} | {r['fill_pad']:g} | {r['found']} | {r['named_right']} | {r['accuracy_on_found']:.2%} | "
-            f"{r['boxes_in_images_without_a_face']} |"
-        )
+        cells = " | ".join(f"{v['found']} / {v['named_right']}" for v in r["by_ratio"].values())
+        share = "" if r["min_share"] is None else f"{r['min_share']:g}"
+        lines.append(f"| {r['detector']} | {r['fill_pad']:g} | {share} | {cells} | {r['boxes_in_images_without_a_face']} |")
     return lines + [""]
 
 

@@ -252,7 +252,7 @@ def test_detect_filling_maps_the_framed_boxes_back_onto_the_image():
     assert detector.shown == [(192 + 512, 256 + 512)]
     assert found.box == (40, 20, 320, 320) and found.confidence == 0.9  # back at the image's scale
     assert found.eyes == ((120.0, 120.0), (240.0, 128.0))
-    small = FramedOnly(192, (256, 256, 90, 90))  # under half the shrunk image's 192-px side: not a face that fills it
+    small = FramedOnly(192, (256, 256, 50, 50))  # under 0.3 of the shrunk image's 192-px side: not a face that fills it
     assert detect.detect_filling(small, image, 1.0) == []
 
 
