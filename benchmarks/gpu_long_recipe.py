@@ -22,7 +22,9 @@ Three subcommands:
          epochs: 0.006% apart).
          PublicTest (one view) is scored in
          float32 after every epoch; the best epoch's weights go to --out/best.weights.h5 as soon
-         as it is found, the curves to --out/history.json after every epoch.
+         as it is found, the curves to --out/history.json after every epoch. With
+         train.average_epochs, the average of the last epochs' weights replaces them at the end
+         when its PublicTest accuracy is higher (as the train stage does).
   score  (here, the project venv, TensorFlow) loads best.weights.h5 into ferlab's builder,
          saves a float32 .h5, scores PublicTest and PrivateTest with ferlab.training.evaluate (one view,
          flip, ten-crop and scale-rotate TTA; evaluate's calibration numbers) and logs one MLflow run in the
@@ -265,6 +267,7 @@ def cmd_train(args) -> None:
         "publictest_scored_in": "float32",
         "seed": params.seed,
         "early_stopping": "off (best PublicTest epoch kept)",
+        "average_epochs": cfg.average_epochs,
         # the params as trained (params.yaml given by --params), for score's MLflow run
         "params": {"seed": params.seed, "train": dataclasses.asdict(cfg), "preprocess": dataclasses.asdict(params.preprocess)},
     }
@@ -369,6 +372,7 @@ def cmd_train(args) -> None:
     )
     step_fn = make_step()
     history, best, best_epoch, epochs = [], -1.0, 0, args.max_epochs
+    average, averaged = None, 0  # running mean of the last cfg.average_epochs epochs' (tv, ntv), as train.py keeps it
     info = {
         "script": "benchmarks/gpu_long_recipe.py",
         "device": device_name,
@@ -476,6 +480,10 @@ def cmd_train(args) -> None:
         if improved:
             best, best_epoch = val_acc, epoch
             save_best(tv, ntv)
+        if cfg.average_epochs and epoch > epochs - cfg.average_epochs:
+            weights = [np.asarray(v, np.float64) for v in (*tv, *ntv)]
+            average = weights if average is None else [a + (w - a) / (averaged + 1) for a, w in zip(average, weights)]
+            averaged += 1
         state = (tv, ntv, ov, jnp.zeros(5, jnp.float32))
         write_history()
         print(
@@ -492,9 +500,20 @@ def cmd_train(args) -> None:
             print(stopped, flush=True)
             break
     total = time.monotonic() - start
-    eval_model.load_weights(out / "best.weights.h5")  # the file, read back, scores what the best epoch scored
+    kept = best
+    if averaged:  # the average replaces the best epoch when PublicTest prefers it, as in train.py
+        n_tv = len(model.trainable_variables)
+        average_tv = [jnp.asarray(a, v.dtype) for a, v in zip(average[:n_tv], model.trainable_variables)]
+        average_ntv = [jnp.asarray(a, v.dtype) for a, v in zip(average[n_tv:], model.non_trainable_variables)]
+        average_acc, _ = evaluate(average_tv, average_ntv)
+        info.update(average_val_accuracy=average_acc, averaged_epochs=averaged if average_acc > best else 0)
+        print(f"average of the last {averaged} epochs: PublicTest accuracy {average_acc:.4f} (best epoch {best:.4f})", flush=True)
+        if average_acc > best:
+            save_best(average_tv, average_ntv)
+            kept = average_acc
+    eval_model.load_weights(out / "best.weights.h5")  # the file, read back, scores what the kept weights scored
     reloaded, _ = evaluate([v.value for v in eval_model.trainable_variables], [v.value for v in eval_model.non_trainable_variables])
-    print(f"best.weights.h5 read back: PublicTest accuracy {reloaded:.4f} (best epoch {best:.4f})", flush=True)
+    print(f"best.weights.h5 read back: PublicTest accuracy {reloaded:.4f} (kept: {kept:.4f})", flush=True)
     write_history(
         stopped=stopped,
         train_seconds=round(total, 1),
@@ -621,7 +640,14 @@ def cmd_score(args) -> None:
             tracker.log_metrics(
                 {k: row[k] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")}, step=row["epoch"]
             )
-        tracker.log_metrics({"best_val_accuracy": hist["best_val_accuracy"], "best_epoch": hist["best_epoch"]})
+        tracker.log_metrics(
+            {
+                "best_val_accuracy": hist["best_val_accuracy"],
+                "best_epoch": hist["best_epoch"],
+                "averaged_epochs": hist.get("averaged_epochs", 0),
+            }
+            | ({"average_val_accuracy": hist["average_val_accuracy"]} if "average_val_accuracy" in hist else {})
+        )
         flat_m = {f"eval/{split}_{k}": v for split, m in metrics.items() for k, v in m.items() if not isinstance(v, dict)}
         flat_m |= {f"eval/test_f1_{e}": v for e, v in metrics["test"]["per_class_f1"].items()}
         flat_m |= {f"eval/test_recall_{e}": v for e, v in recalls.items()}
@@ -643,6 +669,8 @@ def cmd_score(args) -> None:
         "epochs_run": len(hist["history"]),
         "best_epoch": hist["best_epoch"],
         "best_val_accuracy_on_device": hist["best_val_accuracy"],
+        "averaged_epochs": hist.get("averaged_epochs", 0),
+        "average_val_accuracy_on_device": hist.get("average_val_accuracy"),
         "seconds_per_epoch": hist.get("mean_seconds_per_epoch_after_first"),
         "lowest_test_recall": {lowest: recalls[lowest]},
         "metrics": metrics,

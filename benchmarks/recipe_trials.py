@@ -2,8 +2,9 @@
 
 Each `dvc repro` / `dvc exp run` is one MLflow run with its params and evaluate's metrics;
 this prints them side by side: the params that differ between runs, the epochs, the PublicTest
-accuracy that selected the epoch, and PrivateTest (one view, flip, ten-crop and scale-rotate TTA, macro-F1,
-the lowest per-class recall). Runs without evaluate's metrics (interrupted) are listed too.
+accuracy that selected the epoch (or the average of the last epochs' weights), and PrivateTest
+(one view, flip, ten-crop and scale-rotate TTA, macro-F1, the lowest per-class recall).
+Runs without evaluate's metrics (interrupted) are listed too.
 The table is merged into the one already at --out: rows of runs that this database does not
 hold (trials tracked on other machines, added there or by hand) stay where they are.
 
@@ -53,6 +54,13 @@ def column(key: str) -> str:
     return key.removeprefix("train.").removeprefix("preprocess.")
 
 
+def epochs_cell(m: dict, epochs_run: int) -> str:
+    """Epochs run and which the model keeps: the best epoch, or the average of the last N."""
+    if m.get("averaged_epochs"):
+        return f"{epochs_run} (average of the last {int(m['averaged_epochs'])})"
+    return f"{epochs_run} ({int(m['best_epoch'])})" if "best_epoch" in m else str(epochs_run)
+
+
 def run_row(run, params: list[str], epochs_run: int) -> dict[str, str]:
     """One table row (column name -> cell) for an MLflow run."""
     m, p = run.data.metrics, run.data.params
@@ -61,8 +69,8 @@ def run_row(run, params: list[str], epochs_run: int) -> dict[str, str]:
     row = {"run": run.info.run_name or run.info.run_id[:8]}
     row |= {column(k): p.get(k, "tensorflow (dvc)" if k == "engine" else "") for k in params}
     cells = (
-        f"{epochs_run} ({int(m['best_epoch'])})" if "best_epoch" in m else str(epochs_run),
-        pct(m.get("best_val_accuracy")),
+        epochs_cell(m, epochs_run),
+        pct(m.get("average_val_accuracy") if m.get("averaged_epochs") else m.get("best_val_accuracy")),
         pct(m.get("eval/test_accuracy")),
         pct(m.get("eval/test_tta_flip_accuracy")),
         pct(m.get("eval/test_tta_ten_crop_accuracy")),

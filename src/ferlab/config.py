@@ -96,6 +96,9 @@ class Train:
     label_smoothing: float = 0.1
     class_weights: bool = False  # weight the loss with preprocess' class weights
     early_stopping_patience: int = 8  # epochs without a better PublicTest accuracy
+    # Average the weights of the schedule's last N epochs (0: off); the average replaces the best
+    # epoch when its PublicTest accuracy is higher. It changes what is kept, not the training.
+    average_epochs: int = 0
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     deterministic: bool = True  # TensorFlow op determinism: the same seed gives the same model
     experiment: str = "ferlab"  # MLflow experiment name

@@ -61,13 +61,17 @@ def main() -> None:
                 "experiment": params.train.experiment,
                 "best_epoch": result.best_epoch,
                 "best_val_accuracy": result.best_val_accuracy,
+                "averaged_epochs": result.averaged_epochs,
+                "average_val_accuracy": result.average_val_accuracy,
                 "epochs_run": len(result.history),
                 "precision": result.precision,
                 "parameters": int(result.model.count_params()),
             },
         )
     report = Path(paths.train_report)
-    tracker.log_metrics({"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch})
+    tracker.log_metrics(
+        {"best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch, "averaged_epochs": result.averaged_epochs}
+    )
     tracker.log_dataset(tracking.fer2013_dataset(fetch_summary), context="training")
     for name in ("model_summary.txt", "history.csv", "learning_curves.png"):
         tracker.log_artifact(report / name, "train")
@@ -75,10 +79,12 @@ def main() -> None:
     pyfunc.log_model("emotion_model", paths.model)  # the registered model's form and signature: faces 0..255 in
     tracker.end()
     shutil.rmtree(paths.train_state, ignore_errors=True)  # finished: nothing left to resume
-    log(
-        f"wrote {paths.model} (best epoch {result.best_epoch}, PublicTest accuracy {result.best_val_accuracy:.4f}); "
-        f"MLflow run {result.run_id}"
+    kept = (
+        f"the average of the last {result.averaged_epochs} epochs, PublicTest accuracy {result.average_val_accuracy:.4f}"
+        if result.averaged_epochs
+        else f"best epoch {result.best_epoch}, PublicTest accuracy {result.best_val_accuracy:.4f}"
     )
+    log(f"wrote {paths.model} ({kept}); MLflow run {result.run_id}")
 
 
 if __name__ == "__main__":

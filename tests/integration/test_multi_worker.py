@@ -28,10 +28,10 @@ def epoch_lines(output: str) -> list[str]:
     return [re.sub(r" \d+s( \*best)?$", r"\1", line.split("] ", 1)[1]) for line in output.splitlines() if "] epoch " in line]
 
 
-def two_machines(project, tmp_path, epochs: int):
+def two_machines(project, tmp_path, epochs: int, **params):
     """The slice project prepared up to training, a copy of it as the second machine, two free ports."""
     root, env = project
-    set_params(root, **{"train.epochs": epochs, "train.batch_size": 16})  # per worker: 32 faces a step together
+    set_params(root, **{"train.epochs": epochs, "train.batch_size": 16}, **params)  # per worker: 32 faces a step together
     run(["dvc", "repro", "preprocess"], root, env)
     machine_2 = tmp_path / "machine-2"
     shutil.copytree(root, machine_2, symlinks=True)
@@ -93,7 +93,8 @@ def test_two_workers_train_one_model_that_the_chief_alone_writes(project, tmp_pa
 
 
 def test_when_a_worker_is_stopped_the_chief_says_so_and_a_restart_resumes_its_run(project, tmp_path):
-    root, machine_2, env, addresses = two_machines(project, tmp_path, epochs=3)
+    # averaging the last 2 epochs: the worker started again holds none of the chief's running average
+    root, machine_2, env, addresses = two_machines(project, tmp_path, epochs=3, **{"train.average_epochs": 2})
     chief, worker = start(root, env, addresses, 0), start(machine_2, env, addresses, 1)
     seen = []
     for line in chief.stdout:  # stop worker 1 (as `kill` does) once the first epoch is saved
@@ -116,6 +117,8 @@ def test_when_a_worker_is_stopped_the_chief_says_so_and_a_restart_resumes_its_ru
     resumed = f"resuming after epoch {saved['epochs_done']}"
     assert resumed in chief_out and resumed in worker_out  # the worker, which kept no state, follows the chief
     assert epoch_lines(chief_out) == epoch_lines(worker_out) and len(epoch_lines(chief_out)) == 3 - saved["epochs_done"]
+    averaged = [line.split("] ", 1)[1] for line in chief_out.splitlines() if "average of the last 2 epochs" in line]
+    assert len(averaged) == 1 and averaged[0] in worker_out  # both scored the chief's average of epochs 2 and 3, together
     with sqlite3.connect(root / "mlflow.db") as db:
         runs = db.execute("select run_uuid, status from runs").fetchall()
     assert runs == [(saved["run_id"], "FINISHED")]  # the interrupted run, finished

@@ -41,6 +41,16 @@ def _calibration_line(calibrated: dict) -> str:
     )
 
 
+def kept_weights(run: dict) -> str:
+    """Which epochs' weights the model holds, as run.json of the train stage says."""
+    averaged, last = run.get("averaged_epochs") or 0, run["epochs_run"]
+    if averaged:
+        return (
+            f"the average of epochs {last - averaged + 1}-{last} of {last}, kept over best epoch {run['best_epoch']} by PublicTest accuracy"
+        )
+    return f"best epoch {run['best_epoch']} of {last}"
+
+
 def render(
     name: str,
     architecture: str,
@@ -65,7 +75,7 @@ def render(
   margin in `preprocessing.json` and, with `align`, turned so the eyes are level (where the detector
   finds them) before cropping. Output: a probability for each of
   {", ".join(EMOTIONS)}.
-- Trained in MLflow run `{run["run_id"]}` (best epoch {run["best_epoch"]} of {run["epochs_run"]}, {run["precision"]}).
+- Trained in MLflow run `{run["run_id"]}` ({kept_weights(run)}, {run["precision"]}).
 
 ## Data
 FER2013 (Goodfellow et al., 2013): {sum(counts.values()):,} web-sourced 48x48 grey faces labelled with 7 emotions;

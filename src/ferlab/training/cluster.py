@@ -183,6 +183,21 @@ def follow_chief(dist, model, meta: dict, fingerprint_: str) -> int:
     return int(done)
 
 
+def chiefs_average(dist, count: int, average: list | None, model) -> tuple[int, list | None]:
+    """The chief's running average of the last epochs' weights, on every worker (a worker started
+    again during the averaged epochs holds only part of it): (epochs averaged, weights or None)."""
+    import numpy as np
+    import tensorflow as tf
+
+    (chiefs_count,) = _sum(dist, [tf.constant(float(count), tf.float64)], chief_only=True)
+    chiefs_count = int(chiefs_count.numpy())
+    if not chiefs_count:
+        return 0, None
+    mine = average if average is not None else [np.zeros_like(w) for w in model.get_weights()]
+    weights = _sum(dist, [tf.constant(w) for w in mine], chief_only=True)
+    return chiefs_count, [np.asarray(w).astype(m.dtype) for w, m in zip(weights, mine)]
+
+
 def lost_worker(error: Exception, me: Role) -> FerlabError:
     """The one-sentence error for a collective that failed because another worker went away."""
     tasks = sorted({f"{job} {task}" for job, task in re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", str(error))} - {me.name})

@@ -32,8 +32,10 @@ HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lear
 def fingerprint(params: Params, data_digest: str, replicas: int = 1) -> str:
     """What a resumable state belongs to: the train and preprocess params, the data and, when several,
     the replicas (they set the global batch, so the steps of an epoch)."""
+    # average_epochs only changes what is kept after the epochs: a run may turn it on when resumed
+    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k != "average_epochs"}
     content = {
-        "train": dataclasses.asdict(params.train),
+        "train": train,
         "preprocess": dataclasses.asdict(params.preprocess),
         "seed": params.seed,
         "data": data_digest,
@@ -141,6 +143,7 @@ class EpochState:
         self.print = print_fn
         self.history_path = state_dir / "history.csv"
         self.best_path = state_dir / "best.weights.h5"
+        self.average_path = state_dir / "average.npz"
         self.meta_path = state_dir / "state.json"
 
     def prepare(self, fingerprint_: str) -> dict:
@@ -193,6 +196,31 @@ class EpochState:
         model.load_weights(self.dir / meta["checkpoint"])
         return meta["epochs_done"]
 
+    def averaged(self) -> tuple[int, int]:
+        """(epochs in the running average, the last of them); (0, 0) before the first."""
+        if not self.average_path.is_file():
+            return 0, 0
+        with np.load(self.average_path) as saved:
+            return int(saved["count"]), int(saved["through"])
+
+    def add_to_average(self, model, epoch: int) -> None:
+        """Fold the model's weights (batch-norm statistics too) into the running mean of the epochs
+        averaged so far; an epoch run again after an interruption is not counted twice."""
+        count, through = self.averaged()
+        if epoch <= through:
+            return
+        weights = model.get_weights()
+        if count:
+            weights = [m + (w - m) / (count + 1) for m, w in zip(self.average(), weights)]
+        partial = self.dir / "average.partial.npz"
+        with open(partial, "wb") as f:
+            np.savez(f, count=count + 1, through=epoch, **{f"w{i}": w for i, w in enumerate(weights)})
+        partial.replace(self.average_path)
+
+    def average(self) -> list[np.ndarray]:
+        with np.load(self.average_path) as saved:
+            return [saved[f"w{i}"] for i in range(len(saved.files) - 2)]
+
     def history(self) -> list[dict]:
         if not self.history_path.is_file():
             return []
@@ -210,7 +238,7 @@ class EpochState:
         tmp.replace(self.history_path)
 
 
-def epoch_callback(state: EpochState, meta: dict, patience: int, total_epochs: int, log_metrics):
+def epoch_callback(state: EpochState, meta: dict, patience: int, total_epochs: int, log_metrics, average_epochs: int = 0):
     import keras
 
     class Callback(keras.callbacks.Callback):
@@ -234,6 +262,8 @@ def epoch_callback(state: EpochState, meta: dict, patience: int, total_epochs: i
                 state.save_weights(self.model, state.best_path)
                 meta.update(best_val_accuracy=row["val_accuracy"], best_epoch=number)
             state.append(row)
+            if number > total_epochs - average_epochs:
+                state.add_to_average(self.model, number)
             state.checkpoint(self.model, number, meta)
             log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=number)
             state.print(
@@ -257,6 +287,8 @@ class TrainResult:
     best_val_accuracy: float
     precision: str
     summary: str
+    averaged_epochs: int = 0  # the model is the average of this many last epochs' weights (0: the best epoch's)
+    average_val_accuracy: float | None = None  # that average's PublicTest accuracy, kept or not (None: no average)
     chief: bool = True  # False on the other workers of a multi-worker run: no model, nothing to write
 
 
@@ -387,7 +419,14 @@ def _fit(params, arrays, class_weights, data_digest, state_dir, tracker, print_f
     if done:
         print_fn(f"resuming after epoch {done} (best PublicTest accuracy so far {meta['best_val_accuracy']:.4f})")
     callbacks = [
-        epoch_callback(state, meta, cfg.early_stopping_patience, cfg.epochs, tracker.log_metrics if tracker else (lambda *a, **k: None)),
+        epoch_callback(
+            state,
+            meta,
+            cfg.early_stopping_patience,
+            cfg.epochs,
+            tracker.log_metrics if tracker else (lambda *a, **k: None),
+            cfg.average_epochs,
+        ),
         *extra_callbacks,
     ]
     if not meta.get("finished"):
@@ -404,14 +443,46 @@ def _fit(params, arrays, class_weights, data_digest, state_dir, tracker, print_f
             )
         meta["finished"] = True
         state.save_meta(meta)
+    print_fn(f"best epoch {meta['best_epoch']}: PublicTest accuracy {meta['best_val_accuracy']:.4f}")
+    count, _ = state.averaged()
+    average = state.average() if count else None
+    if me.multi_worker:  # every worker evaluates the chief's average together
+        count, average = cluster.chiefs_average(dist, count, average, model)
+    kept = False
+    if count:
+        average_accuracy = average_val_accuracy(model, average, val_ds, dist if me.multi_worker else None)
+        kept = average_accuracy > meta["best_val_accuracy"]
+        print_fn(
+            f"average of the last {count} epochs: PublicTest accuracy {average_accuracy:.4f}, "
+            + ("kept instead of the best epoch" if kept else "not above the best epoch's: the best epoch kept")
+        )
+        if tracker is not None:
+            tracker.log_metrics({"average_val_accuracy": average_accuracy})
     if not me.chief:
         return TrainResult(None, state.history(), None, meta["best_epoch"], meta["best_val_accuracy"], policy, summary, chief=False)
-    model.load_weights(state.best_path)
-    print_fn(f"best epoch {meta['best_epoch']}: PublicTest accuracy {meta['best_val_accuracy']:.4f}")
+    if not kept:
+        model.load_weights(state.best_path)
     # Whatever precision trained it, the model handed on computes in float32, so it loads,
     # converts to TFLite and runs on any machine.
     model = model_io.as_float32(model)
-    return TrainResult(model, state.history(), meta.get("run_id"), meta["best_epoch"], meta["best_val_accuracy"], policy, summary)
+    return TrainResult(
+        model,
+        state.history(),
+        meta.get("run_id"),
+        meta["best_epoch"],
+        meta["best_val_accuracy"],
+        policy,
+        summary,
+        count if kept else 0,
+        average_accuracy if count else None,
+    )
+
+
+def average_val_accuracy(model, average: list, val_ds, dist) -> float:
+    """Put the average of the last epochs' weights into `model`; its PublicTest accuracy."""
+    model.set_weights(average)
+    with dist.scope() if dist is not None else contextlib.nullcontext():
+        return float(model.evaluate(val_ds, verbose=0, return_dict=True)["accuracy"])
 
 
 def _collective_failed(err: Exception) -> bool:
