@@ -41,7 +41,7 @@ Run from the project root:
         -S preprocess.augment.low_resolution_probability=0 -S train.weight_decay=0.0005   # the long recipe
         # (H100: 0.55 s an epoch, 1.2 s beside a second run)
     # the paper's run: -S train.model=paper_cnn -S train.optimizer=adam -S train.learning_rate=0.0001
-    #   -S train.batch_size=32 -S train.schedule=constant -S train.label_smoothing=0
+    #   -S train.batch_size=32 -S train.schedule=constant -S train.warmup_epochs=0 -S train.label_smoothing=0
     #   -S train.class_weights=false -S preprocess.augment.low_resolution_probability=0 --max-epochs 100
     python benchmarks/gpu_long_recipe.py score --weights OUT/best.weights.h5 --run-name gpu-w64-d2-geo15-360
 """
@@ -305,14 +305,14 @@ def cmd_train(args) -> None:
     keras.mixed_precision.set_global_policy(args.precision)
 
     def schedule(epochs: int):  # exactly ferlab.training.train.make_optimizer's learning rate
-        if cfg.schedule == "constant":
-            return cfg.learning_rate
         total = max(epochs * steps, 1)
         warmup = min(cfg.warmup_epochs * steps, total - 1)
+        if cfg.schedule == "constant" and not warmup:
+            return cfg.learning_rate
         return keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=cfg.learning_rate * 0.1 if warmup else cfg.learning_rate,
             decay_steps=total - warmup,
-            alpha=0.01,
+            alpha=0.01 if cfg.schedule == "cosine" else 1.0,
             warmup_target=cfg.learning_rate if warmup else None,
             warmup_steps=warmup,
         )

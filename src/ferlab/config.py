@@ -91,7 +91,7 @@ class Train:
     learning_rate: float = 0.002
     momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0001
-    schedule: Literal["constant", "cosine"] = "cosine"  # cosine: with a linear warm-up
+    schedule: Literal["constant", "cosine"] = "cosine"  # both after a linear warm-up of warmup_epochs
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
     class_weights: bool = False  # weight the loss with preprocess' class weights

@@ -228,3 +228,23 @@ def test_training_leaves_the_process_as_it_found_it(tmp_path, outcome):
     assert keras.mixed_precision.global_policy().name == "float32"
     assert not tf_config.is_op_determinism_enabled()
     assert draws() == expected
+
+
+@pytest.mark.parametrize(
+    "schedule, warmup, start, after_warmup, end",
+    [
+        ("cosine", 1, 0.005, 0.05, 0.0005),
+        ("constant", 1, 0.005, 0.05, 0.05),  # warmed up, then constant: SGD at 0.05 from a cold start stalled the long network
+        ("constant", 0, 0.05, 0.05, 0.05),  # the paper's run: Adam at a constant rate from the first step
+    ],
+)
+def test_both_schedules_warm_up_when_asked(schedule, warmup, start, after_warmup, end):
+    from ferlab.config import Train
+    from ferlab.training.train import make_optimizer
+
+    cfg = Train(optimizer="sgd", learning_rate=0.05, schedule=schedule, warmup_epochs=warmup, epochs=10)
+    lr = make_optimizer(cfg, steps_per_epoch=100)._learning_rate  # the schedule itself, not its value at step 0
+    rate = (lambda step: float(lr(step))) if callable(lr) else (lambda step: float(lr))
+    assert rate(0) == pytest.approx(start, rel=1e-4) and rate(100) == pytest.approx(after_warmup, rel=1e-4)
+    assert rate(1000) == pytest.approx(end, rel=1e-4)
+    assert rate(550) == pytest.approx(0.05 if schedule == "constant" else 0.0253, rel=0.01)

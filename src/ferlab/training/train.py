@@ -102,19 +102,21 @@ def make_training_dataset(
 def make_optimizer(cfg, steps_per_epoch: int):
     import keras
 
+    if cfg.schedule not in ("cosine", "constant"):
+        raise ValueError(f"train.schedule must be constant or cosine, not {cfg.schedule!r}")
     lr = cfg.learning_rate
-    if cfg.schedule == "cosine":
-        total = max(cfg.epochs * steps_per_epoch, 1)
-        warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+    if cfg.schedule == "cosine" or warmup:
+        # constant: a cosine that "decays" to 100%, after the same linear warm-up. Without it,
+        # SGD at 0.05 stalled the long recipe's network at the start (README, Averaging).
         lr = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=cfg.learning_rate * 0.1 if warmup else cfg.learning_rate,
             decay_steps=total - warmup,
-            alpha=0.01,
+            alpha=0.01 if cfg.schedule == "cosine" else 1.0,
             warmup_target=cfg.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
-    elif cfg.schedule != "constant":
-        raise ValueError(f"train.schedule must be constant or cosine, not {cfg.schedule!r}")
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(lr)
     if cfg.optimizer == "adamw":
