@@ -71,7 +71,6 @@ def test_the_average_is_the_mean_of_the_last_epochs_and_an_interrupted_run_ends_
 
 def test_an_epoch_run_again_is_not_counted_twice(tmp_path):
     state = EpochState(tmp_path, print)
-    tmp_path.mkdir(exist_ok=True)
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     first = model.get_weights()
     state.add_to_average(model, 3)
@@ -84,8 +83,11 @@ def test_an_epoch_run_again_is_not_counted_twice(tmp_path):
         np.testing.assert_allclose(got, w + 0.5)
 
 
-@pytest.mark.parametrize("average_accuracy, kept", [(1.0, True), (0.0, False)])
-def test_the_average_is_handed_on_only_when_publictest_prefers_it(tmp_path, monkeypatch, average_accuracy, kept):
+@pytest.mark.parametrize(
+    "average_accuracy, kept, precision",
+    [(1.0, True, "float32"), (0.0, False, "float32"), (1.0, True, "mixed_bfloat16")],  # bf16: what AMX/AVX512-BF16 CPUs train in
+)
+def test_the_average_is_handed_on_only_when_publictest_prefers_it(tmp_path, monkeypatch, average_accuracy, kept, precision):
     real = train_mod.average_val_accuracy
 
     def scored(model, average, val_ds, dist):
@@ -94,7 +96,9 @@ def test_the_average_is_handed_on_only_when_publictest_prefers_it(tmp_path, monk
 
     monkeypatch.setattr(train_mod, "average_val_accuracy", scored)
     recorder = Recorder()
-    result = run(tiny_params(average_epochs=3), tmp_path, (recorder,))
+    result = run(tiny_params(average_epochs=3, precision=precision), tmp_path, (recorder,))
+    assert result.precision == precision
+    assert {layer.compute_dtype for layer in result.model.layers if layer.weights} == {"float32"}  # handed on in float32
     assert result.averaged_epochs == (3 if kept else 0) and result.average_val_accuracy == average_accuracy
     average = [np.mean([recorder.weights[e][i] for e in (2, 3, 4)], axis=0) for i in range(len(recorder.weights[4]))]
     best = recorder.weights[result.best_epoch]

@@ -56,7 +56,7 @@ def input_files(patterns: list[str]) -> tuple[list[str], int]:
 def load_recognizer(args):
     import cv2
 
-    from ferlab.inference.predict import EmotionRecognizer, fill_pad
+    from ferlab.inference.predict import EmotionRecognizer, fill_pad_of
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our errors say it in one line
 
@@ -67,7 +67,7 @@ def load_recognizer(args):
         max_pixels=args.max_pixels,
         runtime=args.runtime,
         tta=args.tta,
-        fill_pad=fill_pad(args.filling_faces),
+        fill_pad=fill_pad_of(args.filling_faces),
     )
 
 

@@ -61,14 +61,14 @@ class RecognizerOptions:
         import cv2
 
         from ferlab.inference import litert
-        from ferlab.inference.predict import EmotionRecognizer, fill_pad
+        from ferlab.inference.predict import EmotionRecognizer, fill_pad_of
 
         if threads:
             litert.set_default_threads(threads)
             cv2.setNumThreads(threads)
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
         return EmotionRecognizer.load(
-            self.model, self.detector, self.align, self.max_pixels, self.runtime, self.tta, fill_pad(self.filling_faces)
+            self.model, self.detector, self.align, self.max_pixels, self.runtime, self.tta, fill_pad_of(self.filling_faces)
         )
 
 

@@ -63,7 +63,7 @@ DEFAULT_TTA = "flip"
 FILL_PAD = 1.0
 
 
-def fill_pad(filling_faces: bool) -> float:
+def fill_pad_of(filling_faces: bool) -> float:
     """The recognizer's fill_pad for the tools' --filling-faces / --no-filling-faces."""
     return FILL_PAD if filling_faces else 0.0
 

@@ -45,7 +45,7 @@ def serve(
 
     from ferlab.inference.detect import DEFAULT_DETECTOR
     from ferlab.inference.images import DEFAULT_MAX_PIXELS
-    from ferlab.inference.predict import DEFAULT_TTA, EmotionRecognizer, fill_pad
+    from ferlab.inference.predict import DEFAULT_TTA, EmotionRecognizer, fill_pad_of
     from ferlab.serve.app import create_app
     from ferlab.serve.model_info import describe
 
@@ -68,7 +68,7 @@ def serve(
             runtime=runtime,
             max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
             tta=tta or DEFAULT_TTA,
-            fill_pad=fill_pad(filling_faces),
+            fill_pad=fill_pad_of(filling_faces),
         ),
         model_info=lambda: describe(source),
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
