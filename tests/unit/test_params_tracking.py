@@ -125,3 +125,20 @@ def test_the_tools_go_by_one_configuration(tmp_path, monkeypatch):
     (tmp_path / "params.yaml").write_text("package:\n  tflite: float61\n")
     with pytest.raises(FerlabError, match="float61"):  # a broken params.yaml stops the tools too, in one sentence
         production_uri()
+
+
+def test_a_run_resumed_with_another_value_keeps_the_first_param_and_tags_the_new_one(tmp_path):
+    from mlflow import MlflowClient
+
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    tracker = tracking.RunTracker("trials", env=env)
+    run_id = tracker.start()
+    tracker.log_params({"train.epochs": 120, "train.seed": 42})
+    tracker.end()
+    resumed = tracking.RunTracker("trials", env=env)
+    resumed.start(run_id)
+    resumed.log_params({"train.epochs": 100, "train.seed": 42, "train.average_epochs": 20})
+    resumed.end()
+    run = MlflowClient(env["MLFLOW_TRACKING_URI"]).get_run(run_id)
+    assert run.data.params == {"train.epochs": "120", "train.seed": "42", "train.average_epochs": "20"}
+    assert {k: v for k, v in run.data.tags.items() if k.startswith("resumed_with.")} == {"resumed_with.train.epochs": "100"}

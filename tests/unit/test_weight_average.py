@@ -112,6 +112,41 @@ def test_turning_averaging_on_keeps_an_interrupted_run_resumable():
     assert fingerprint(off, "digest") != fingerprint(dataclasses.replace(off, seed=7), "digest")
 
 
+def test_a_constant_rate_run_may_be_resumed_with_other_epochs_and_a_cosine_run_may_not():
+    constant = tiny_params(schedule="constant", epochs=120)
+    assert fingerprint(constant, "digest") == fingerprint(
+        dataclasses.replace(constant, train=dataclasses.replace(constant.train, epochs=100)), "digest"
+    )
+    cosine = tiny_params(schedule="cosine", epochs=120)
+    assert fingerprint(cosine, "digest") != fingerprint(
+        dataclasses.replace(cosine, train=dataclasses.replace(cosine.train, epochs=100)), "digest"
+    )
+
+
+def test_a_finished_constant_rate_run_given_more_epochs_goes_on_and_averages_its_new_last_epochs(tmp_path):
+    run(tiny_params(schedule="constant", epochs=3, average_epochs=2), tmp_path)
+    assert EpochState(tmp_path, print).averaged() == (2, 3)
+    more = Recorder()
+    longer = run(tiny_params(schedule="constant", epochs=5, average_epochs=2), tmp_path, (more,))
+    assert sorted(more.weights) == [4, 5]  # went on after epoch 3, not from the start
+    state = EpochState(tmp_path, print)
+    assert state.averaged() == (2, 5)  # epochs 4 and 5: the mean begun at epoch 2 started again
+    for got, a, b in zip(state.average(), more.weights[4], more.weights[5], strict=True):
+        np.testing.assert_allclose(got, (a + b) / 2, rtol=1e-6, atol=1e-7)
+    assert [int(r["epoch"]) for r in state.history()] == [1, 2, 3, 4, 5]
+    assert longer.average_val_accuracy is not None
+
+
+def test_a_run_stopped_early_stays_stopped_when_given_more_epochs(tmp_path, monkeypatch):
+    params = tiny_params(schedule="constant", epochs=6, early_stopping_patience=1)
+    stopped = run(params, tmp_path)
+    done = EpochState(tmp_path, print).history()
+    assert len(done) < 6, "the tiny model should stop early on random labels"
+    again = Recorder()
+    run(dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=9)), tmp_path, (again,))
+    assert again.weights == {} and stopped.best_epoch < 6
+
+
 def test_without_averaging_there_is_no_average(tmp_path):
     result = run(tiny_params(epochs=2), tmp_path)
     assert result.averaged_epochs == 0 and result.average_val_accuracy is None

@@ -135,11 +135,16 @@ class RunTracker:
     def log_params(self, params: dict) -> None:
         import mlflow
 
-        # MLflow refuses to change a logged param, which a resumed run would try
+        # MLflow refuses to change a logged param, which a run resumed with other epochs or averaging
+        # would try: the value it went on with is a tag, resumed_with.<param>
         existing = mlflow.get_run(self.run_id).data.params
-        fresh = {k: ("null" if v is None else str(v))[:6000] for k, v in params.items() if k not in existing}
+        values = {k: ("null" if v is None else str(v))[:6000] for k, v in params.items()}
+        fresh = {k: v for k, v in values.items() if k not in existing}
         if fresh:
             mlflow.log_params(fresh)
+        changed = {f"resumed_with.{k}": v for k, v in values.items() if k in existing and existing[k] != v}
+        if changed:
+            mlflow.set_tags(changed)
 
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         import mlflow

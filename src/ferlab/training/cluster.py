@@ -167,15 +167,21 @@ def follow_chief(dist, model, meta: dict, fingerprint_: str) -> int:
     import numpy as np
     import tensorflow as tf
 
-    keys = ("epochs_done", "best_epoch", "best_val_accuracy", "finished")
+    keys = ("epochs_done", "best_epoch", "best_val_accuracy", "finished", "stopped_early")
     mine = [int(fingerprint_[i : i + 4], 16) for i in range(0, 16, 4)] + [float(meta.get(k) or 0) for k in keys]
     (chiefs,) = _sum(dist, [tf.constant(mine, tf.float64)], chief_only=True)
     chiefs = chiefs.numpy().tolist()
     (differing,) = _sum(dist, [tf.constant(float(chiefs[:4] != mine[:4]))], chief_only=False)
     if differing.numpy():
         raise FerlabError(f"params.yaml or the data differ between the chief and {int(differing.numpy())} worker(s); make them the same.")
-    done, best_epoch, best_val_accuracy, finished = chiefs[4:]
-    meta.update(epochs_done=int(done), best_epoch=int(best_epoch), best_val_accuracy=best_val_accuracy, finished=bool(finished))
+    done, best_epoch, best_val_accuracy, finished, stopped_early = chiefs[4:]
+    meta.update(
+        epochs_done=int(done),
+        best_epoch=int(best_epoch),
+        best_val_accuracy=best_val_accuracy,
+        finished=bool(finished),
+        stopped_early=bool(stopped_early),
+    )
     if done:
         variables = model.variables + model.optimizer.variables
         for variable, value in zip(variables, _sum(dist, variables, chief_only=True)):

@@ -32,8 +32,11 @@ HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lear
 def fingerprint(params: Params, data_digest: str, replicas: int = 1) -> str:
     """What a resumable state belongs to: the train and preprocess params, the data and, when several,
     the replicas (they set the global batch, so the steps of an epoch)."""
-    # average_epochs only changes what is kept after the epochs: a run may turn it on when resumed
-    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k != "average_epochs"}
+    # average_epochs only changes what is kept after the epochs: a run may turn it on when resumed.
+    # At a constant rate the number of epochs changes none of the epochs both lengths share: a
+    # constant-rate run may be made longer or shorter when resumed.
+    ignored = {"average_epochs"} | ({"epochs"} if params.train.schedule == "constant" else set())
+    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in ignored}
     content = {
         "train": train,
         "preprocess": dataclasses.asdict(params.preprocess),
@@ -205,10 +208,13 @@ class EpochState:
         with np.load(self.average_path) as saved:
             return int(saved["count"]), int(saved["through"])
 
-    def add_to_average(self, model, epoch: int) -> None:
+    def add_to_average(self, model, epoch: int, first: int = 1) -> None:
         """Fold the model's weights (batch-norm statistics too) into the running mean of the epochs
-        averaged so far; an epoch run again after an interruption is not counted twice."""
+        averaged so far, from epoch `first` on; an epoch run again after an interruption is not counted
+        twice, and a mean begun before `first` (a run resumed with more epochs) starts again."""
         count, through = self.averaged()
+        if count and through - count + 1 < first:
+            count, through = 0, 0
         if epoch <= through:
             return
         weights = model.get_weights()
@@ -265,7 +271,7 @@ def epoch_callback(state: EpochState, meta: dict, patience: int, total_epochs: i
                 meta.update(best_val_accuracy=row["val_accuracy"], best_epoch=number)
             state.append(row)
             if number > total_epochs - average_epochs:
-                state.add_to_average(self.model, number)
+                state.add_to_average(self.model, number, first=total_epochs - average_epochs + 1)
             state.checkpoint(self.model, number, meta)
             log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=number)
             state.print(
@@ -275,6 +281,7 @@ def epoch_callback(state: EpochState, meta: dict, patience: int, total_epochs: i
             )
             if number - meta["best_epoch"] >= patience:
                 state.print(f"early stop: no better PublicTest accuracy for {patience} epochs")
+                meta["stopped_early"] = True
                 self.model.stop_training = True
 
     return Callback()
@@ -431,7 +438,8 @@ def _fit(params, arrays, class_weights, data_digest, state_dir, tracker, print_f
         ),
         *extra_callbacks,
     ]
-    if not meta.get("finished"):
+    # a finished constant-rate run resumed with more epochs goes on (an early stop is final)
+    if not meta.get("finished") or (meta["epochs_done"] < cfg.epochs and not meta.get("stopped_early")):
         with dist.scope() if me.multi_worker else contextlib.nullcontext():  # see cluster.fit_ready
             model.fit(
                 train_ds,
