@@ -67,7 +67,8 @@ def run_row(run, params: list[str], epochs_run: int) -> dict[str, str]:
     recalls = {e: m[f"eval/test_recall_{e}"] for e in EMOTIONS if f"eval/test_recall_{e}" in m}
     lowest = min(recalls, key=recalls.get) if recalls else None
     row = {"run": run.info.run_name or run.info.run_id[:8]}
-    row |= {column(k): p.get(k, "tensorflow (dvc)" if k == "engine" else "") for k in params}
+    # a run resumed with another value (train.epochs at a constant rate) went on with the tagged one
+    row |= {column(k): run.data.tags.get(f"resumed_with.{k}", p.get(k, "tensorflow (dvc)" if k == "engine" else "")) for k in params}
     cells = (
         epochs_cell(m, epochs_run),
         pct(m.get("average_val_accuracy") if m.get("averaged_epochs") else m.get("best_val_accuracy")),

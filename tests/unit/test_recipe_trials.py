@@ -42,6 +42,11 @@ def test_an_interrupted_run_says_so():
     assert row["epochs run (best)"] == "3" and row["note"] == "finished, no evaluation"
 
 
+def test_a_run_resumed_with_other_epochs_shows_the_epochs_it_went_on_with():
+    run = fake_run("swa", {"train.epochs": "120"}, {}, tags={"resumed_with.train.epochs": "100"})
+    assert recipe_trials.run_row(run, ["train.epochs"], 100)["epochs"] == "100"
+
+
 def test_merge_keeps_other_machines_rows_and_takes_new_ones():
     here = {"run": "here", "seed": "", "weight_decay": "0.005", "epochs run (best)": "45 (45)", "PublicTest": "65.45", "note": ""}
     new = {"run": "new", "seed": "44", "weight_decay": "0.0005", "epochs run (best)": "2", "note": "running"}
