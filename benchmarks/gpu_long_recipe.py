@@ -141,10 +141,42 @@ def cmd_pack(args) -> None:
 # ---------------------------------------------------------------- train (GPU machine, Keras on JAX)
 
 
+def _area_matrix(size: int, side: int) -> np.ndarray:
+    """(side, size): TF's area resize along one axis, each output pixel the overlap-weighted mean of
+    the input pixels its footprint covers."""
+    scale = size / side
+    m = np.zeros((side, size))
+    for out in range(side):
+        lo, hi = out * scale, (out + 1) * scale
+        for i in range(int(np.floor(lo)), min(int(np.ceil(hi)), size)):
+            m[out, i] = (min(hi, i + 1) - max(lo, i)) / scale
+    return m
+
+
+def _bilinear_matrix(size: int, side: int) -> np.ndarray:
+    """(size, side): TF's bilinear resize (half-pixel centres, edges clamped) from `side` up to `size`."""
+    m = np.zeros((size, side))
+    for out in range(size):
+        src = (out + 0.5) * side / size - 0.5
+        low = np.floor(src)
+        lower, upper = int(max(low, 0)), int(min(np.ceil(src), side - 1))
+        m[out, lower] += 1.0 - (src - low)
+        m[out, upper] += src - low
+    return m
+
+
+def low_resolution_operators(size: int, min_px: int) -> np.ndarray:
+    """(size - min_px, size, size) float32: for each side min_px..size-1, the matrix M such that
+    M @ face @ M.T is ferlab.training.augment._low_resolution's shrink (area) and scale back
+    (bilinear) of a face; both resizes are separable and linear."""
+    return np.stack([_bilinear_matrix(size, side) @ _area_matrix(size, side) for side in range(min_px, size)]).astype(np.float32)
+
+
 def augment_jax(faces, key, aug):
     """ferlab.training.augment.apply in JAX: uint8 faces (B, 48, 48) -> float32 (B, 48, 48, 1) in [0, 1].
     Mirror (p=0.5), integer shift of up to `translate` px each way with TF's REFLECT border
-    (d c b a | a b c d, numpy's 'symmetric'), brightness +-b, contrast x[1-c, 1+c] about the mean, clip."""
+    (d c b a | a b c d, numpy's 'symmetric'), the low-resolution shrink and scale back of a share of the
+    faces, brightness +-b, contrast x[1-c, 1+c] about the mean, clip."""
     import jax
     import jax.numpy as jnp
 
@@ -162,6 +194,11 @@ def augment_jax(faces, key, aug):
         padded = jnp.pad(x, ((0, 0), (t, t), (t, t)), mode="symmetric")
         size = faces.shape[1:]
         x = jax.vmap(lambda img, s: jax.lax.dynamic_slice(img, (t + s[1], t + s[0]), size))(padded, shift)
+    if aug.low_resolution_probability:  # own keys: the other draws stay those of a run without it
+        shrunk = jax.random.uniform(jax.random.fold_in(k[0], 2), (b,)) < aug.low_resolution_probability
+        operators = jnp.asarray(low_resolution_operators(faces.shape[1], aug.low_resolution_min_px))
+        m = operators[jax.random.randint(jax.random.fold_in(k[0], 3), (), 0, len(operators))]  # one size per batch
+        x = jnp.where(shrunk[:, None, None], jnp.einsum("ij,bjk,lk->bil", m, x, m), x)
     if aug.brightness:
         x = x + jax.random.uniform(k[2], (b, 1, 1), minval=-aug.brightness, maxval=aug.brightness)
     if aug.contrast:
@@ -233,8 +270,6 @@ def cmd_train(args) -> None:
 
     params = overridden(args.params, args.overrides)
     cfg, aug = params.train, params.preprocess.augment
-    if aug.low_resolution_probability:  # not ported to JAX: refuse rather than train a recipe other than the one logged
-        raise SystemExit("The JAX trainer has no low-resolution augmentation: add -S preprocess.augment.low_resolution_probability=0.")
     assert os.environ.get("KERAS_BACKEND") == "jax", "run train with KERAS_BACKEND=jax"
     import jax
     import jax.numpy as jnp

@@ -21,15 +21,34 @@ def train(*overrides: str) -> subprocess.CompletedProcess:
     return subprocess.run(args + [a for o in overrides for a in ("-S", o)], cwd=REPO, env=env, capture_output=True, text=True)
 
 
-def test_low_resolution_faces_are_refused_with_one_sentence_and_pinning_them_off_passes_the_check():
-    refused = train("preprocess.augment.low_resolution_probability=0.15")
-    assert refused.returncode == 1
-    assert refused.stderr.strip() == (
-        "The JAX trainer has no low-resolution augmentation: add -S preprocess.augment.low_resolution_probability=0."
-    )
-    pinned = train("preprocess.augment.low_resolution_probability=0")
-    assert pinned.returncode != 0 and "low-resolution" not in pinned.stderr
-    assert "run train with KERAS_BACKEND=jax" in pinned.stderr  # the next check, so the params one let it through
+def test_the_low_resolution_operators_shrink_and_scale_back_as_tensorflow_does():
+    """JAX has no resize of a size drawn at run time, so the trainer applies TF's area-then-bilinear round
+    trip as one matrix per size on each axis: for every size they must give what TensorFlow gives."""
+    import tensorflow as tf
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from gpu_long_recipe import low_resolution_operators
+
+    from ferlab.config import Augment
+    from ferlab.training.augment import _low_resolution
+
+    faces = np.random.default_rng(1).random((3, 48, 48, 1)).astype(np.float32)
+    operators = low_resolution_operators(48, 20)
+    assert operators.shape == (28, 48, 48)
+    for side, m in zip(range(20, 48), operators):
+        by_tf = tf.image.resize(tf.image.resize(faces, [side, side], method="area"), [48, 48], method="bilinear").numpy()
+        assert np.allclose(np.einsum("ij,bjk,lk->bil", m, faces[..., 0], m), by_tf[..., 0], atol=1e-5), side
+    # and the augmentation itself, where its one random size can only be 47
+    policy = Augment(low_resolution_probability=1.0, low_resolution_min_px=47)
+    shrunk = _low_resolution(tf, tf.constant(faces), 3, 48, policy, tf.constant([7, 1], tf.int64)).numpy()
+    assert np.allclose(np.einsum("ij,bjk,lk->bil", operators[-1], faces[..., 0], operators[-1]), shrunk[..., 0], atol=1e-5)
+    assert not np.allclose(shrunk, faces, atol=1e-3)  # a real change, not the identity
+
+
+def test_the_params_check_lets_low_resolution_faces_through():
+    passed = train("preprocess.augment.low_resolution_probability=0.15")
+    assert passed.returncode != 0 and "low-resolution" not in passed.stderr
+    assert "run train with KERAS_BACKEND=jax" in passed.stderr  # the next check, so the params one let it through
 
 
 def test_the_epoch_count_fits_the_seconds_left_and_never_drops_below_the_epochs_done():
@@ -61,7 +80,7 @@ def test_jax_trains_ferlab_cnn_and_tensorflow_predicts_the_same_from_its_weights
     trained = subprocess.run(
         [sys.executable, str(REPO / "benchmarks/gpu_long_recipe.py"), "train", "--data", str(data), "--out", str(out)]
         + ["--max-epochs", "2", "--budget-minutes", "5", "--precision", "float32"]
-        + ["-S", "preprocess.augment.low_resolution_probability=0", "-S", "train.batch_size=64"]
+        + ["-S", "preprocess.augment.low_resolution_probability=0.5", "-S", "train.batch_size=64"]
         + ["-S", f"++train.model_options.widths={WIDTHS}", "-S", "train.average_epochs=2"],
         cwd=REPO,
         env=env,
