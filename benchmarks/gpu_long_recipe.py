@@ -13,7 +13,8 @@ Three subcommands:
          decay to 1%, Keras' weight decay 5e-4, batch 128, label smoothing 0.1, sqrt class weights
          in the loss (--class-weights overrides train.class_weights); adam/adamw and a constant
          rate too (the paper's run); ferlab's augmentation (rotation and zoom bilinear, as TF
-         samples them), mixed_bfloat16.
+         samples them; the low-resolution shrink as one matrix per size, as TF resizes),
+         mixed_bfloat16.
          The epoch count is min(--max-epochs, what fits --budget-minutes), fitted after the
          warm-up epoch and fitted again after epoch REFIT_EPOCH from the epochs' measured time:
          trainings that share the GPU slow each other down only once all have compiled (two runs
