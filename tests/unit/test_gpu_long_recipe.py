@@ -1,6 +1,7 @@
-"""benchmarks/gpu_long_recipe.py's JAX trainer: it refuses a recipe it cannot train, and what it trains (on the
-CPU here, on a lent GPU for real) is the model that ferlab's TensorFlow code scores."""
+"""benchmarks/gpu_long_recipe.py's JAX trainer: it augments faces as ferlab's TensorFlow code does, and what it
+trains (on the CPU here, on a lent GPU for real) is the model that ferlab's TensorFlow code scores."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -13,12 +14,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 WIDTHS = [16, 32, 64, 128]  # the smallest ferlab_cnn measured: the test trains it on the CPU
-
-
-def train(*overrides: str) -> subprocess.CompletedProcess:
-    args = [sys.executable, str(REPO / "benchmarks/gpu_long_recipe.py"), "train", "--out", "unused", "--data", "unused"]
-    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}  # stops right after the params check
-    return subprocess.run(args + [a for o in overrides for a in ("-S", o)], cwd=REPO, env=env, capture_output=True, text=True)
 
 
 def test_the_low_resolution_operators_shrink_and_scale_back_as_tensorflow_does():
@@ -45,10 +40,38 @@ def test_the_low_resolution_operators_shrink_and_scale_back_as_tensorflow_does()
     assert not np.allclose(shrunk, faces, atol=1e-3)  # a real change, not the identity
 
 
-def test_the_params_check_lets_low_resolution_faces_through():
-    passed = train("preprocess.augment.low_resolution_probability=0.15")
-    assert passed.returncode != 0 and "low-resolution" not in passed.stderr
-    assert "run train with KERAS_BACKEND=jax" in passed.stderr  # the next check, so the params one let it through
+def test_the_jax_augmentation_shrinks_faces_as_tensorflow_does(tmp_path):
+    """augment_jax itself, every other step off and the one size 47 px: what the JAX trainer feeds the
+    network is what ferlab's TensorFlow augmentation gives (JAX runs in a subprocess, as in training)."""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("needs JAX (the dev extra)")
+    import tensorflow as tf
+
+    from ferlab.config import Augment
+    from ferlab.contract import PIXEL_SCALE
+    from ferlab.training.augment import apply
+
+    faces = np.random.default_rng(2).integers(0, 256, (4, 48, 48)).astype(np.uint8)
+    np.save(tmp_path / "faces.npy", faces)
+    policy = Augment(
+        horizontal_flip=False, translate=0, brightness=0.0, contrast=0.0, low_resolution_probability=1.0, low_resolution_min_px=47
+    )
+    (tmp_path / "policy.json").write_text(json.dumps(dataclasses.asdict(policy)))
+    script = (
+        "import json, sys, numpy as np, jax; sys.path[:0] = ['src', 'benchmarks']; from gpu_long_recipe import augment_jax; "
+        f"from ferlab.config import Augment; x = np.load('{tmp_path / 'faces.npy'}'); "
+        f"policy = Augment(**json.loads(open('{tmp_path / 'policy.json'}').read())); "
+        f"np.save('{tmp_path / 'jax.npy'}', np.asarray(augment_jax(x, jax.random.key(0), policy)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, env=os.environ | {"JAX_PLATFORMS": "cpu"}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    by_jax = np.load(tmp_path / "jax.npy")
+    by_tf = apply(tf.constant(faces[..., None].astype(np.float32) / PIXEL_SCALE), tf.constant([3, 0], tf.int64), policy).numpy()
+    assert by_jax.shape == by_tf.shape == (4, 48, 48, 1)
+    assert np.allclose(by_jax, by_tf, atol=1e-5)
+    assert not np.allclose(by_tf, faces[..., None] / PIXEL_SCALE, atol=1e-3)  # the faces were shrunk, not passed through
 
 
 def test_the_epoch_count_fits_the_seconds_left_and_never_drops_below_the_epochs_done():
