@@ -205,3 +205,8 @@ def test_every_benchmark_file_the_pages_name_exists():
     for name in named:
         for pattern in expand(name.removeprefix("reports/benchmarks/")):
             assert list((REPO / "reports/benchmarks").glob(pattern)), f"{name} is named in the docs but is not in reports/benchmarks/"
+
+
+def test_the_readme_links_to_files_that_exist():
+    links = re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", (REPO / "README.md").read_text())
+    assert links and [link for link in links if not (REPO / link).exists()] == []
