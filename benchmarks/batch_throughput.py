@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from vs_fer import cpu_name  # benchmarks/ is the script's folder, so on sys.path
 
 from ferlab.fileio import write_json
-from ferlab.inference.sources import default_model
+from ferlab.inference.sources import resolve
 
 OUT = Path("reports/benchmarks/batch_throughput.json")
 
@@ -68,7 +68,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    model = str(Path(args.model or default_model()).resolve())
+    model = resolve(args.model).source
+    model = str(Path(model).resolve()) if Path(model).exists() else model
     ferlab = [sys.executable, "-m", "ferlab.cli"]
     commands = {
         "detect (1 process)": [*ferlab, "detect", "photos", "--csv", "-q", "--model", model],

@@ -27,7 +27,7 @@ import numpy as np
 
 from ferlab.fileio import write_json
 from ferlab.inference.predict import EmotionRecognizer
-from ferlab.inference.sources import default_model, load_model
+from ferlab.inference.sources import load_model, resolve
 
 OUT = Path("reports/benchmarks/inference.json")
 
@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--cold-runs", type=int, default=5)
     args = parser.parse_args()
 
-    model = args.model or default_model()
+    model = resolve(args.model).source
     runtimes = {}
     for runtime in ("tflite", "keras"):
         try:

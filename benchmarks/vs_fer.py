@@ -28,7 +28,7 @@ from ferlab.contract import EMOTIONS
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import write_json
 from ferlab.inference.predict import EmotionRecognizer
-from ferlab.inference.sources import default_model
+from ferlab.inference.sources import resolve
 
 OUT = Path("reports/benchmarks/vs_fer.json")
 
@@ -72,7 +72,7 @@ def main() -> None:
     frames = [frame_of(data.x["test"][i]) for i in idx]
     truth = [EMOTIONS[data.y["test"][i]] for i in idx]
 
-    model = args.model or default_model()
+    model = resolve(args.model).source
     ours = EmotionRecognizer.load(model)
     tools = {
         "ferlab": ours.predict,

@@ -40,6 +40,7 @@ def main() -> None:
             "data_sha256": data_digest,
             "model": params.train.model,
             "dvc_exp": tracking.run_name() or "workspace",
+            "hardware": tracking.hardware(),
         },
     )
     result = train(params, arrays, meta["class_weights"], data_digest, Path(paths.train_state), tracker, print_fn=log)

@@ -12,7 +12,7 @@ SRC = REPO / "src" / "ferlab"
 
 # Lowest first. A module may import from its own layer and every layer before it.
 LAYERS = [
-    {"errors", "fileio", "quiet", "contract", "config"},
+    {"errors", "fileio", "quiet", "litert", "contract", "config"},
     {"plots", "stage"},
     {"data"},
     {"training"},

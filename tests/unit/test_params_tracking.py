@@ -108,20 +108,23 @@ def test_training_runs_name_fer2013_and_open_in_the_model_training_view(tmp_path
 
 
 def test_the_tools_go_by_one_configuration(tmp_path, monkeypatch):
-    """detect/evaluate (default_model), serve (production_uri) and `ferlab models` read the same
-    params: the project's params.yaml where there is one, the defaults elsewhere."""
-    from ferlab.inference.sources import default_model
-    from ferlab.serve.model_info import production_uri
+    """Every tool's model rule (ferlab.inference.sources.resolve: the registry's production alias, the
+    checkout's bundle or .h5) and `ferlab models` read the same params: the project's params.yaml
+    where there is one, the defaults elsewhere."""
+    from ferlab.inference.sources import production_uri, resolve
 
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/no-registry.db"}
     monkeypatch.chdir(tmp_path)
     assert config.current() == config.Params()
-    assert production_uri() == "models:/ferlab-emotion@production" and default_model() == "models/model.h5"
+    assert production_uri() == "models:/ferlab-emotion@production"
     (tmp_path / "params.yaml").write_text("paths:\n  bundle: out/bundle\n  model: out/m.h5\npackage:\n  registered_model: faces\n")
     assert production_uri() == "models:/faces@production"
-    assert default_model() == "out/m.h5"
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "m.h5").write_bytes(b"")
+    assert resolve(None, env).source == "out/m.h5"
     (tmp_path / "out" / "bundle").mkdir(parents=True)
     (tmp_path / "out" / "bundle" / "model.h5").write_bytes(b"")
-    assert default_model() == "out/bundle"
+    assert resolve(None, env).source == "out/bundle"
     (tmp_path / "params.yaml").write_text("package:\n  tflite: float61\n")
     with pytest.raises(FerlabError, match="float61"):  # a broken params.yaml stops the tools too, in one sentence
         production_uri()

@@ -13,9 +13,9 @@ from conftest import face_scene
 from ferlab.contract import normalize
 from ferlab.errors import FerlabError
 from ferlab.inference import detect
-from ferlab.inference.litert import TFLiteModel
 from ferlab.inference.predict import EmotionRecognizer
-from ferlab.inference.sources import default_model, load_model
+from ferlab.inference.sources import load_model
+from ferlab.litert import TFLiteModel
 
 MATPLOTLIB_HOPPER = ("sample_data", "grace_hopper.jpg")
 
@@ -69,15 +69,6 @@ def test_runtime_choices_are_checked(tiny_bundle, tiny_model_path, tmp_path):
     bad.write_bytes(b"not a flatbuffer at all")
     with pytest.raises(FerlabError, match="is not a readable TFLite model"):
         load_model(bad)
-
-
-def test_default_model_prefers_the_bundle(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert default_model() == "models/model.h5"
-    (tmp_path / "models" / "bundle").mkdir(parents=True)
-    assert default_model() == "models/model.h5"  # a bundle folder without its model does not count
-    (tmp_path / "models" / "bundle" / "model.h5").write_bytes(b"x")
-    assert default_model() == "models/bundle"
 
 
 def test_inference_from_a_bundle_never_imports_tensorflow(tiny_bundle, tmp_path):

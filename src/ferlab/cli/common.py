@@ -4,7 +4,6 @@ A FerlabError ends a command with `error: <message>` on stderr and exit status 1
 
 import argparse
 import glob
-import os
 import sys
 from pathlib import Path
 
@@ -78,7 +77,13 @@ def positive(text: str) -> int:
     return value
 
 
-def model_options(group, model_default: str | None, model_default_help: str) -> None:
+MODEL_RULE = (
+    "(default: $FERLAB_MODEL, else the registry's models:/ferlab-emotion@production when there is one, "
+    "else this folder's models/bundle, else the shipped pretrained model)"
+)
+
+
+def model_options(group) -> None:
     """--model, --runtime, --detector, --align and --tta: the same for every command that uses a model."""
     from ferlab.inference.detect import DEFAULT_DETECTOR, DETECTORS
     from ferlab.inference.predict import DEFAULT_TTA, TTA_MODES
@@ -86,10 +91,9 @@ def model_options(group, model_default: str | None, model_default_help: str) -> 
 
     group.add_argument(
         "--model",
-        default=model_default,
         metavar="SOURCE",
-        help="a bundle folder (models/bundle), a .h5 or .tflite file, or a registered model, e.g. "
-        f"models:/ferlab-emotion@production {model_default_help}",
+        help="pretrained:fast or pretrained:accurate (shipped with ferlab), a bundle folder (models/bundle), a .h5 or "
+        f".tflite file, or a registered model, e.g. models:/ferlab-emotion@production {MODEL_RULE}",
     )
     group.add_argument(
         "--runtime",
@@ -137,11 +141,7 @@ def common_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     model = common.add_argument_group("model and detector")
-    model_options(
-        model,
-        os.environ.get("FERLAB_MODEL"),
-        "(default: $FERLAB_MODEL, else models/bundle when the package stage made it, else models/model.h5)",
-    )
+    model_options(model)
     model.add_argument(
         "--max-pixels",
         type=positive,

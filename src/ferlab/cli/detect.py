@@ -28,13 +28,13 @@ def _print_table(found: list[tuple[str, list]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
-def _print_csv(found: list[tuple[str, list]]) -> None:
+def _print_csv(found: list[tuple[str, list]], model: str) -> None:
     from ferlab.inference.predict import Face
 
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["path", "face", *Face.ROW_FIELDS])
+    writer.writerow(["path", "face", *Face.ROW_FIELDS, "model"])
     for path, faces in found:
-        writer.writerows([path, i, *face.to_row()] for i, face in enumerate(faces))
+        writer.writerows([path, i, *face.to_row(), model] for i, face in enumerate(faces))
 
 
 def cmd_detect(args) -> int:
@@ -60,7 +60,7 @@ def cmd_detect(args) -> int:
             error(str(found))
             results.append({"path": path, "error": str(found)})
             continue
-        results.append({"path": path, "faces": [face.to_dict() for face in found]})
+        results.append({"path": path, "model": recognizer.model_source, "faces": [face.to_dict() for face in found]})
         found_faces.append((path, found))
         if args.annotate:
             target = _annotated_name(path, out_dir, used)
@@ -71,7 +71,7 @@ def cmd_detect(args) -> int:
         json.dump(results, sys.stdout, indent=2)
         print()
     elif args.csv:
-        _print_csv(found_faces)
+        _print_csv(found_faces, recognizer.model_source)
     else:
         _print_table(found_faces)
     if failed:
@@ -95,8 +95,10 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
     )
     detect.add_argument("paths", nargs="+", metavar="PATH", help="image files, folders (searched recursively) or globs")
     output = detect.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print JSON: [{path, faces: [{box, confidence, emotion, probabilities}]}]")
-    output.add_argument("--csv", action="store_true", help="print CSV, one row per face")
+    output.add_argument(
+        "--json", action="store_true", help="print JSON: [{path, model, faces: [{box, confidence, emotion, probabilities}]}]"
+    )
+    output.add_argument("--csv", action="store_true", help="print CSV, one row per face (the last column names the model)")
     detect.add_argument("--annotate", metavar="DIR", help="write copies of the images with boxes and labels to DIR")
     detect.add_argument(
         "--face-crop", action="store_true", help="the images already are face crops (FER2013-style): classify them whole, no detection"

@@ -74,7 +74,6 @@ def run(args) -> int:
     from pathlib import Path
 
     from ferlab.inference import assess, labelled_set
-    from ferlab.inference.sources import default_model
 
     labelled = labelled_set.read(args.data)
     for problem in labelled.problems:
@@ -84,7 +83,7 @@ def run(args) -> int:
     for outcome in outcomes:
         if outcome.status == "unreadable":
             error(outcome.message)
-    model_source = args.model or default_model()
+    model_source = recognizer.model_source
     setup = {
         "model": model_source,
         "detector": "none (face crops)" if args.face_crop else recognizer.detector_name,

@@ -46,11 +46,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
         "  curl -s --data-binary @photo.jpg -H 'Content-Type: image/jpeg' http://127.0.0.1:8000/v1/predict\n"
         "  curl -s -F file=@photo.jpg 'http://127.0.0.1:8000/v1/explain?method=occlusion'",
     )
-    model_options(
-        serve.add_argument_group("model and detector"),
-        None,
-        "(default: $FERLAB_MODEL, else models:/ferlab-emotion@production if the registry has it, else models/bundle, else models/model.h5)",
-    )
+    model_options(serve.add_argument_group("model and detector"))
     where = serve.add_argument_group("network and limits")
     where.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default: %(default)s)")
     where.add_argument("--port", type=int, default=8000, help="(default: %(default)s)")

@@ -60,7 +60,7 @@ class RecognizerOptions:
         """The recogniser, its LiteRT and OpenCV work on `threads` threads."""
         import cv2
 
-        from ferlab.inference import litert
+        from ferlab import litert
         from ferlab.inference.predict import EmotionRecognizer, fill_pad_of
 
         if threads:
@@ -91,11 +91,11 @@ def output_format(output: str | os.PathLike) -> str:
 
 def model_identity(model: str | None) -> dict:
     """The model source and, for local files, their sizes and times: a different model at the same path is a different job."""
-    if model is None:
-        from ferlab.inference.sources import default_model
+    from ferlab.inference.sources import resolve
+    from ferlab.lifecycle import pretrained
 
-        model = default_model()
-    path = Path(model)
+    model = resolve(model).source
+    path = pretrained.verified_folder(model) if pretrained.is_uri(model) else Path(model)
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
     return {"source": str(model), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 

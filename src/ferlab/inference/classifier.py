@@ -36,7 +36,7 @@ class TFLiteClassifier:
     runtime = "tflite"
 
     def __init__(self, path: str | os.PathLike, batch_size: int = 256, threads: int | None = None):
-        from ferlab.inference.litert import TFLiteModel
+        from ferlab.litert import TFLiteModel
 
         self.path = os.fspath(path)
         self.batch_size = batch_size

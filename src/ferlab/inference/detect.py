@@ -154,7 +154,7 @@ class BlazeFaceDetector:
     FRAMING_SHIFT = -0.04  # of the BlazeFace box's side, upwards
 
     def __init__(self, min_confidence: float = 0.4, min_size: int = 30, overlap: float = 0.3, threads: int | None = None):
-        from ferlab.inference.litert import TFLiteModel
+        from ferlab.litert import TFLiteModel
 
         self._model = TFLiteModel(blazeface_file(self.MODEL), threads)
         boxes = {name: o for name, o in self._model.outputs.items() if o["shape"][-1] == 16}

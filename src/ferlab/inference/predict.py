@@ -46,7 +46,7 @@ from ferlab.inference.detect import (
     get_detector,
 )
 from ferlab.inference.images import DEFAULT_MAX_PIXELS, ImageInput, decode, load_image
-from ferlab.inference.sources import default_model, load_model
+from ferlab.inference.sources import label, load_model, resolve
 
 # Test-time augmentation of each face (TTA_MODES, contract.tta_views): "flip" averages the
 # probabilities of the face and its mirror image (one batch of twice the faces; +1 point on
@@ -153,6 +153,7 @@ class EmotionRecognizer:
         self.max_pixels = max_pixels
         self.tta = tta
         self.fill_pad = fill_pad
+        self.model_source: str | None = None  # which model answers, as `ferlab detect --json` says it (set by load)
         self._detector = None
 
     @classmethod
@@ -166,7 +167,8 @@ class EmotionRecognizer:
         tta: str = DEFAULT_TTA,
         fill_pad: float = FILL_PAD,
     ) -> "EmotionRecognizer":
-        """source: as load_model takes it; None: the bundle if there is one, else models/model.h5.
+        """source: as load_model takes it; None: the model `ferlab.inference.sources.resolve` chooses
+        ($FERLAB_MODEL, the registry's production model, models/bundle, the shipped pretrained model).
         align: None keeps the model's crop contract; True asks for a detector with eye landmarks.
         fill_pad: where the detector finds no face, look again at the image framed by this much of its
         longer side, for one face that fills it (a cropped portrait); 0 does not look again."""
@@ -175,10 +177,18 @@ class EmotionRecognizer:
                 f"aligning faces needs eye landmarks, which the {detector} detector does not give; "
                 f"use --detector {' or '.join(WITH_LANDMARKS)}, or turn alignment off."
             )
-        classifier, contract = load_model(default_model() if source is None else source, runtime)
+        chosen = resolve(source)
+        try:
+            classifier, contract = load_model(chosen.source, runtime)
+        except FerlabError as err:
+            if chosen.why == "$FERLAB_MODEL":
+                raise FerlabError(f"$FERLAB_MODEL names a model that cannot be used: {err}") from None
+            raise
         if align is not None:
             contract = CropContract(contract.margin, align)
-        return cls(classifier, detector, contract, max_pixels, tta, fill_pad)
+        recognizer = cls(classifier, detector, contract, max_pixels, tta, fill_pad)
+        recognizer.model_source = label(chosen.source)
+        return recognizer
 
     @property
     def detector(self):

@@ -1,14 +1,17 @@
-"""Where a model comes from: a bundle folder, a .h5 or .tflite file, or a registered model
-(models:/<name>@<alias>), and the default one of the project (config.current)."""
+"""Where a model comes from: a bundle folder, a .h5 or .tflite file, a registered model
+(models:/<name>@<alias>) or a model shipped with ferlab (pretrained:<name>), and the one rule
+every tool and the Python API follow when none is named (`resolve`)."""
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from ferlab import config
 from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
 from ferlab.inference.detect import CropContract
+from ferlab.lifecycle import pretrained
 
 # A bundle folder (models/bundle, made by the package stage) holds these; only the model is required.
 BUNDLE_MODEL = "model.h5"
@@ -19,8 +22,8 @@ BUNDLE_LABELS = "labels.json"  # {"emotions": [{"id": 0, "name": "angry"}, ...]}
 
 def missing_model(source) -> FerlabError:
     return FerlabError(
-        f"no model at {source}; run `dvc repro` to train one, or promote a registered model "
-        "and pass --model models:/<name>@<alias> (or a .h5 file, or a bundle folder); `dvc pull` fetches the team's from its DVC remote."
+        f"no model at {source}; pass --model pretrained:fast (shipped with ferlab), a bundle folder, a .h5 or .tflite "
+        "file, or models:/<name>@<alias>; `dvc repro` trains one."
     )
 
 
@@ -57,11 +60,63 @@ def _load_registered(uri: str):
 RUNTIMES = ("auto", "tflite", "keras")
 
 
-def default_model() -> str:
-    """The bundle folder when the package stage made one (its TFLite model loads without
-    TensorFlow), else the trained .h5."""
+@dataclass(frozen=True)
+class ModelChoice:
+    source: str  # what load_model takes
+    why: str  # which step of the rule chose it: "--model", "$FERLAB_MODEL", "registry", "checkout", "pretrained"
+
+
+def production_uri() -> str:
+    return f"models:/{config.current().package.registered_model}@production"
+
+
+def _registry_production(env) -> str | None:
+    """models:/<name>@production when a registry is configured (MLFLOW_TRACKING_URI, or this
+    project's mlflow.db) and has that alias; a configured registry that cannot be read is an error."""
+    from ferlab.lifecycle import registry, tracking
+
+    if tracking.store_missing(tracking.tracking_uri(env)):
+        return None
+    tracking.connect(env)
+    uri = production_uri()
+    name, alias = registry.parse_uri(uri)
+    try:
+        return uri if registry.by_alias(name, alias) is not None else None
+    except FerlabError as err:
+        if "not found in the registry" in str(err):  # the registry has no such model yet
+            return None
+        raise
+
+
+def _local_model() -> str | None:
+    """This checkout's bundle (made by the package stage), else its trained .h5."""
     paths = config.current().paths
-    return paths.bundle if (Path(paths.bundle) / BUNDLE_MODEL).is_file() else paths.model
+    if (Path(paths.bundle) / BUNDLE_MODEL).is_file() or (Path(paths.bundle) / BUNDLE_TFLITE).is_file():
+        return paths.bundle
+    return paths.model if Path(paths.model).is_file() else None
+
+
+def resolve(model: str | os.PathLike | None = None, env=os.environ) -> ModelChoice:
+    """Which model a tool uses: `model` (--model), else $FERLAB_MODEL, else the registry's
+    production model, else this checkout's models/bundle (or models/model.h5), else the best
+    model shipped with ferlab (pretrained:accurate, else pretrained:fast)."""
+    if model:
+        return ModelChoice(os.fspath(model), "--model")
+    if env.get("FERLAB_MODEL"):
+        return ModelChoice(env["FERLAB_MODEL"], "$FERLAB_MODEL")
+    production = _registry_production(env)
+    if production:
+        return ModelChoice(production, "registry")
+    local = _local_model()
+    if local:
+        return ModelChoice(local, "checkout")
+    shipped = pretrained.default_uri()
+    if shipped:
+        return ModelChoice(shipped, "pretrained")
+    raise FerlabError(
+        "no model: none named (--model, $FERLAB_MODEL), no registry with a production model, no models/bundle "
+        "in this folder, and this install ships no pretrained model; run `dvc repro` or reinstall ferlab."
+    )
 
 
 def load_model(source: str | os.PathLike, runtime: str = "auto"):
@@ -78,15 +133,18 @@ def load_model(source: str | os.PathLike, runtime: str = "auto"):
     text = os.fspath(source)
     from ferlab.lifecycle.registry import is_uri
 
-    if is_uri(text):
-        h5 = _load_registered(text)
-        folder = h5.parent
+    if pretrained.is_uri(text):
+        h5, folder = None, pretrained.verified_folder(text)
+    elif is_uri(text):
+        found = _load_registered(text)
+        h5, folder = (None if found.suffix == ".tflite" else found), found.parent
     else:
         path = Path(text)
         if path.is_dir():
-            if not (path / BUNDLE_MODEL).is_file():
+            if not (path / BUNDLE_MODEL).is_file() and not (path / BUNDLE_TFLITE).is_file():
                 raise FerlabError(
-                    f"{path} holds no {BUNDLE_MODEL}; pass a bundle folder made by `dvc repro` (models/bundle) or a .h5 file."
+                    f"{path} holds no {BUNDLE_MODEL} or {BUNDLE_TFLITE}; pass a bundle folder made by `dvc repro` "
+                    "(models/bundle) or a .h5 file."
                 )
             h5, folder = path / BUNDLE_MODEL, path
         elif not path.is_file():
@@ -105,4 +163,17 @@ def load_model(source: str | os.PathLike, runtime: str = "auto"):
         )
     if runtime != "keras" and tflite is not None and tflite.is_file():
         return TFLiteClassifier(tflite), contract
+    if h5 is None or not h5.is_file():
+        raise FerlabError(f"{text} holds only a TFLite model; the keras runtime needs a .h5 file, use --runtime tflite or auto.")
     return KerasClassifier(load_h5(h5)), contract
+
+
+def label(source: str) -> str:
+    """How the tools name the model that answered: the source, with the version for a registered model."""
+    from ferlab.lifecycle import registry
+
+    if not registry.is_uri(source):
+        return source
+    name, alias = registry.parse_uri(source)
+    version = registry.by_alias(name, alias)
+    return f"{source} (version {version.version})" if version else source

@@ -52,9 +52,9 @@ def score_images(images, model: str | None = None, path_col: str = "path", conte
     model is loaded once here first, so a wrong model fails at once with its one sentence."""
     from pathlib import Path
 
-    from ferlab.inference.sources import default_model
+    from ferlab.inference.sources import resolve
 
-    model = default_model() if model is None else str(model)
+    model = resolve(model).source
     if Path(model).exists():
         model = str(Path(model).resolve())  # the executors' working folder is not the driver's
     chosen = RecognizerOptions(model=model, **options)

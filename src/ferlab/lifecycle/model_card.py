@@ -110,3 +110,49 @@ Confusion matrix (counts):
   profiles, occlusions, low light, children, older people and under-represented groups. Disgust and fear are
   recognised worst (see the table).
 """
+
+
+def render_shipped(card: dict) -> str:
+    """The MODEL_CARD.md of a pretrained model shipped in the package, from its card.json."""
+    test, training, formats = card["privatetest"], card["training"], card["formats"]
+    rows = ["| emotion | precision | recall | F1 |", "|---|---:|---:|---:|"]
+    rows += [f"| {e} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} |" for e, c in test["flip"]["per_class"].items()]
+    modes = "\n".join(
+        f"| {label} | {test[m]['accuracy']:.4f} | {test[m]['macro_f1']:.4f} | {test[m]['ece']:.4f} |"
+        for m, label in (("none", "one view"), ("flip", "flip (the tools' default)"), ("ten_crop", "ten-crop"))
+    )
+    return f"""# Model card: pretrained:{card["name"]} ({card["version"]})
+
+## Model
+- Architecture `{card["architecture"]}`, {card["parameters"]:,} parameters, TensorFlow Lite ({card["format"]}); runs on
+  LiteRT without TensorFlow. Probabilities are calibrated (a softmax temperature fitted on PublicTest is in the weights).
+- Input: one 48x48 grayscale face, grey levels / 255, cropped as `preprocessing.json` says. Output: a probability for each of
+  {", ".join(card["emotions"])}.
+
+## Results on PrivateTest ({test["faces"]:,} faces, never used for selection), this file as shipped
+
+| prediction | accuracy | macro-F1 | calibration error (ECE) |
+|---|---:|---:|---:|
+{modes}
+
+Per emotion, with flip (as the tools predict):
+
+{chr(10).join(rows)}
+
+Format: the float32 model scored {formats["float32"]["none"]:.4f} one view and {formats["float32"]["flip"]:.4f} with flip;
+int8 {formats["int8"]["none"]:.4f} / {formats["int8"]["flip"]:.4f} ({formats["int8"]["bytes"]:,} bytes), float16
+{formats["float16"]["none"]:.4f} / {formats["float16"]["flip"]:.4f} ({formats["float16"]["bytes"]:,} bytes); rule: {formats["rule"]}.
+
+## Training
+- Command: `{training["command"]}` (params below), code at git commit `{training["git_commit"]}`.
+- Hardware: {training["hardware"]}; precision {training["precision"]}; kept {training["kept"]}.
+- MLflow run `{training["mlflow_run_id"]}`. Data: {card["data"]["dataset"]}, table checksum `{card["data"]["table_sha256"]}`.
+
+{chr(10).join(f"- `{k}`: {v}" for k, v in training["params"].items())}
+
+## Intended use and limits
+- For research, teaching and aggregate, consented uses. **Not for decisions about people** (hiring, policing, security,
+  health, education, credit): a facial expression is not a reliable readout of what a person feels.
+- FER2013 faces are mostly frontal, web-sourced and skewed in age and ethnicity; expect lower accuracy on profiles,
+  occlusions, low light, children, older people and under-represented groups.
+"""

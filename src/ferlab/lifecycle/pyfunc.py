@@ -15,6 +15,7 @@ import pandas as pd
 from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize
 
 MODEL_ARTIFACT = "keras_h5"
+TFLITE_ARTIFACT = "tflite"  # a model registered from its TFLite file alone (`ferlab models import pretrained:...`)
 REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "opencv-python-headless", "pyyaml")
 
 
@@ -67,26 +68,34 @@ with contextlib.redirect_stderr(io.StringIO()):
 
     class EmotionModel(mlflow.pyfunc.PythonModel):
         def load_context(self, context):
-            from ferlab.training.model_io import load_h5
+            if MODEL_ARTIFACT in context.artifacts:
+                from ferlab.training.model_io import load_h5
 
-            self.model = load_h5(context.artifacts[MODEL_ARTIFACT])
+                model = load_h5(context.artifacts[MODEL_ARTIFACT])
+                self.classify = lambda x: model.predict(x, batch_size=256, verbose=0)
+            else:
+                from ferlab.litert import TFLiteModel
+
+                model = TFLiteModel(context.artifacts[TFLITE_ARTIFACT])
+                self.classify = lambda x: next(iter(model.run(x).values()))
 
         def predict(self, context, model_input, params=None):
             faces = faces_array(model_input)
-            probs = self.model.predict(normalize(faces), batch_size=256, verbose=0) if len(faces) else np.zeros((0, len(EMOTIONS)))
+            probs = self.classify(normalize(faces)) if len(faces) else np.zeros((0, len(EMOTIONS)))
             return probabilities_frame(probs)
 
 
-def log_model(name: str, h5, extra_files: dict[str, str] | None = None):
-    """Log the model, in the active MLflow run (a RunTracker's), as MLflow serves and registers it:
-    this pyfunc, grey faces 0..255 in, a probability per emotion out; `extra_files` are further
-    artifacts. Returns MLflow's ModelInfo."""
+def log_model(name: str, model_file, extra_files: dict[str, str] | None = None):
+    """Log the model (a .h5, or a .tflite alone), in the active MLflow run (a RunTracker's), as
+    MLflow serves and registers it: this pyfunc, grey faces 0..255 in, a probability per emotion
+    out; `extra_files` are further artifacts. Returns MLflow's ModelInfo."""
     from pathlib import Path
 
+    key = TFLITE_ARTIFACT if Path(model_file).suffix == ".tflite" else MODEL_ARTIFACT
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=EmotionModel(),
-        artifacts={MODEL_ARTIFACT: str(h5), **(extra_files or {})},
+        artifacts={key: str(model_file), **(extra_files or {})},
         code_paths=[str(Path(__file__).parents[1])],  # the ferlab package, so the model loads where ferlab is not installed
         signature=signature(),
         pip_requirements=pinned_requirements(),

@@ -185,7 +185,8 @@ def rollback(name: str, reason: str | None = None) -> tuple[VersionInfo, Version
 
 
 def local_model_file(name: str, alias: str) -> str:
-    """Download models:/<name>@<alias> and return the path of its .h5 (for the inference tools)."""
+    """Download models:/<name>@<alias> and return the path of its model file for the inference
+    tools: the .h5, or model.tflite for a version that holds only that (`ferlab models import`)."""
     import mlflow
 
     if by_alias(name, alias) is None:
@@ -195,7 +196,7 @@ def local_model_file(name: str, alias: str) -> str:
     local = _call(f"models:/{name}@{alias}", mlflow.artifacts.download_artifacts, f"models:/{name}@{alias}")
     from pathlib import Path
 
-    found = sorted(Path(local).rglob("*.h5"))
+    found = sorted(Path(local).rglob("*.h5")) or sorted(Path(local).rglob("model.tflite"))
     if not found:
-        raise FerlabError(f"models:/{name}@{alias} holds no .h5 model; package it again with `dvc repro`.")
+        raise FerlabError(f"models:/{name}@{alias} holds no .h5 or .tflite model; package it again with `dvc repro`.")
     return str(found[0])

@@ -9,6 +9,7 @@ database. MLFLOW_TRACKING_URI overrides all of this (a team server).
 
 import json
 import os
+import platform
 import subprocess
 from pathlib import Path
 from typing import Mapping
@@ -99,6 +100,21 @@ def git_commit(cwd: str | os.PathLike = ".") -> str:
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def hardware(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """The CPU that trains, as the model card states it: model name, CPU count, and the
+    instruction sets that decide the training precision (AMX, AVX512-BF16, else AVX2)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    name = fields.get("model name", platform.machine())
+    isa = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in fields.get("flags", "").split()][:2]
+    family, model = fields.get("cpu family", "?"), fields.get("model", "?")
+    return f"{name} (family {family}, model {model}), {os.cpu_count()} CPUs ({', '.join(isa) or 'no AVX2'})"
 
 
 def run_name(env: Mapping[str, str] = os.environ) -> str | None:

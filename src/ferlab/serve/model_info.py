@@ -6,44 +6,13 @@ import re
 from pathlib import Path
 
 from ferlab import config
-from ferlab.errors import FerlabError
-
-
-def production_uri() -> str:
-    return f"models:/{config.current().package.registered_model}@production"
-
-
-def _registry_has(uri: str) -> bool:
-    """Whether the MLflow registry (the project's mlflow.db, or MLFLOW_TRACKING_URI) has this alias."""
-    from ferlab.lifecycle import registry, tracking
-
-    if tracking.connect() is None:
-        return False
-    name, alias = registry.parse_uri(uri)
-    try:
-        return registry.by_alias(name, alias) is not None
-    except FerlabError:  # no such registered model, or the server is unreachable
-        return False
 
 
 def default_source(env=os.environ) -> str:
-    """$FERLAB_MODEL, else the registry's production model, else models/bundle, else models/model.h5."""
-    if env.get("FERLAB_MODEL"):
-        return env["FERLAB_MODEL"]
-    production = production_uri()
-    if _registry_has(production):
-        return production
-    from ferlab.inference.sources import default_model
+    """The model `ferlab serve` serves when none is named: the one rule of every tool (ferlab.inference.sources.resolve)."""
+    from ferlab.inference.sources import resolve
 
-    local = default_model()  # the bundle if the package stage made one, else the trained .h5
-    if Path(local).exists():
-        return local
-    paths = config.current().paths
-    raise FerlabError(
-        f"no model to serve: the registry has no {production} and there is no {paths.bundle} "
-        f"or {paths.model}; run `dvc repro` (and `ferlab models promote`), or pass --model (a bundle "
-        "folder, a .h5 or .tflite file, or models:/<name>@<alias>)."
-    )
+    return resolve(None, env).source
 
 
 def _test_metrics(metrics_file: Path, calibrated: bool) -> dict | None:
@@ -70,8 +39,15 @@ def _card_name(card: Path) -> str | None:
 def describe(source: str) -> dict:
     """name, version, alias, source and the PrivateTest metrics (null where unknown)."""
     info = {"name": None, "version": None, "alias": None, "source": source, "test_metrics": None}
-    from ferlab.lifecycle import registry
+    from ferlab.lifecycle import pretrained, registry
 
+    if pretrained.is_uri(source):
+        card = pretrained.card(pretrained.name_of(source))
+        test = card["privatetest"]
+        info.update(name=card["name"], version=card["version"])
+        # as for the other sources: one view's accuracy and macro-F1, the calibration error as the tools predict (flip)
+        info["test_metrics"] = {"accuracy": test["none"]["accuracy"], "macro_f1": test["none"]["macro_f1"], "ece": test["flip"]["ece"]}
+        return info
     if registry.is_uri(source):
         name, alias = registry.parse_uri(source)
         info.update(name=name, alias=alias)
