@@ -5,6 +5,8 @@ facenet-pytorch and a CUDA build of torch for an MTCNN this benchmark does not u
     pip install --no-deps "fer==25.10.3" "setuptools<81"
 Run by hand on an otherwise idle machine, from the project root, after `dvc repro`:
     python benchmarks/vs_fer.py [--frames 100] [--model models/bundle]
+or, for several models with the tools' defaults (blazeface, flip) against fer on the same frames:
+    python benchmarks/vs_fer.py --models pretrained:fast pretrained:accurate --out reports/benchmarks/vs_fer_pretrained.json
 Frames: PrivateTest faces, each enlarged to 160x160 inside a 640x480 frame (edges stretched),
 plus scikit-image's astronaut photo. A face is found when a box is centred within 30 px of
 the face's centre; other boxes are counted as boxes off the face. ferlab runs five ways: its default
@@ -57,43 +59,22 @@ def quartiles(values: list[float]) -> dict:
     return {"median_ms": round(statistics.median(values) * 1000, 2), "p25_ms": round(q[0] * 1000, 2), "p75_ms": round(q[2] * 1000, 2)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--frames", type=int, default=100)
-    parser.add_argument("--model", default=None, help="default: models/bundle if present, else models/model.h5")
-    parser.add_argument("--processed", default="data/processed")
-    parser.add_argument("--out", type=Path, default=OUT, help=f"where the JSON goes (default {OUT})")
-    args = parser.parse_args()
+FACE_CENTRE = (240 + 80, 160 + 80)  # frame_of puts the 160x160 face at (240, 160)
 
-    from fer.fer import FER
 
-    data = arrays_mod.load(Path(args.processed) / arrays_mod.ARRAY_FILE)
-    idx = np.random.default_rng(0).choice(len(data.y["test"]), args.frames, replace=False)
-    frames = [frame_of(data.x["test"][i]) for i in idx]
-    truth = [EMOTIONS[data.y["test"][i]] for i in idx]
+def boxes_and_emotions(result) -> list[tuple[tuple, str]]:
+    if result and hasattr(result[0], "emotion"):
+        return [(f.box, f.emotion) for f in result]
+    return [(tuple(r["box"]), max(r["emotions"], key=r["emotions"].get)) for r in result]
 
-    model = resolve(args.model).source
-    ours = EmotionRecognizer.load(model)
-    tools = {
-        "ferlab": ours.predict,
-        "ferlab_haar": EmotionRecognizer(ours.classifier, "haar", ours.contract).predict,
-        "ferlab_no_tta": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="none").predict,
-        "ferlab_ten_crop": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="ten-crop").predict,
-        "ferlab_scale_rotate": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="scale-rotate").predict,
-        "fer": FER(mtcnn=False).detect_emotions,
-    }
 
-    face_centre = (240 + 80, 160 + 80)  # frame_of puts the 160x160 face at (240, 160)
+def on_face(box) -> bool:
+    x, y, w, h = box
+    return abs(x + w / 2 - FACE_CENTRE[0]) < 30 and abs(y + h / 2 - FACE_CENTRE[1]) < 30
 
-    def boxes_and_emotions(result) -> list[tuple[tuple, str]]:
-        if result and hasattr(result[0], "emotion"):
-            return [(f.box, f.emotion) for f in result]
-        return [(tuple(r["box"]), max(r["emotions"], key=r["emotions"].get)) for r in result]
 
-    def on_face(box) -> bool:
-        x, y, w, h = box
-        return abs(x + w / 2 - face_centre[0]) < 30 and abs(y + h / 2 - face_centre[1]) < 30
-
+def measure(tools: dict, frames: list, truth: list) -> dict:
+    """Each tool on every frame, alternating per frame: latency quartiles, face recall, boxes off the face, accuracy."""
     for frame in frames[:3]:  # warm-up: graph tracing, lazy loads
         for run in tools.values():
             run(frame)
@@ -112,7 +93,74 @@ def main() -> None:
             if hits:
                 found[name] += 1
                 correct[name] += hits[0] == label
+    return {
+        name: quartiles(timing[name])
+        | {
+            "face_recall": round(found[name] / len(frames), 3),
+            "boxes_off_the_face": spurious[name],
+            "accuracy_on_found": round(correct[name] / max(found[name], 1), 3),
+        }
+        for name in tools
+    }
 
+
+def compare_models(args, frames: list, truth: list) -> None:
+    from fer.fer import FER
+
+    recognizers = {model: EmotionRecognizer.load(model) for model in args.models}
+    measured = measure({**{m: r.predict for m, r in recognizers.items()}, "fer": FER(mtcnn=False).detect_emotions}, frames, truth)
+    summary = {
+        "frames": len(frames),
+        "frame_size": [640, 480],
+        "cpu": cpu_name(),
+        "ferlab_detector": next(iter(recognizers.values())).detector_name,
+        "ferlab_tta": next(iter(recognizers.values())).tta,
+        "ferlab": {m.removeprefix("pretrained:"): measured[m] | {"runtime": r.classifier.runtime} for m, r in recognizers.items()},
+        "fer": measured["fer"],
+    }
+    for name, s in [*summary["ferlab"].items(), ("fer", summary["fer"])]:
+        if name != "fer":
+            s["speedup_median"] = round(summary["fer"]["median_ms"] / s["median_ms"], 2)
+        print(
+            f"{name:10s} median {s['median_ms']:7.2f} ms (p25 {s['p25_ms']}, p75 {s['p75_ms']}); face recall {s['face_recall']:.3f}; "
+            f"boxes off the face {s['boxes_off_the_face']}; accuracy on found faces {s['accuracy_on_found']:.3f}"
+            + (f"; {s['speedup_median']}x fer" if name != "fer" else "")
+        )
+    write_json(args.out, summary)
+    print(f"wrote {args.out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=100)
+    parser.add_argument("--model", default=None, help="default: the model the tools use (ferlab.inference.sources.resolve)")
+    parser.add_argument("--models", nargs="+", help="instead of --model's five ways: these models, each with the tools' defaults")
+    parser.add_argument("--processed", default="data/processed")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"where the JSON goes (default {OUT})")
+    args = parser.parse_args()
+
+    from fer.fer import FER
+
+    data = arrays_mod.load(Path(args.processed) / arrays_mod.ARRAY_FILE)
+    idx = np.random.default_rng(0).choice(len(data.y["test"]), args.frames, replace=False)
+    frames = [frame_of(data.x["test"][i]) for i in idx]
+    truth = [EMOTIONS[data.y["test"][i]] for i in idx]
+
+    if args.models:
+        compare_models(args, frames, truth)
+        return
+    model = resolve(args.model).source
+    ours = EmotionRecognizer.load(model)
+    tools = {
+        "ferlab": ours.predict,
+        "ferlab_haar": EmotionRecognizer(ours.classifier, "haar", ours.contract).predict,
+        "ferlab_no_tta": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="none").predict,
+        "ferlab_ten_crop": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="ten-crop").predict,
+        "ferlab_scale_rotate": EmotionRecognizer(ours.classifier, ours.detector_name, ours.contract, tta="scale-rotate").predict,
+        "fer": FER(mtcnn=False).detect_emotions,
+    }
+
+    measured = measure(tools, frames, truth)
     astronaut = astronaut_frame()
     summary = {
         "frames": len(frames),
@@ -122,12 +170,7 @@ def main() -> None:
         "classifier_runtime": ours.classifier.runtime,
         "ferlab_detector": ours.detector_name,
     }
-    for name in tools:
-        summary[name] = quartiles(timing[name]) | {
-            "face_recall": round(found[name] / len(frames), 3),
-            "boxes_off_the_face": spurious[name],
-            "accuracy_on_found": round(correct[name] / max(found[name], 1), 3),
-        }
+    summary |= measured
     for name in ("ferlab", "ferlab_haar"):
         summary[name]["astronaut"] = [f.to_dict() for f in tools[name](astronaut)]
     summary["fer"]["astronaut"] = [

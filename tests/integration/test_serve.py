@@ -325,6 +325,23 @@ def test_a_bundle_reports_its_metrics_and_a_full_server_says_busy(tiny_model_pat
     assert all("busy" in answer["detail"] for status, answer in answers if status == 503)
 
 
+def test_with_no_model_named_it_serves_the_shipped_model_and_says_so(tmp_path, astronaut_jpeg):
+    """An empty folder, no registry, no $FERLAB_MODEL: the rule's last step, the package's own model."""
+    from ferlab.lifecycle import pretrained
+
+    server = start_server(None, tmp_path / "serve.log")
+    try:
+        status, info = request(server, "GET", "/v1/model")
+        answer = post_image(server, astronaut_jpeg)
+    finally:
+        stop_server(server)
+    card = pretrained.card(pretrained.default_uri().removeprefix(pretrained.PREFIX))
+    assert status == 200 and info["source"] == pretrained.default_uri() and info["version"] == card["version"]
+    assert info["test_metrics"]["accuracy"] == card["privatetest"]["none"]["accuracy"]
+    assert answer[0] == 200 and len(answer[1]["faces"]) == 1
+    assert answer[1]["model"] == {"name": card["name"], "version": card["version"]}
+
+
 # ---- the command's own errors: one line, exit status 1 -----------------------------------------
 
 
@@ -343,9 +360,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess, starts: str) -> N
 def test_a_missing_model_is_one_clear_line(tmp_path, tiny_model_path):
     result = run_serve(tmp_path, "--model", tmp_path / "models" / "model.h5", "--port", free_port(), timeout=60)
     assert_one_line_error(result, "no model at ")
-    assert "run `dvc repro` to train one" in result.stderr
-    # no --model, no registry, no models/ in the working directory
-    assert_one_line_error(run_serve(tmp_path, "--port", free_port(), timeout=120), "no model to serve")
+    assert "`dvc repro` trains one" in result.stderr
     # a registered model, but no registry: found out while loading, after the server started
     result = run_serve(tmp_path, "--model", "models:/ferlab-emotion@production", "--port", free_port())
     assert_one_line_error(result, "cannot resolve models:/ferlab-emotion@production")

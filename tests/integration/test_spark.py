@@ -71,7 +71,7 @@ def test_a_wrong_model_is_one_sentence_before_any_job(spark, tmp_path):
     from ferlab.inference.spark import score_images
 
     images = spark.read.format("binaryFile").load(str(write_photos(tmp_path / "photos")))
-    with pytest.raises(FerlabError, match=r"^no model at .*missing; run `dvc repro`"):
+    with pytest.raises(FerlabError, match=r"^no model at .*missing; pass --model pretrained:fast"):
         score_images(images, model=str(tmp_path / "missing"))
 
 

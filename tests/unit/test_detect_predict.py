@@ -8,7 +8,7 @@ import zlib
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO, face_scene
+from conftest import face_scene
 
 from ferlab.contract import EMOTIONS, FACE_MARGIN, normalize, preprocessing, scale_rotate_views, ten_views
 from ferlab.errors import FerlabError
@@ -444,10 +444,10 @@ def test_two_faces_are_found_largest_first(recognizer, haar_faces):
 
 
 def test_missing_model_says_how_to_get_one(tmp_path):
-    with pytest.raises(FerlabError, match=r"no model at .*nothing\.h5; run `dvc repro` to train one, or promote"):
+    with pytest.raises(FerlabError, match=r"no model at .*nothing\.h5; pass --model pretrained:fast \(shipped with ferlab\)"):
         load_model(tmp_path / "nothing.h5")
     (tmp_path / "empty_bundle").mkdir()
-    with pytest.raises(FerlabError, match="holds no model.h5"):
+    with pytest.raises(FerlabError, match="holds no model.h5 or model.tflite"):
         load_model(tmp_path / "empty_bundle")
 
 
@@ -504,10 +504,7 @@ def test_tracker_keeps_indices_of_moving_faces():
 
 def test_astronaut_is_one_happy_face():
     skimage_data = pytest.importorskip("skimage.data", reason="needs scikit-image for its astronaut photo")
-    model = REPO / "models" / "model.h5"
-    if not model.is_file():
-        pytest.skip(f"needs a trained model at {model} (run `dvc repro`); a tiny test model cannot judge emotions")
-    faces = EmotionRecognizer.load(model).predict(skimage_data.astronaut(), color="rgb")
+    faces = EmotionRecognizer.load("pretrained:fast").predict(skimage_data.astronaut(), color="rgb")
     assert len(faces) == 1
     x, y, w, h = faces[0].box
     assert 150 < x + w / 2 < 300 and 50 < y + h / 2 < 200  # her face, not the flag or the suit

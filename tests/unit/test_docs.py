@@ -85,8 +85,24 @@ def test_the_cli_reference_is_the_cli_help(site, command):
     assert done.stdout.strip() in text_of(site, "inference/cli")
 
 
-def test_the_readme_holds_the_headline_table_as_generated():
-    assert hooks.readme_headline((REPO / "README.md").read_text()) == hooks.headline(), "run `python docs/hooks.py`"
+@pytest.mark.parametrize("name", hooks.README_PARTS)
+def test_the_readme_holds_the_tables_as_generated(name):
+    assert hooks.readme_part((REPO / "README.md").read_text(), name) == hooks.PARTS[name](), "run `python docs/hooks.py`"
+
+
+def test_the_pretrained_table_gives_each_shipped_models_card():
+    from ferlab.lifecycle import pretrained
+
+    table = hooks.readme_part((REPO / "README.md").read_text(), "pretrained")
+    assert pretrained.available(), "the README's first screen shows the shipped models"
+    for name in pretrained.available():
+        card = pretrained.card(name)
+        test = card["privatetest"]
+        cells = row(table, f"`pretrained:{name}` (`{card['architecture']}`)")
+        assert numbers(cells)[:5] == [pct(test[m]["accuracy"]) for m in ("none", "flip", "ten_crop")] + [
+            f"{test['flip']['macro_f1']:.3f}",
+            f"{test['flip']['ece']:.3f}",
+        ]
 
 
 def test_the_headline_figures_are_those_of_the_files_it_names():

@@ -207,3 +207,17 @@ def test_models_import_refuses_what_is_not_a_shipped_model(shipped, no_registry,
     assert ferlab_main(["models", "import", "pretrained:accurate"]) == 1
     assert "is not shipped in this version of ferlab" in capsys.readouterr().err
     assert not (no_registry / "mlflow.db").exists()  # nothing was created for a refused import
+
+
+def test_the_service_describes_a_shipped_model_by_its_card(shipped, no_registry):
+    from ferlab.serve.model_info import default_source, describe
+
+    card = pretrained.card("fast")
+    assert default_source() == "pretrained:fast"
+    info = describe("pretrained:fast")
+    assert (info["name"], info["version"], info["source"]) == ("fast", card["version"], "pretrained:fast")
+    assert info["test_metrics"] == {
+        "accuracy": card["privatetest"]["none"]["accuracy"],
+        "macro_f1": card["privatetest"]["none"]["macro_f1"],
+        "ece": card["privatetest"]["flip"]["ece"],
+    }

@@ -23,7 +23,7 @@ BUNDLE_LABELS = "labels.json"  # {"emotions": [{"id": 0, "name": "angry"}, ...]}
 def missing_model(source) -> FerlabError:
     return FerlabError(
         f"no model at {source}; pass --model pretrained:fast (shipped with ferlab), a bundle folder, a .h5 or .tflite "
-        "file, or models:/<name>@<alias>; `dvc repro` trains one."
+        "file, or models:/<name>@<alias>; `dvc repro` trains one and `dvc pull` fetches the team's from its DVC remote."
     )
 
 
