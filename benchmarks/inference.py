@@ -73,7 +73,8 @@ def tiled_frame(frame: np.ndarray, count: int) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="default: models/bundle if present, else models/model.h5")
+    parser.add_argument("--model", default=None, help="default: the model the tools use (ferlab.inference.sources.resolve)")
+    parser.add_argument("--out", type=Path, default=OUT, help=f"where the JSON goes (default {OUT})")
     parser.add_argument("--detectors", nargs="+", default=["blazeface", "haar", "mtcnn"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64, 256, 1024])
     parser.add_argument("--faces", nargs="+", type=int, default=[1, 5, 20])
@@ -143,12 +144,17 @@ def main() -> None:
     image = tmp / "frame.jpg"
     cv2.imwrite(str(image), frame)
     cold = {}
-    for label, extra in (("default", []), ("keras_haar", ["--runtime", "keras", "--detector", "haar"])):
-        command = [sys.executable, "-m", "ferlab.cli", "detect", str(image), "--json", "--model", model, *extra]
+    named = str(Path(model).resolve()) if Path(model).exists() else model  # the commands run in a temporary folder
+    ways = [("default", ["--model", named])]
+    ways += [("keras_haar", ["--model", named, "--runtime", "keras", "--detector", "haar"])] if "keras" in runtimes else []
+    ways += [("no_model_named_empty_folder", [])]  # a fresh install: the rule falls through to the shipped model
+    env = {k: v for k, v in os.environ.items() if k not in ("FERLAB_MODEL", "MLFLOW_TRACKING_URI")}
+    for label, extra in ways:
+        command = [sys.executable, "-m", "ferlab.cli", "detect", str(image), "--json", *extra]
         runs = []
         for _ in range(args.cold_runs):
             start = time.perf_counter()
-            subprocess.run(command, check=True, capture_output=True)
+            subprocess.run(command, check=True, capture_output=True, cwd=tmp, env=env)
             runs.append(time.perf_counter() - start)
         cold[label] = {"median_s": round(statistics.median(runs), 2), "runs": [round(r, 2) for r in runs], "command": command[3:]}
         print(
@@ -160,8 +166,8 @@ def main() -> None:
     cold["help_s"] = round(time.perf_counter() - start, 2)
     results["cold_start"] = cold
 
-    write_json(OUT, results)
-    print(f"wrote {OUT}")
+    write_json(args.out, results)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -149,7 +149,8 @@ def test_detect_table_csv_and_globs(capsys, photos, tiny_model_path):
     assert code == 1  # the glob takes empty.jpg and notes.jpg too
     rows = list(csv.DictReader(io.StringIO(out)))
     assert sorted(Path(r["path"]).name for r in rows) == ["face0.jpg", "face1.jpg", "face2.jpg"]
-    assert list(rows[0]) == ["path", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS]
+    assert list(rows[0]) == ["path", "face", "x", "y", "w", "h", "confidence", "emotion", *EMOTIONS, "model"]
+    assert {r["model"] for r in rows} == {str(tiny_model_path)}
     assert all(r["emotion"] == max(EMOTIONS, key=lambda e: float(r[e])) for r in rows)
 
     code, out, err = ferlab(capsys, "detect", photos / "*.gif", "--model", tiny_model_path)

@@ -4,6 +4,7 @@ ferlab checkout, with no training and no network."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -24,8 +25,12 @@ def installed(tmp_path_factory) -> Path:
     """A venv holding only the ferlab wheel; its dependencies come from this environment's
     site-packages through a .pth line (which does not run this environment's editable install)."""
     tmp = tmp_path_factory.mktemp("wheel")
+    source = tmp / "source"  # a copy, so that the build leaves nothing in the checkout
+    shutil.copytree(REPO / "src" / "ferlab", source / "src" / "ferlab", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(REPO / name, source / name)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist", REPO],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "dist", source],
         check=True,
         capture_output=True,
     )

@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Facial emotion recognition (FER2013's 7 emotions) in images, videos and live sources.",
         epilog="Run `ferlab COMMAND --help` for a command's options.\n"
-        "The model is models/bundle (or models/model.h5) by default: make it with `dvc repro`.",
+        "The model: --model, else $FERLAB_MODEL, else the registry's production model, else models/bundle,\n"
+        "else the model shipped with ferlab (pretrained:fast, pretrained:accurate).",
     )
     parser.add_argument("--version", action="version", version=f"ferlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
