@@ -184,6 +184,8 @@ def test_models_import_registers_the_shipped_model_and_the_gate_compares_against
     assert version.tags["source"] == "pretrained:fast" and version.tags["model_sha256"] == card["files"]["model.tflite"]
     registry.promote("ferlab-emotion")
     assert resolve(None).source == "models:/ferlab-emotion@production"
+    assert ferlab_main(["models", "list"]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == "pretrained:fast"
 
     # the registered version holds only the TFLite file: the tools and MLflow's pyfunc both run it
     faces, labels = fer_faces

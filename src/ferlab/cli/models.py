@@ -27,7 +27,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:  # common: unused
     )
     sub = models.add_subparsers(dest="models_command", required=True, metavar="{list,promote,rollback,import,ship}")
     name_option = {"help": f"registered model (default: package.registered_model in params.yaml, else {config.Package().registered_model})"}
-    listing = sub.add_parser("list", help="versions with test accuracy, macro-F1, aliases, creation time")
+    listing = sub.add_parser("list", help="versions with test accuracy, macro-F1, aliases, creation time, source")
     listing.add_argument("--name", **name_option)
     promote = sub.add_parser(
         "promote",
@@ -113,12 +113,13 @@ def run(args) -> int:
     name = args.name or config.current().package.registered_model
     if args.models_command == "list":
         rows = registry.versions(name)
-        print(f"{'version':>7}  {'test_acc':>8}  {'macro_f1':>8}  {'aliases':<22}  created")
+        print(f"{'version':>7}  {'test_acc':>8}  {'macro_f1':>8}  {'aliases':<22}  {'created':<25}  source")
         for v in rows:
             acc, f1 = v.metric("test_accuracy"), v.metric("test_macro_f1")
+            source = v.tags.get("source") or (f"run {v.run_id}" if v.run_id else "-")  # imported models name where they came from
             print(
                 f"{v.version:>7}  {acc if acc is not None else '-':>8}  {f1 if f1 is not None else '-':>8}  "
-                f"{','.join(v.aliases) or '-':<22}  {v.created}"
+                f"{','.join(v.aliases) or '-':<22}  {v.created:<25}  {source}"
             )
         return 0
     if args.models_command == "promote":
