@@ -36,7 +36,7 @@ def vs_fer_models_section(vs_fer: dict, source: str) -> list[str]:
         "| tool | median ms per frame (p25-p75) | face recall | boxes off the face | accuracy on found faces | faster than fer |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    rows = [(f"`pretrained:{name}` ({s['runtime']})", s) for name, s in vs_fer["ferlab"].items()] + [("fer `FER(mtcnn=False)`", theirs)]
+    rows = [(f"`{name}` ({s['runtime']})", s) for name, s in vs_fer["ferlab"].items()] + [("fer `FER(mtcnn=False)`", theirs)]
     for label, s in rows:
         faster = f"{s['speedup_median']}x" if "speedup_median" in s else ""
         lines.append(

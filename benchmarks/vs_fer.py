@@ -115,7 +115,7 @@ def compare_models(args, frames: list, truth: list) -> None:
         "cpu": cpu_name(),
         "ferlab_detector": next(iter(recognizers.values())).detector_name,
         "ferlab_tta": next(iter(recognizers.values())).tta,
-        "ferlab": {m.removeprefix("pretrained:"): measured[m] | {"runtime": r.classifier.runtime} for m, r in recognizers.items()},
+        "ferlab": {m: measured[m] | {"runtime": r.classifier.runtime} for m, r in recognizers.items()},
         "fer": measured["fer"],
     }
     for name, s in [*summary["ferlab"].items(), ("fer", summary["fer"])]:

@@ -145,7 +145,7 @@ def test_the_calibration_figures_are_those_of_calibration_json():
 
 
 def test_the_tta_table_is_that_of_the_reports():
-    table, metrics = page("inference/index.md"), load("reports/metrics.json")
+    table, metrics = page("inference/index.md"), load("reports/benchmarks/metrics_default_v8.json")
     degraded = {
         m: next(iter(load(f"reports/benchmarks/corrupted_accuracy_v8{m}.json")["models"].values()))
         for m in ("", "_ten_crop", "_scale_rotate")

@@ -8,11 +8,15 @@ from ferlab.errors import FerlabError
 
 
 def check_source(source: str) -> None:
-    """A missing file or folder is reported before the server starts (registry URIs are checked when loading)."""
+    """A missing file or folder, or a shipped model that is not shipped or damaged, is reported before the server
+    starts (registry URIs are checked when loading)."""
     from ferlab.inference.sources import missing_model
+    from ferlab.lifecycle import pretrained
     from ferlab.lifecycle.registry import is_uri
 
-    if not is_uri(source) and not Path(source).exists():
+    if pretrained.is_uri(source):
+        pretrained.verified_folder(source)
+    elif not is_uri(source) and not Path(source).exists():
         raise missing_model(source)
 
 
