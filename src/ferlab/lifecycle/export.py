@@ -5,8 +5,10 @@ against the .h5 with the runtime that inference uses (ferlab.inference.classifie
 import contextlib
 import io
 import os
+import warnings
 
 from ferlab.fileio import atomic_path
+from ferlab.quiet import native_stderr_silenced
 
 
 def to_tflite(model, path: str | os.PathLike, quantization: str = "float16", representative=None) -> None:
@@ -27,7 +29,9 @@ def to_tflite(model, path: str | os.PathLike, quantization: str = "float16", rep
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quantization != "none":
         raise ValueError(f"package.tflite must be float16, dynamic or none, not {quantization!r}")  # int8: shipped models only
-    with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its whole graph signature
+    # the converter prints its whole graph signature, and the int8 calibrator its settings and a warning
+    with contextlib.redirect_stdout(io.StringIO()), native_stderr_silenced(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         payload = converter.convert()
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
