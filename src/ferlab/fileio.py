@@ -1,5 +1,6 @@
 """Atomic writes: a stage's output is either the old one or the complete new one."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +33,15 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
             os.replace(staged, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file, read in blocks (archives, shipped models)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

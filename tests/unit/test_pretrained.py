@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from ferlab.cli.main import main as ferlab_main
 from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
+from ferlab.fileio import sha256_of
 from ferlab.inference.predict import EmotionRecognizer
 from ferlab.inference.sources import load_model, resolve
 from ferlab.lifecycle import pretrained, registry, shipping
@@ -64,7 +65,7 @@ def test_ship_writes_the_chosen_file_its_checksums_and_a_card_that_its_figures_r
     folder = shipped_root / "fast"
     card = json.loads((folder / "card.json").read_text())
     assert sorted(card["files"]) == ["MODEL_CARD.md", "labels.json", "model.tflite", "preprocessing.json"]
-    assert all(pretrained.sha256(folder / f) == digest for f, digest in card["files"].items())
+    assert all(sha256_of(folder / f) == digest for f, digest in card["files"].items())
     assert card["format"] == shipping.choose_format(
         card["formats"]["float32"], {f: {m: {"accuracy": card["formats"][f][m]} for m in ("none", "flip")} for f in shipping.FORMATS}
     )

@@ -7,13 +7,13 @@
   paths, then Kaggle if credentials are present.
 """
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ferlab.data import kaggle
 from ferlab.data.readers import ReadResult, read_csv, read_image_archive, read_image_folder
 from ferlab.errors import DataError
+from ferlab.fileio import sha256_of
 
 DROP_NAMES = ("archive.zip", "fer2013.zip", "fer2013.csv", "fer2013")
 
@@ -62,14 +62,6 @@ def resolve(source: str, root: Path, drop_folder: str, candidates: list[str], ca
         f"(3) let ferlab download it from Kaggle: {kaggle.HOW_TO_AUTHENTICATE}. "
         f"Looked for: {tried}."
     )
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def expected_sha256(path: Path, known: dict[str, str]) -> str | None:

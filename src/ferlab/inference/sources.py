@@ -79,13 +79,7 @@ def _registry_production(env) -> str | None:
         return None
     tracking.connect(env)
     uri = production_uri()
-    name, alias = registry.parse_uri(uri)
-    try:
-        return uri if registry.by_alias(name, alias) is not None else None
-    except FerlabError as err:
-        if "not found in the registry" in str(err):  # the registry has no such model yet
-            return None
-        raise
+    return uri if registry.find(*registry.parse_uri(uri)) is not None else None
 
 
 def _local_model() -> str | None:

@@ -7,11 +7,11 @@ used, so a damaged install fails with one sentence instead of giving wrong emoti
 `ferlab models ship` (ferlab.lifecycle.shipping) writes these folders from a finished training.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
 from ferlab.errors import FerlabError
+from ferlab.fileio import sha256_of
 
 PREFIX = "pretrained:"
 NAMES = ("accurate", "fast")  # the preferred default first
@@ -59,14 +59,6 @@ def card(name: str, root: Path | None = None) -> dict:
         raise FerlabError(f"the card of {PREFIX}{name} ({path}) is unreadable ({err}); reinstall ferlab.") from None
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verified_folder(uri: str, root: Path | None = None) -> Path:
     """The folder of a shipped model after checking each of its files against its card."""
     name = name_of(uri, root)
@@ -77,7 +69,7 @@ def verified_folder(uri: str, root: Path | None = None) -> Path:
         path = folder / file
         if not path.is_file():
             raise FerlabError(f"{PREFIX}{name} is missing {file} ({path}); reinstall ferlab.")
-        if sha256(path) != expected:
+        if sha256_of(path) != expected:
             raise FerlabError(f"{path} does not match its SHA-256 in {CARD}; the install is damaged, reinstall ferlab.")
     _verified.add(folder)
     return folder

@@ -111,6 +111,14 @@ def by_alias(name: str, alias: str) -> VersionInfo | None:
         return None
 
 
+def find(name: str, alias: str) -> VersionInfo | None:
+    """by_alias, but None also where the registry holds no model `name` yet (nothing registered is
+    not an error here); a registry that cannot be reached still is."""
+    if not _call("registered models", _client().search_registered_models, f"name='{name}'"):
+        return None
+    return by_alias(name, alias)
+
+
 def get(name: str, version: str) -> VersionInfo:
     return _info(_call(f"version {version} of {name!r}", _client().get_model_version, name, str(version)))
 

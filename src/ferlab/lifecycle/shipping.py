@@ -17,7 +17,7 @@ import numpy as np
 from ferlab import contract
 from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
-from ferlab.fileio import atomic_path, read_json, write_json
+from ferlab.fileio import atomic_path, read_json, sha256_of, write_json
 from ferlab.lifecycle import model_card, pretrained
 from ferlab.lifecycle.export import to_tflite
 
@@ -141,7 +141,7 @@ def ship(
             for file in COPIED:
                 shutil.copyfile(bundle / file, out / file)
             (out / "MODEL_CARD.md").write_text(model_card.render_shipped(card))
-            card["files"] = {p.name: pretrained.sha256(p) for p in sorted(out.iterdir())}
+            card["files"] = {p.name: sha256_of(p) for p in sorted(out.iterdir())}
             write_json(out / pretrained.CARD, card)
     finally:
         shutil.rmtree(work, ignore_errors=True)
