@@ -534,7 +534,7 @@ def test_shrink_gives_the_asked_size_and_the_area_average(size, want):
 
 
 def test_batch_workers_load_the_second_look_as_told(tiny_model_path):
-    from ferlab.inference.batch import RecognizerOptions
+    from ferlab.inference.options import RecognizerOptions
 
     assert RecognizerOptions(model=str(tiny_model_path)).load().fill_pad == FILL_PAD
     assert RecognizerOptions(model=str(tiny_model_path), filling_faces=False).load().fill_pad == 0

@@ -204,6 +204,26 @@ def test_the_recognizer_explains_with_gradcam_and_occlusion_alike(spot_model):
         assert heat[30:36, 10:16].mean() > 0.5 and heat[:20].max() < 0.05
 
 
+def test_one_dispatch_serves_the_recognizer_and_whoever_holds_the_faces(spot_model):
+    """explain.heat_maps is what EmotionRecognizer.explain (and the service, on its model thread) call:
+    the same probabilities and maps for the same faces, by the method asked for or chosen."""
+    faces = np.stack([spot(slice(30, 36), slice(10, 16)), spot(slice(2, 8), slice(20, 26))])
+    keras_recognizer = EmotionRecognizer(spot_model, detector="haar")
+    for method, used in (("auto", "gradcam"), ("gradcam", "gradcam"), ("occlusion", "occlusion")):
+        probabilities, maps = explain.heat_maps(keras_recognizer, faces, method)
+        assert probabilities.shape == (2, 7) and maps.shape == (2, 48, 48)
+        np.testing.assert_allclose(probabilities, keras_recognizer.classify(faces), atol=1e-6)
+        (alone,) = keras_recognizer.explain(faces[0], face_crop=True, method=method)
+        assert alone.method == used
+        np.testing.assert_allclose(alone.heatmap, maps[0], atol=1e-5)
+    reader = BlockReader()
+    litert_like = EmotionRecognizer(reader, detector="haar", tta="flip")  # not a Keras model: auto is occlusion
+    probabilities, maps = explain.heat_maps(litert_like, np.stack([face_with((slice(32, 40), slice(12, 20)))]))
+    assert reader.calls == 1 and reader.faces == 2 * 122 and maps[0][32:40, 12:20].mean() > 0.7
+    with pytest.raises(FerlabError, match="Grad-CAM needs the gradients of a Keras model"):
+        explain.heat_maps(litert_like, faces, "gradcam")
+
+
 # ---- rendering and the LiteRT runtime ----------------------------------------------------------
 
 

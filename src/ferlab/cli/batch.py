@@ -26,7 +26,8 @@ def cmd_batch(args) -> int:
 
     from ferlab.errors import FerlabError
     from ferlab.inference import batch_input
-    from ferlab.inference.batch import BatchJob, RecognizerOptions, output_format
+    from ferlab.inference.batch import BatchJob, output_format
+    from ferlab.inference.options import RecognizerOptions
 
     output_format(args.output)  # before any work: a wrong suffix is one line at once
     if batch_input.is_table(args.input):
@@ -38,10 +39,7 @@ def cmd_batch(args) -> int:
         if problems or not files:
             raise FerlabError(problems[0][1] if problems else f"{args.input} names no image.")
         images = batch_input.of_files(args.input, files)
-    options = RecognizerOptions(
-        args.model, args.detector, args.align, args.max_pixels, args.runtime, args.tta, args.face_crop, args.filling_faces
-    )
-    job = BatchJob(images, args.output, options, args.part_size)
+    job = BatchJob(images, args.output, RecognizerOptions.from_args(args), args.part_size)
     bar = tqdm(unit="image", disable=args.quiet or None, file=sys.stderr, dynamic_ncols=True)
 
     def start(done: int, total: int) -> None:

@@ -53,21 +53,10 @@ def input_files(patterns: list[str]) -> tuple[list[str], int]:
 
 
 def load_recognizer(args):
-    import cv2
+    """The recogniser a command's model options name (ferlab.inference.options.RecognizerOptions)."""
+    from ferlab.inference.options import RecognizerOptions
 
-    from ferlab.inference.predict import EmotionRecognizer, fill_pad_of
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our errors say it in one line
-
-    return EmotionRecognizer.load(
-        args.model,
-        detector=args.detector,
-        align=args.align,
-        max_pixels=args.max_pixels,
-        runtime=args.runtime,
-        tta=args.tta,
-        fill_pad=fill_pad_of(args.filling_faces),
-    )
+    return RecognizerOptions.from_args(args).load()
 
 
 def positive(text: str) -> int:
@@ -87,7 +76,7 @@ def model_options(group) -> None:
     """--model, --runtime, --detector, --align and --tta: the same for every command that uses a model."""
     from ferlab.inference.detect import DEFAULT_DETECTOR, DETECTORS
     from ferlab.inference.predict import DEFAULT_TTA, TTA_MODES
-    from ferlab.inference.sources import RUNTIMES
+    from ferlab.inference.sources import DEFAULT_RUNTIME, RUNTIMES
 
     group.add_argument(
         "--model",
@@ -98,7 +87,7 @@ def model_options(group) -> None:
     group.add_argument(
         "--runtime",
         choices=RUNTIMES,
-        default="auto",
+        default=DEFAULT_RUNTIME,
         help="tflite: the bundle's model.tflite on LiteRT (starts fast, no TensorFlow); keras: the .h5 "
         "on TensorFlow; auto: tflite where the model has it (default: %(default)s)",
     )

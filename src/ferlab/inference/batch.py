@@ -26,6 +26,7 @@ from ferlab.errors import FerlabError
 from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.inference import face_rows
 from ferlab.inference.batch_input import BatchInput
+from ferlab.inference.options import RecognizerOptions
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 DEFAULT_PART_SIZE = 128
@@ -41,35 +42,6 @@ WHAT = {
     "options": "set of model options",
     "model": "model",
 }
-
-
-@dataclass(frozen=True)
-class RecognizerOptions:
-    """What each worker loads: the arguments of EmotionRecognizer.load, and --face-crop."""
-
-    model: str | None = None
-    detector: str = "blazeface"
-    align: bool | None = None
-    max_pixels: int = 50_000_000
-    runtime: str = "auto"
-    tta: str = "flip"
-    face_crop: bool = False
-    filling_faces: bool = True
-
-    def load(self, threads: int | None = None):
-        """The recogniser, its LiteRT and OpenCV work on `threads` threads."""
-        import cv2
-
-        from ferlab import litert
-        from ferlab.inference.predict import EmotionRecognizer, fill_pad_of
-
-        if threads:
-            litert.set_default_threads(threads)
-            cv2.setNumThreads(threads)
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-        return EmotionRecognizer.load(
-            self.model, self.detector, self.align, self.max_pixels, self.runtime, self.tta, fill_pad_of(self.filling_faces)
-        )
 
 
 @dataclass

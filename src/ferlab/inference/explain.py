@@ -47,6 +47,20 @@ def choose_method(method: str, classifier) -> str:
     return method
 
 
+def heat_maps(recognizer, faces: np.ndarray, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """The one dispatch of the methods: (N, 48, 48) uint8 faces -> (their probabilities (N, 7), as the
+    recognizer's classify gives them, TTA included; their maps (N, 48, 48)), by `method` (as
+    choose_method takes it) for `recognizer` (an EmotionRecognizer: its classify, classifier and tta).
+    Occlusion classifies the faces and all their occluded copies in one call; Grad-CAM classifies the
+    faces, then takes the gradients of the Keras model. Both use the model: in the service, call it on
+    the model's thread."""
+    used = choose_method(method, recognizer.classifier)
+    if used == "occlusion":
+        return occlusion_maps(recognizer.classify(occlusion_inputs(faces)), len(faces))
+    probabilities = recognizer.classify(faces)
+    return probabilities, gradcam_maps(recognizer.classifier.model, faces, probabilities.argmax(axis=1), recognizer.tta)
+
+
 def normalised(heat: np.ndarray) -> np.ndarray:
     """Scaled to [0, 1] by its maximum; all zeros stays all zeros (nothing moved the decision)."""
     heat = np.maximum(np.asarray(heat, np.float32), 0)

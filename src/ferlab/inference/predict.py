@@ -26,7 +26,7 @@ wrong (missing or unreadable file, corrupt or truncated image, an image above
 import copy
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import cv2
 import numpy as np
@@ -46,7 +46,7 @@ from ferlab.inference.detect import (
     get_detector,
 )
 from ferlab.inference.images import DEFAULT_MAX_PIXELS, ImageInput, decode, load_image
-from ferlab.inference.sources import label, load_model, resolve
+from ferlab.inference.sources import DEFAULT_RUNTIME, label, load_model, resolve
 
 # Test-time augmentation of each face (TTA_MODES, contract.tta_views): "flip" averages the
 # probabilities of the face and its mirror image (one batch of twice the faces; +1 point on
@@ -118,7 +118,8 @@ class Explanation:
         return {**self.face.to_dict(), "method": self.method}
 
 
-CHUNK = 32  # images whose faces go through the model together (predict_files, ferlab detect, ferlab evaluate)
+CHUNK = 32  # images whose faces go through the model together (classify_in_chunks: predict_files, ferlab detect, ferlab evaluate)
+T = TypeVar("T")
 
 
 # ---- the recognizer -------------------------------------------------------------------------
@@ -163,7 +164,7 @@ class EmotionRecognizer:
         detector: str = DEFAULT_DETECTOR,
         align: bool | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        runtime: str = "auto",
+        runtime: str = DEFAULT_RUNTIME,
         tta: str = DEFAULT_TTA,
         fill_pad: float = FILL_PAD,
     ) -> "EmotionRecognizer":
@@ -248,11 +249,7 @@ class EmotionRecognizer:
         used = explain.choose_method(method, self.classifier)
         bgr = load_image(image, color, self.max_pixels)
         detections, faces = self.crops(bgr, face_crop)
-        if used == "occlusion":
-            probabilities, maps = explain.occlusion_maps(self.classify(explain.occlusion_inputs(faces)), len(faces))
-        else:
-            probabilities = self.classify(faces)
-            maps = explain.gradcam_maps(self.classifier.model, faces, probabilities.argmax(axis=1), self.tta)
+        probabilities, maps = explain.heat_maps(self, faces, used)
         return explanations(detections, probabilities, maps, used, self.regions(bgr, detections, face_crop))
 
     def predict(self, image: ImageInput, face_crop: bool = False, color: str = "bgr") -> list[Face]:
@@ -266,31 +263,62 @@ class EmotionRecognizer:
         that stopped it). The faces of `chunk` images go through the model together; each image
         is decoded once; `on_read` is called after each path is read (progress). An entry may be
         (name, encoded bytes) instead of a path (an image held in a table): it is named `name`."""
-        for start in range(0, len(paths), chunk):
-            read = []
-            for entry in paths[start : start + chunk]:
-                path = entry[0] if isinstance(entry, tuple) else entry
-                try:
-                    if isinstance(entry, tuple):
-                        image = decode(bytes(entry[1] or b""), path, self.max_pixels)
-                    else:
-                        image = load_image(path, max_pixels=self.max_pixels)
-                    read.append((path, image, *self.crops_of(image, face_crop)))
-                except FerlabError as err:
-                    read.append((path, None, err, None))
-                if on_read:
-                    on_read()
-            ok = [r for r in read if r[1] is not None]
-            probabilities = self.classify(np.concatenate([r[3] for r in ok])) if ok else None
-            found = iter(assemble([r[2] for r in ok], probabilities)) if ok else iter(())
-            for path, image, detections_or_error, _ in read:
-                yield (path, None, detections_or_error) if image is None else (path, image, next(found))
+
+        def name_of(entry) -> str:
+            return entry[0] if isinstance(entry, tuple) else entry
+
+        def read(entry) -> tuple[tuple[np.ndarray, list[Detection]], np.ndarray]:
+            if isinstance(entry, tuple):
+                image = decode(bytes(entry[1] or b""), entry[0], self.max_pixels)
+            else:
+                image = load_image(entry, max_pixels=self.max_pixels)
+            detections, faces = self.crops_of(image, face_crop)
+            return (image, detections), faces
+
+        for entry, kept, probabilities in classify_in_chunks(self.classify, paths, read, chunk, on_read):
+            if probabilities is None:  # kept is the error
+                yield name_of(entry), None, kept
+            else:
+                image, detections = kept
+                yield name_of(entry), image, assemble([detections], probabilities)[0]
 
     def predict_batch(self, images: Iterable[ImageInput], face_crop: bool = False, color: str = "bgr") -> list[list[Face]]:
         """The faces of many images; all faces go through the model together."""
         found = [self.crops(image, face_crop, color) for image in images]
         probabilities = self.classify(np.concatenate([faces for _, faces in found])) if found else None
         return assemble([detections for detections, _ in found], probabilities)
+
+
+def classify_in_chunks(
+    classify: Callable[[np.ndarray], np.ndarray],
+    items: Sequence[T],
+    crop: Callable[[T], tuple[object, np.ndarray]],
+    chunk: int = CHUNK,
+    on_read: Callable[[], None] | None = None,
+) -> Iterator[tuple[T, object, np.ndarray | None]]:
+    """The one crop -> classify loop of the tools that read many images (predict_files, ferlab evaluate):
+    for each item in order, (item, what crop(item) kept, the probabilities (k, 7) of its k faces), or
+    (item, the FerlabError that crop raised, None). crop(item) -> (what to keep, (k, 48, 48) uint8 faces);
+    the faces of `chunk` items go through `classify` (the recognizer's, with its TTA) in one call;
+    `on_read` is called after each item is cropped (progress)."""
+    for start in range(0, len(items), chunk):
+        read = []
+        for item in items[start : start + chunk]:
+            try:
+                read.append((item, *crop(item)))
+            except FerlabError as err:
+                read.append((item, err, None))
+            if on_read:
+                on_read()
+        faces = [faces for _, _, faces in read if faces is not None]
+        probabilities = classify(np.concatenate(faces)) if faces else None
+        row = 0
+        for item, kept, faces in read:
+            if faces is None:
+                yield item, kept, None
+            else:
+                yield item, kept, probabilities[row : row + len(faces)]
+                row += len(faces)
 
 
 def assemble(detections: list[list[Detection]], probabilities: np.ndarray) -> list[list[Face]]:

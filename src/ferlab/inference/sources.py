@@ -58,6 +58,7 @@ def _load_registered(uri: str):
 
 
 RUNTIMES = ("auto", "tflite", "keras")
+DEFAULT_RUNTIME = "auto"  # tflite where the model has it, else keras
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def resolve(model: str | os.PathLike | None = None, env=os.environ) -> ModelChoi
     )
 
 
-def load_model(source: str | os.PathLike, runtime: str = "auto"):
+def load_model(source: str | os.PathLike, runtime: str = DEFAULT_RUNTIME):
     """(classifier, CropContract) from a .h5 file, a .tflite file, a bundle folder or models:/<name>@<alias>.
 
     runtime: "tflite" runs the bundle's model.tflite on LiteRT, "keras" the .h5 on TensorFlow;

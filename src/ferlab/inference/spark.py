@@ -19,7 +19,7 @@ import warnings
 from typing import Iterator
 
 from ferlab.inference import face_rows
-from ferlab.inference.batch import RecognizerOptions
+from ferlab.inference.options import RecognizerOptions
 
 _loaded: dict[RecognizerOptions, object] = {}  # per Python worker process: the recognisers it has loaded
 
