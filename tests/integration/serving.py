@@ -40,15 +40,16 @@ def server_env() -> dict:
     return env
 
 
-def start_server(model: Path | str | None, log: Path, *args, cwd: Path | None = None) -> Server:
-    """Start `ferlab serve --model MODEL --port <free>` (no --model for None) and wait until /readyz answers 200."""
+def start_server(model: Path | str | None, log: Path, *args, cwd: Path | None = None, env: dict | None = None) -> Server:
+    """Start `ferlab serve --model MODEL --port <free>` (no --model for None), with `env` added to the
+    environment, and wait until /readyz answers 200."""
     port = free_port()
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             serve_command(*(("--model", model) if model is not None else ()), "--port", port, *args),
             stdout=out,
             stderr=subprocess.STDOUT,
-            env=server_env(),
+            env=server_env() | (env or {}),
             cwd=cwd or log.parent,
         )
     server = Server(proc, port, log)

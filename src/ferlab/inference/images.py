@@ -18,13 +18,13 @@ COLORS = ("bgr", "rgb")
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 
 
-def _too_large(name: str, pixels: str, limit: int) -> FerlabError:
+def _too_large(name: str, pixels: str, limit: int, option: str = "--max-pixels") -> FerlabError:
     return FerlabError(
-        f"{name} has {pixels} pixels, above the limit of {limit:,}; resize it, or raise the limit (--max-pixels) if you have the memory."
+        f"{name} has {pixels} pixels, above the limit of {limit:,}; resize it, or raise the limit ({option}) if you have the memory."
     )
 
 
-def _check_header(data: bytes, name: str, max_pixels: int) -> None:
+def _check_header(data: bytes, name: str, max_pixels: int, option: str) -> None:
     """Refuse an image above max_pixels from its header, before decoding it."""
     from PIL import Image
 
@@ -39,14 +39,14 @@ def _check_header(data: bytes, name: str, max_pixels: int) -> None:
     except Exception:
         return  # not a format Pillow knows: OpenCV may, and says so below if not
     if width * height > max_pixels:
-        raise _too_large(name, f"{width}x{height} = {width * height:,}", max_pixels)
+        raise _too_large(name, f"{width}x{height} = {width * height:,}", max_pixels, option)
 
 
-def decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
-    """Encoded image bytes -> a BGR array; `name` is how an error names the input."""
+def decode(data: bytes, name: str, max_pixels: int, option: str = "--max-pixels") -> np.ndarray:
+    """Encoded image bytes -> a BGR array; `name` is how an error names the input, `option` the limit's."""
     if not data:
         raise FerlabError(f"{name} is empty (0 bytes); it is not an image.")
-    _check_header(data, name, max_pixels)
+    _check_header(data, name, max_pixels, option)
     # IMREAD_COLOR: 8-bit BGR whatever the file (grey, 16-bit, alpha), EXIF orientation applied.
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None:
@@ -54,7 +54,7 @@ def decode(data: bytes, name: str, max_pixels: int) -> np.ndarray:
             f"{name} is not a readable image (corrupt, truncated or not an image file); check it or save it again as JPEG or PNG."
         )
     if image.shape[0] * image.shape[1] > max_pixels:
-        raise _too_large(name, f"{image.shape[1]}x{image.shape[0]}", max_pixels)
+        raise _too_large(name, f"{image.shape[1]}x{image.shape[0]}", max_pixels, option)
     return image
 
 

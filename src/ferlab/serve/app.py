@@ -1,13 +1,16 @@
 """The FastAPI app of `ferlab serve`.
 
-    POST /v1/predict   an image (multipart field `file`, or the raw bytes) -> faces, boxes, emotions
-    POST /v1/explain   the same image input (?method=auto|occlusion|gradcam) -> the faces of /v1/predict,
-                       each with `method` and `heatmap_png`: the face with a heat map of what moved its
-                       top emotion blended on it, a base64 PNG (ferlab.inference.explain)
-    GET  /v1/model     the model served: name, version, alias, source, detector, runtime, tta, emotions, test metrics, limits
-    GET  /healthz      200 while the process answers
-    GET  /readyz       200 once the model is loaded and warmed up, 503 before (or if loading failed)
-    GET  /             the webcam page (static/), GET /docs the OpenAPI documentation
+    POST /v1/predict        an image (multipart field `file`, or the raw bytes) -> faces, boxes, emotions
+    POST /v1/explain        the same image input (?method=auto|occlusion|gradcam) -> the faces of /v1/predict,
+                            each with `method` and `heatmap_png`: the face with a heat map of what moved its
+                            top emotion blended on it, a base64 PNG (ferlab.inference.explain)
+    GET  /v1/model          the model served: name, version, alias, source, detector, runtime, tta, emotions,
+                            test metrics, limits, the last reload
+    POST /v1/admin/reload   load the model source again now (a promoted version), swap it in when warm
+    GET  /metrics           Prometheus metrics
+    GET  /healthz           200 while the process answers
+    GET  /readyz            200 once the model is loaded and warmed up, 503 before (or if loading failed)
+    GET  /                  the webcam page (static/), GET /docs the OpenAPI documentation
 
 Work per request: the body is read with a size limit, then decoding, face detection and
 cropping run in a small thread pool (one detector per thread: OpenCV's cascade is not
@@ -16,287 +19,44 @@ queued face in one model call (for /v1/explain: the face and all its occluded co
 the Grad-CAM pass on the model's thread). Requests beyond `max_concurrency` wait, at most
 `max_queue` of them; more are refused with 503. Images come from the request body only:
 no user-given value is ever used as a server path.
+
+Before any of that, every request goes through `_gate`: its request id, the API key (when the
+server has keys), the client's rate limit, then, on the way out, the security headers, the
+metrics and one JSON line of access log.
 """
 
 import asyncio
+import json
 import logging
-import threading
+import re
 import time
-from concurrent.futures import ThreadPoolExecutor
+import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import Callable
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
-from ferlab.serve.batching import MicroBatcher
+from ferlab.serve import access
+from ferlab.serve.metrics import CONTENT_TYPE
+from ferlab.serve.service import Service, ServiceSettings, fail
+from ferlab.serve.uploads import FORM_FIELD, FORM_TYPE, IMAGE_TYPES, content_type_of, image_bytes
 
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "application/octet-stream")
-FORM_TYPE = "multipart/form-data"
-FORM_FIELD = "file"
 STATIC = Path(__file__).parent / "static"
 PAGE_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-log = logging.getLogger("uvicorn.error")
-
-
-def _fail(status: int, message: str) -> HTTPException:
-    return HTTPException(status_code=status, detail=message)
-
-
-class Croppers:
-    """Decode, detect and crop in a thread pool; each thread has its own copy of the detector."""
-
-    def __init__(self, recognizer, threads: int):
-        self._recognizer = recognizer
-        self._local = threading.local()
-        self.threads = threads
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ferlab-crop")
-
-    def _own(self):
-        mine = getattr(self._local, "recognizer", None)
-        if mine is None:
-            mine = self._local.recognizer = self._recognizer.with_own_detector()
-        return mine
-
-    def crops(self, data: bytes):
-        """(detections, (N, 48, 48) faces, the decoded BGR image) of encoded image bytes."""
-        import cv2
-
-        from ferlab.inference.images import load_image
-
-        recognizer = self._own()
-        try:
-            image = load_image(data, max_pixels=recognizer.max_pixels)  # bytes only: never a path
-        except cv2.error as err:  # OpenCV refused something the header checks let through
-            raise FerlabError(f"the image bytes could not be decoded ({str(err).strip().splitlines()[-1]}); send a JPEG or PNG.") from None
-        detections, faces = recognizer.crops(image)
-        return detections, faces, image
-
-    async def run(self, data: bytes):
-        """crops(data) in the pool; a bad image is a 400."""
-        try:
-            return await self.call(self.crops, data)
-        except FerlabError as err:
-            raise _fail(400, str(err)) from None
-
-    async def call(self, fn, *args):
-        """fn(*args) in the pool: CPU work that must not hold up the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
-
-    def warm_up(self, data: bytes) -> None:
-        """Give every thread its detector now (they wait for each other, so all threads start)."""
-        barrier = threading.Barrier(self.threads)
-
-        def one():
-            barrier.wait(timeout=120)
-            self.crops(data)
-
-        for future in [self.pool.submit(one) for _ in range(self.threads)]:
-            future.result()
-
-
-class Admission:
-    """At most `running + waiting` requests at a time; the next one is told to retry (503)."""
-
-    def __init__(self, running: int, waiting: int):
-        self.capacity = running + waiting
-        self.inside = 0
-
-    def enter(self) -> None:
-        if self.inside >= self.capacity:
-            raise HTTPException(503, "the server is busy; retry in a moment.", headers={"Retry-After": "1"})
-        self.inside += 1
-
-    def leave(self) -> None:
-        self.inside -= 1
-
-
-class Service:
-    """The state behind the endpoints: loading, readiness, the pool and the batcher."""
-
-    def __init__(
-        self,
-        recognizer,
-        model_info,
-        max_upload_bytes: int,
-        max_concurrency: int,
-        max_queue: int,
-        max_batch: int,
-        on_load_error: Callable[[str], None] | None,
-    ):
-        self._load = recognizer if callable(recognizer) else (lambda: recognizer)
-        self._info = model_info if callable(model_info) else (lambda: model_info)
-        self.max_upload_bytes = max_upload_bytes
-        self.max_concurrency = max_concurrency
-        self.max_queue = max_queue
-        self.admission = Admission(max_concurrency, max_queue)
-        self.max_batch = max_batch
-        self.on_load_error = on_load_error
-        self.recognizer = None
-        self.info: dict | None = None
-        self.croppers: Croppers | None = None
-        self.batcher: MicroBatcher | None = None
-        self.ready = False
-        self.load_error: str | None = None
-
-    async def start(self) -> None:
-        started = time.perf_counter()
-        try:
-            self.recognizer = await asyncio.to_thread(self._load)
-            self.info = dict(await asyncio.to_thread(self._info) or {})
-            self.info["detector"] = self.recognizer.detector_name
-            self.info["runtime"] = getattr(getattr(self.recognizer, "classifier", None), "runtime", None)
-            self.info["tta"] = getattr(self.recognizer, "tta", None)
-            self.info["filling_faces"] = bool(getattr(self.recognizer, "fill_pad", 0))
-            self.info["emotions"] = list(EMOTIONS)
-            self.croppers = Croppers(self.recognizer, self.max_concurrency)
-            self.batcher = MicroBatcher(self.recognizer.classify, self.max_batch)
-            await self.batcher.start()
-            await self._warm_up()
-        except Exception as err:  # FerlabError: the user's to fix; anything else: say what broke
-            first = (str(err).strip().splitlines() or [""])[0]
-            self.load_error = (
-                str(err) if isinstance(err, FerlabError) else f"the model could not be loaded ({type(err).__name__}: {first})."
-            )
-            if self.on_load_error is not None:  # the caller reports it (ferlab serve: one line, exit status 1)
-                self.on_load_error(self.load_error)
-            else:
-                log.error("the model could not be loaded: %s", self.load_error)
-            return
-        self.ready = True
-        log.info(
-            "ready: %s (%s runtime, %s detector, %d threads) in %.1f s",
-            self.info.get("source", "the model"),
-            self.info["runtime"],
-            self.recognizer.detector_name,
-            self.max_concurrency,
-            time.perf_counter() - started,
-        )
-
-    async def _warm_up(self) -> None:
-        import cv2
-
-        blank = cv2.imencode(".jpg", np.full((240, 320, 3), 128, np.uint8))[1].tobytes()
-        await asyncio.to_thread(self.croppers.warm_up, blank)
-        from ferlab.contract import IMAGE_SIZE
-
-        await self.batcher.classify(np.zeros((1, IMAGE_SIZE, IMAGE_SIZE), np.uint8))  # traces the model's graph
-
-    async def stop(self) -> None:
-        if self.batcher is not None:
-            await self.batcher.stop()
-        if self.croppers is not None:
-            self.croppers.pool.shutdown(wait=False, cancel_futures=True)
-
-    # ---- what every request goes through -----------------------------------------------------
-
-    def limits(self) -> dict:
-        return {
-            "max_upload_bytes": self.max_upload_bytes,
-            "max_pixels": self.recognizer.max_pixels if self.recognizer is not None else None,
-            "content_types": [FORM_TYPE, *IMAGE_TYPES],
-            "max_concurrency": self.max_concurrency,
-            "max_queue": self.max_queue,
-        }
-
-    def require_ready(self) -> None:
-        if not self.ready:
-            detail = "the model is still loading; retry when /readyz answers 200."
-            if self.load_error:
-                detail = f"the model failed to load: {self.load_error}"
-            raise HTTPException(503, detail, headers={"Retry-After": "2"})
-
-    @asynccontextmanager
-    async def upload(self, request: Request) -> AsyncIterator[bytes]:
-        """The request's image bytes, after the checks every image endpoint makes, while it holds
-        a place among the requests admitted."""
-        self.require_ready()
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != FORM_TYPE and content_type not in IMAGE_TYPES:
-            raise _fail(
-                415,
-                f"unsupported Content-Type {content_type or '(none)'!r}; send an image "
-                f"({', '.join(IMAGE_TYPES)}) or a {FORM_TYPE} form with the field `{FORM_FIELD}`.",
-            )
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_upload_bytes:
-            raise _fail(
-                413,
-                f"the upload ({int(declared):,} bytes) is larger than the limit of {self.max_upload_bytes:,} bytes; send a smaller image.",
-            )
-        self.admission.enter()
-        try:
-            yield await _image_bytes(request, content_type, self.max_upload_bytes)
-        finally:
-            self.admission.leave()
-
-    def answer(self, faces: list[dict], image: np.ndarray, started: float, read: float, detected: float, last: tuple[str, float]) -> dict:
-        """The JSON both image endpoints return: the faces, the image size, the model and where the time went."""
-        stage, done = last
-        return {
-            "faces": faces,
-            "width": image.shape[1],
-            "height": image.shape[0],
-            "model": {"name": self.info.get("name"), "version": self.info.get("version")},
-            "timing_ms": {
-                "read": _ms(started, read),
-                "detect": _ms(read, detected),
-                stage: _ms(detected, done),
-                "total": _ms(started, time.perf_counter()),
-            },
-        }
-
-    async def heat_maps(self, method: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, heat maps) of the faces; the model is used from the batcher's thread only."""
-        from ferlab.inference import explain as why
-
-        if method == "occlusion":
-            answers = await self.batcher.classify(why.occlusion_inputs(crops))  # the faces and all their copies: one call
-            return why.occlusion_maps(answers, len(crops))
-        probabilities = await self.batcher.classify(crops)
-        maps = await self.batcher.call(
-            why.gradcam_maps, self.recognizer.classifier.model, crops, probabilities.argmax(axis=1), self.recognizer.tta
-        )
-        return probabilities, maps
-
-
-async def _limited(chunks: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
-    total = 0
-    async for chunk in chunks:
-        total += len(chunk)
-        if total > limit:  # stop reading: a huge body is never held whole
-            raise _fail(413, f"the upload is larger than the limit of {limit:,} bytes; send a smaller image.")
-        yield chunk
-
-
-async def _image_bytes(request: Request, content_type: str, limit: int) -> bytes:
-    """The image of the request: the `file` field of a form, or the whole body."""
-    body = _limited(request.stream(), limit)
-    if content_type != FORM_TYPE:
-        return b"".join([chunk async for chunk in body])
-    from starlette.formparsers import MultiPartException, MultiPartParser
-
-    parser = MultiPartParser(request.headers, body, max_files=1, max_fields=16)
-    parser.spool_max_size = limit  # keep the file in memory: it is within the limit
-    try:
-        form = await parser.parse()
-    except MultiPartException as err:
-        raise _fail(400, f"the multipart form is malformed ({err}); send the image in a field named `{FORM_FIELD}`.")
-    try:
-        upload = form.get(FORM_FIELD)
-        if upload is None or isinstance(upload, str):
-            raise _fail(400, f"the form has no file field named `{FORM_FIELD}`; send the image as `{FORM_FIELD}`.")
-        return await upload.read()
-    finally:
-        await form.close()
+OPEN_PATHS = ("/healthz", "/readyz", "/", "/docs", "/openapi.json", "/favicon.ico")  # no key needed
+OPEN_PREFIXES = ("/static/", "/docs-assets/")
+RATE_LIMITED = {"/v1/predict": "predict", "/v1/explain": "explain"}
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+access_log = logging.getLogger("ferlab.access")
 
 
 PREDICT_DOC = {
@@ -314,7 +74,9 @@ PREDICT_DOC = {
         "400": {"description": "not a readable image (corrupt, truncated, empty, not an image), too many pixels, or a bad form"},
         "413": {"description": "the upload is larger than the limit"},
         "415": {"description": "the Content-Type is not one of the accepted ones"},
-        "503": {"description": "the model is still loading, or the server is busy"},
+        "401": {"description": "the server wants an API key (Authorization: Bearer KEY) and none or a wrong one came"},
+        "429": {"description": "this client (its key, else its address) is over its rate limit; Retry-After says when to retry"},
+        "503": {"description": "the model is still loading, the server is busy, or the request took longer than its time limit"},
     },
 }
 
@@ -350,26 +112,34 @@ def create_app(
     recognizer,
     *,
     model_info: dict | Callable[[], dict] | None = None,
-    max_upload_bytes: int = 10 << 20,
-    max_concurrency: int = 2,
-    max_queue: int = 64,
-    max_batch: int = 256,
+    settings: ServiceSettings | None = None,
     on_load_error: Callable[[str], None] | None = None,
+    watch: Callable[[], object] | None = None,
+    face_log=None,
 ) -> FastAPI:
     """The app serving `recognizer`: an EmotionRecognizer, or a function that loads one.
 
     The loading (and `model_info`, if a function) runs in a thread once the server has
     started, so /healthz answers at once and /readyz turns 200 when the model is warm.
-    `on_load_error(message)` is called if loading fails (the server should then stop).
+    `on_load_error(message)` is called if the first load fails (the server should then stop).
+    `watch()` tells what the model source looks like now (a registry version, a file's time):
+    with `settings.reload_interval_s` the service loads the source again when that changes.
+    `face_log`: a FaceLog that keeps a summary of every face answered (`ferlab monitor`).
     """
-    service = Service(recognizer, model_info, max_upload_bytes, max_concurrency, max_queue, max_batch, on_load_error)
+    settings = settings or ServiceSettings()
+    service = Service(recognizer, model_info, settings, on_load_error, watch)
+    service.face_log = face_log
+    limits = access.RateLimits({"predict": settings.rate_limit, "explain": settings.explain_rate_limit})
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(service.start())
+        tasks = [asyncio.create_task(service.start())]
+        if settings.reload_interval_s:
+            tasks.append(asyncio.create_task(service.watch()))
         yield
-        loading.cancel()
-        await asyncio.gather(loading, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await service.stop()
 
     app = FastAPI(
@@ -381,6 +151,17 @@ def create_app(
         description="Facial emotion recognition: faces, boxes and the probabilities of FER2013's 7 emotions.",
     )
     app.state.service = service
+    _gate(app, service, limits)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Model-Version", "Retry-After"],
+        )
     _image_routes(app, service)
     _status_routes(app, service)
 
@@ -393,52 +174,220 @@ def create_app(
     return app
 
 
+def _gate(app: FastAPI, service: Service, limits: access.RateLimits) -> None:
+    keys = service.settings.api_keys
+    metrics = service.metrics
+    routes: set[str] = set()
+
+    def route_of(path: str) -> str:
+        if not routes:
+            routes.update(getattr(r, "path", "") for r in app.routes)
+        if path in routes:
+            return path
+        return next((p.rstrip("/") for p in OPEN_PREFIXES if path.startswith(p)), "other")
+
+    @app.middleware("http")
+    async def gate(request: Request, call_next) -> Response:
+        started = time.perf_counter()
+        given = request.headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request.state.request_id = request_id
+        client = request.client.host if request.client else "unknown"
+        path = request.url.path
+        key = None
+        response = None
+        if keys and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES) and request.method != "OPTIONS":
+            key = keys.check(request.headers.get("authorization"))
+            request.state.key = key
+            if key is None:
+                said = "a wrong API key" if request.headers.get("authorization") else "no API key"
+                response = JSONResponse(
+                    {"detail": f"this server needs an API key and the request carried {said}; send `Authorization: Bearer <key>`."},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="ferlab"'},
+                )
+        if response is None and path in RATE_LIMITED and request.method == "POST":
+            wait = limits.hit(RATE_LIMITED[path], f"key:{key}" if key else f"ip:{client}")
+            if wait is not None:
+                response = JSONResponse(
+                    {"detail": f"too many requests from this client; retry in {wait:.0f} s."},
+                    status_code=429,
+                    headers={"Retry-After": f"{wait:.0f}"},
+                )
+        if response is None:
+            response = await call_next(request)
+        for name, value in access.SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if path not in ("/", "/docs") and not path.startswith(OPEN_PREFIXES):
+            response.headers.setdefault("Content-Security-Policy", access.API_POLICY)
+            response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Request-ID"] = request_id
+        seconds = time.perf_counter() - started
+        route = route_of(path)
+        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+        metrics.latency.labels(route).observe(seconds)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                json.dumps(
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
+                        "request_id": request_id,
+                        "client": client,
+                        "key": key,
+                        "method": request.method,
+                        "path": path,
+                        "status": response.status_code,
+                        "ms": round(seconds * 1000, 1),
+                        "faces": getattr(request.state, "faces", None),
+                        "model_version": getattr(request.state, "model_version", None),
+                    }
+                )
+            )
+        return response
+
+
+def _largest(detections: list, crops: np.ndarray, cap: int) -> tuple[list, np.ndarray, int]:
+    """At most `cap` faces, the largest; and how many were left out."""
+    if len(detections) <= cap:
+        return detections, crops, 0
+    keep = sorted(sorted(range(len(detections)), key=lambda i: -detections[i].box[2] * detections[i].box[3])[:cap])
+    return [detections[i] for i in keep], crops[keep], len(detections) - cap
+
+
+def _answer(generation, faces: list[dict], omitted: int, image: np.ndarray, times: dict) -> JSONResponse:
+    """The JSON both image endpoints return: the faces, the image size, the model and where the time went."""
+    body = {
+        "faces": faces,
+        "width": image.shape[1],
+        "height": image.shape[0],
+        "model": {"name": generation.info.get("name"), "version": generation.version},
+        "timing_ms": times,
+    }
+    if omitted:
+        body["faces_omitted"] = omitted
+    return JSONResponse(body, headers={"X-Model-Version": str(generation.version)} if generation.version is not None else None)
+
+
+class _Clock:
+    def __init__(self):
+        self.started = self.last = time.perf_counter()
+        self.times: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.times[stage] = _ms(self.last, now)
+        self.last = now
+
+    def total(self) -> dict:
+        return {**self.times, "total": _ms(self.started, time.perf_counter())}
+
+
+@asynccontextmanager
+async def _time_limit(seconds: float):
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        raise fail(503, f"the request took longer than the limit of {seconds:g} s; retry, or send a smaller image.", **{"Retry-After": "1"})
+
+
 def _image_routes(app: FastAPI, service: Service) -> None:
+    settings = service.settings
+
     @app.post("/v1/predict", summary="Faces and their emotions in an image", openapi_extra=PREDICT_DOC)
-    async def predict(request: Request) -> dict:
+    async def predict(request: Request):
         """JSON: `faces` (largest first; each `Face.to_dict()`: box, confidence, emotion, probabilities),
-        the image's `width` and `height`, the `model` and `timing_ms`. No face: an empty list."""
+        the image's `width` and `height`, the `model` that answered and `timing_ms`; `faces_omitted` when the
+        image held more faces than the server's limit (the largest are answered). No face: an empty list."""
         from ferlab.inference.predict import assemble
 
-        started = time.perf_counter()
-        async with service.upload(request) as data:
-            read = time.perf_counter()
-            detections, crops, image = await service.croppers.run(data)
-            detected = time.perf_counter()
-            probabilities = await service.batcher.classify(crops) if len(crops) else np.zeros((0, len(EMOTIONS)), np.float32)
-            classified = time.perf_counter()
+        clock = _Clock()
+        service.require_ready()
+        content_type = content_type_of(request, settings.max_upload_bytes)
+        async with _time_limit(settings.request_timeout_s), service.admitted() as generation:
+            data = await image_bytes(request, content_type, settings.max_upload_bytes)
+            clock.lap("read")
+            detections, crops, image = await generation.croppers.run(data)
+            detections, crops, omitted = _largest(detections, crops, settings.max_faces)
+            clock.lap("detect")
+            probabilities = await generation.batcher.classify(crops) if len(crops) else np.zeros((0, len(EMOTIONS)), np.float32)
+            clock.lap("classify")
+            if service.face_log is not None and len(crops):
+                generation.croppers.pool.submit(
+                    service.face_log.observe, generation.recognizer, detections, crops, probabilities, generation.version
+                )
+        service.metrics.answered(generation.version, probabilities)
+        request.state.faces, request.state.model_version = len(crops), generation.version
         faces = assemble([detections], probabilities)[0]
-        return service.answer([face.to_dict() for face in faces], image, started, read, detected, ("classify", classified))
+        return _answer(generation, [face.to_dict() for face in faces], omitted, image, clock.total())
 
     @app.post("/v1/explain", summary="Faces, their emotions and heat maps of what each emotion rests on", openapi_extra=EXPLAIN_DOC)
-    async def explain(request: Request, method: str = Query("auto", description=METHOD_DOC)) -> dict:
+    async def explain(request: Request, method: str = Query("auto", description=METHOD_DOC)):
         """JSON as /v1/predict, each face with its `method` and `heatmap_png`: the face as the image shows
-        it with the heat map blended on it (red: the regions that moved its top emotion most), a base64 PNG."""
+        it with the heat map blended on it (red: the regions that moved its top emotion most), a base64 PNG.
+        At most the server's `max_explain_faces` faces (the largest) and `max_explain_pixels` pixels."""
         from ferlab.inference.explain import choose_method
 
-        started = time.perf_counter()
+        clock = _Clock()
         service.require_ready()
         try:
-            used = choose_method(method, service.recognizer.classifier)
+            used = choose_method(method, service.current.recognizer.classifier)
         except FerlabError as err:
-            raise _fail(400, str(err)) from None
-        async with service.upload(request) as data:
-            read = time.perf_counter()
-            detections, crops, image = await service.croppers.run(data)
-            detected = time.perf_counter()
+            raise fail(400, str(err)) from None
+        content_type = content_type_of(request, settings.max_upload_bytes)
+        async with _time_limit(settings.request_timeout_s), service.admitted() as generation:
+            data = await image_bytes(request, content_type, settings.max_upload_bytes)
+            clock.lap("read")
+            detections, crops, image = await generation.croppers.run(data, settings.max_explain_pixels)
+            detections, crops, omitted = _largest(detections, crops, settings.max_explain_faces)
+            clock.lap("detect")
             faces = []
             if len(crops):
-                probabilities, maps = await service.heat_maps(used, crops)
-                faces = await service.croppers.call(_rendered, service.recognizer, image, detections, probabilities, maps, used)
-            explained = time.perf_counter()
-        return service.answer(faces, image, started, read, detected, ("explain", explained))
+                probabilities, maps = await _heat_maps(generation, used, crops)
+                faces = await generation.croppers.call(_rendered, generation.recognizer, image, detections, probabilities, maps, used)
+            clock.lap("explain")
+        request.state.faces, request.state.model_version = len(crops), generation.version
+        return _answer(generation, faces, omitted, image, clock.total())
+
+
+async def _heat_maps(generation, method: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, heat maps) of the faces; the model is used from the batcher's thread only."""
+    from ferlab.inference import explain as why
+
+    if method == "occlusion":
+        answers = await generation.batcher.classify(why.occlusion_inputs(crops))  # the faces and all their copies: one call
+        return why.occlusion_maps(answers, len(crops))
+    probabilities = await generation.batcher.classify(crops)
+    recognizer = generation.recognizer
+    maps = await generation.batcher.call(why.gradcam_maps, recognizer.classifier.model, crops, probabilities.argmax(axis=1), recognizer.tta)
+    return probabilities, maps
 
 
 def _status_routes(app: FastAPI, service: Service) -> None:
     @app.get("/v1/model", summary="The model served")
     async def model() -> dict:
         service.require_ready()
-        return {**service.info, "limits": service.limits()}
+        return {
+            **service.current.info,
+            "limits": service.limits(),
+            "reload": {"interval_s": service.settings.reload_interval_s, "last": service.last_reload},
+        }
+
+    @app.post("/v1/admin/reload", summary="Load the model source again now and swap it in once warm")
+    async def reload(request: Request, force: bool = Query(True, description="load even if the source looks unchanged")):
+        """`outcome`: swapped (the new version answers from now on; requests in flight finish on the old one),
+        unchanged, or failed (the old version goes on serving; `error` says why, with status 503)."""
+        if not service.settings.admin_open and getattr(request.state, "key", None) is None:
+            raise fail(403, "reloading needs an API key; start the server with --api-key-file or $FERLAB_API_KEYS.")
+        service.require_ready()
+        outcome = await service.reload(force)
+        return JSONResponse(outcome, status_code=503 if outcome["outcome"] == "failed" else 200)
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        if service.current is not None:
+            service.metrics.queued_faces.set(service.current.batcher.queued)
+        return Response(service.metrics.text(), media_type=CONTENT_TYPE)
 
     @app.get("/healthz", summary="Liveness: 200 while the process answers")
     async def healthz() -> dict:

@@ -18,14 +18,21 @@ import numpy as np
 class MicroBatcher:
     """`await batcher.classify(faces)` -> that request's rows of one batched `classify_fn` call."""
 
-    def __init__(self, classify_fn: Callable[[np.ndarray], np.ndarray], max_faces: int = 256):
+    def __init__(
+        self,
+        classify_fn: Callable[[np.ndarray], np.ndarray],
+        max_faces: int = 256,
+        on_batch: Callable[[int], None] | None = None,
+    ):
         self._classify_fn = classify_fn
+        self._on_batch = on_batch  # told the size of each model call (the service's metrics)
         self.max_faces = max_faces  # a batch stops growing once it holds this many faces
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._thread: ThreadPoolExecutor | None = None
         self.calls = 0  # model calls made
         self.faces = 0  # faces classified
+        self.queued = 0  # faces waiting for the model
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -50,6 +57,7 @@ class MicroBatcher:
             raise RuntimeError("the batcher is not started")
         future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((faces, future))
+        self.queued += len(faces)
         return await future
 
     async def call(self, fn: Callable, *args):
@@ -65,6 +73,7 @@ class MicroBatcher:
             item = self._queue.get_nowait()
             batch.append(item)
             count += len(item[0])
+        self.queued -= count
         return [(faces, future) for faces, future in batch if not future.done()]  # drop cancelled requests
 
     async def _run(self) -> None:
@@ -87,6 +96,8 @@ class MicroBatcher:
                 continue
             self.calls += 1
             self.faces += len(faces)
+            if self._on_batch is not None:
+                self._on_batch(len(faces))
             start = 0
             for part, future in batch:
                 if not future.done():

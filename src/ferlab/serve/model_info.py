@@ -15,6 +15,23 @@ def default_source(env=os.environ) -> str:
     return resolve(None, env).source
 
 
+def source_token(source: str):
+    """What the model source looks like now, to notice a new model: the version a registry alias
+    points at, a file's (or a bundle's files') size and time; a shipped model never changes."""
+    from ferlab.lifecycle import pretrained, registry, tracking
+
+    if pretrained.is_uri(source):
+        return source
+    if registry.is_uri(source):
+        if tracking.connect() is None:  # no registry (yet): never create an empty one by asking
+            return None
+        version = registry.by_alias(*registry.parse_uri(source))
+        return version.version if version is not None else None
+    path = Path(source)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files if p.exists())
+
+
 def _test_metrics(metrics_file: Path, calibrated: bool) -> dict | None:
     """PrivateTest accuracy and macro-F1, and the calibration error of these probabilities: the
     bundle's model carries the fitted temperature, the pipeline's models/model.h5 does not."""

@@ -1,5 +1,6 @@
 """Run the app under uvicorn: bind at once, load the model in the background, exit 1 if it fails."""
 
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -29,59 +30,88 @@ def check_port(host: str, port: int) -> None:
         raise FerlabError(f"cannot listen on {host}:{port} ({reason}); choose another --port or --host.") from None
 
 
+def refuse_open_network(host: str, keys, allow_anonymous: bool) -> None:
+    from ferlab.serve.access import KEYS_VARIABLE, is_loopback
+
+    if not keys and not is_loopback(host) and not allow_anonymous:
+        raise FerlabError(
+            f"serving on {host} without API keys would let anyone who reaches the port use it; give --api-key-file "
+            f"(or ${KEYS_VARIABLE}), or --allow-anonymous to do it on purpose."
+        )
+
+
+def quiet_access_log(enabled: bool) -> None:
+    """One JSON line per request on stderr (ferlab.serve.app's gate writes them), instead of uvicorn's lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log = logging.getLogger("ferlab.access")
+    access_log.handlers[:] = [handler]
+    access_log.setLevel(logging.INFO if enabled else logging.WARNING)
+    access_log.propagate = False
+
+
 def serve(
     source: str,
     *,
+    options=None,
     host: str = "127.0.0.1",
     port: int = 8000,
-    detector: str | None = None,
-    align: bool | None = None,
-    runtime: str = "auto",
-    tta: str | None = None,
-    filling_faces: bool = True,
-    max_pixels: int | None = None,
-    max_upload_mb: float = 10,
-    max_concurrency: int = 2,
-    max_queue: int = 64,
+    settings=None,
+    api_key_file: str | None = None,
+    allow_anonymous: bool = False,
     access_log: bool = True,
+    face_log: str | None = None,
 ) -> None:
+    """Serve `source` with the recognizer `options` (ferlab.inference.options.RecognizerOptions) under the
+    service `settings` (ferlab.serve.service.ServiceSettings; its keys come from `api_key_file` and $FERLAB_API_KEYS)."""
+    import dataclasses
+
     import uvicorn
 
-    from ferlab.inference.detect import DEFAULT_DETECTOR
-    from ferlab.inference.images import DEFAULT_MAX_PIXELS
-    from ferlab.inference.predict import DEFAULT_TTA, EmotionRecognizer, fill_pad_of
+    from ferlab.serve.access import ApiKeys, is_loopback
     from ferlab.serve.app import create_app
-    from ferlab.serve.model_info import describe
+    from ferlab.serve.model_info import describe, source_token
+    from ferlab.serve.service import ServiceSettings
 
-    if max_upload_mb <= 0 or max_queue < 0:
+    settings = settings or ServiceSettings()
+    if settings.max_upload_bytes <= 0 or settings.max_queue < 0:
         raise FerlabError("--max-upload-mb must be above 0 and --max-queue 0 or more.")
-    detector = detector or DEFAULT_DETECTOR
+    keys = ApiKeys.load(api_key_file)
+    refuse_open_network(host, keys, allow_anonymous)
+    settings = dataclasses.replace(settings, api_keys=keys, admin_open=not keys and is_loopback(host))
     check_source(source)
     check_port(host, port)
-    print(f"serving {source} on http://{host}:{port}/ (the page at /, the API docs at /docs)", file=sys.stderr, flush=True)
+    log_of_faces = None
+    if face_log:
+        from ferlab.serve.face_log import FaceLog
+
+        log_of_faces = FaceLog(face_log)
+    guarded = f", {len(keys.names)} API key(s)" if keys else ""
+    print(f"serving {source} on http://{host}:{port}/ (the page at /, the API docs at /docs{guarded})", file=sys.stderr, flush=True)
     server: uvicorn.Server | None = None
 
     def stop(_message: str) -> None:
         server.should_exit = True
 
     app = create_app(
-        lambda: EmotionRecognizer.load(
-            source,
-            detector=detector,
-            align=align,
-            runtime=runtime,
-            max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
-            tta=tta or DEFAULT_TTA,
-            fill_pad=fill_pad_of(filling_faces),
-        ),
+        lambda: _load(source, options),
         model_info=lambda: describe(source),
-        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-        max_concurrency=max_concurrency,
-        max_queue=max_queue,
+        settings=settings,
         on_load_error=stop,
+        watch=lambda: source_token(source),
+        face_log=log_of_faces,
     )
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info"))
+    quiet_access_log(access_log)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False, log_level="info"))
     server.run()
     error = app.state.service.load_error
     if error:
         raise FerlabError(error)
+
+
+def _load(source: str, options):
+    import dataclasses
+
+    from ferlab.inference.predict import EmotionRecognizer
+
+    return EmotionRecognizer.load(source) if options is None else dataclasses.replace(options, model=source).load()

@@ -19,12 +19,36 @@ function setStatus(text, kind = "") {
   $("status").className = kind;
 }
 
+// ---- the API key, when the server wants one ----------------------------------------------
+
+const KEY_ITEM = "ferlab-api-key";  // kept for this tab only (sessionStorage), sent as a Bearer token
+
+// fetch() with the API key; a 401 asks for the key once and tries again with it.
+async function api(path, options = {}) {
+  const send = () => {
+    const key = sessionStorage.getItem(KEY_ITEM);
+    const headers = { ...(options.headers || {}) };
+    if (key) headers["Authorization"] = `Bearer ${key}`;
+    return fetch(path, { ...options, headers });
+  };
+  let response = await send();
+  if (response.status === 401) {
+    const key = window.prompt(sessionStorage.getItem(KEY_ITEM) ?
+      "The API key was refused. Enter the server's API key:" : "This server needs an API key:");
+    if (key) {
+      sessionStorage.setItem(KEY_ITEM, key.trim());
+      response = await send();
+    }
+  }
+  return response;
+}
+
 // ---- the model ---------------------------------------------------------------------------
 
 async function showModel() {
   for (;;) {
     try {
-      const response = await fetch("/v1/model");
+      const response = await api("/v1/model");
       if (response.ok) {
         const info = await response.json();
         limits = info.limits;
@@ -36,6 +60,10 @@ async function showModel() {
         }
         parts.push(`detector ${info.detector}`);
         $("model").textContent = parts.join(" · ");
+        return;
+      }
+      if (response.status === 401) {
+        $("model").textContent = "This server needs an API key: reload the page to enter it.";
         return;
       }
       if (response.status !== 503) throw new Error(`HTTP ${response.status}`);
@@ -55,7 +83,7 @@ async function analyse(body, contentType) {
   const started = performance.now();
   let response;
   try {
-    response = await fetch("/v1/predict", { method: "POST", headers, body });
+    response = await api("/v1/predict", { method: "POST", headers, body });
   } catch (err) {
     if (mine !== generation) return null;
     setStatus(`The server does not answer (${err.message}).`, "error");
@@ -210,7 +238,7 @@ async function explainCurrent() {
   showExplanation("busy", "Explaining…");
   let response, data;
   try {
-    response = await fetch("/v1/explain", { method: "POST", ...image });
+    response = await api("/v1/explain", { method: "POST", ...image });
     data = await response.json().catch(() => ({ detail: response.statusText }));
   } catch (err) {
     data = { detail: `the server does not answer (${err.message})` };
