@@ -27,7 +27,7 @@ import numpy as np
 from ferlab.contract import EMOTIONS
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import write_json
-from ferlab.training.evaluate import predict_proba, predict_proba_scale_rotate, predict_proba_ten_crop, scores
+from ferlab.training import evaluate
 from ferlab.training.model_io import load_h5
 
 OUT = Path("reports/benchmarks")
@@ -53,7 +53,7 @@ def fer_probabilities(faces: np.ndarray) -> np.ndarray:
 
 
 def row(name: str, probabilities: np.ndarray, y: np.ndarray, seconds: float, **extra) -> dict:
-    s = scores(y, probabilities.argmax(1))
+    s = evaluate.scores(y, probabilities.argmax(1))
     return {
         "name": name,
         "accuracy": round(s["accuracy"], 4),
@@ -100,15 +100,11 @@ def main() -> None:
             continue
         model = load_h5(path)
         arch = f"{model.count_params():,} parameters"
-        for tta, run in (
-            ("", lambda: predict_proba(model, faces)),
-            (" + TTA flip", lambda: predict_proba(model, faces, flip=True)),
-            (" + TTA ten-crop", lambda: predict_proba_ten_crop(model, faces)),
-            (" + TTA scale-rotate", lambda: predict_proba_scale_rotate(model, faces)),
-        ):
+        for mode in ("none", "flip", "ten_crop", "scale_rotate"):  # the evaluator's modes (ferlab.training.evaluate)
+            tta = "" if mode == "none" else f" + TTA {mode.replace('_', '-')}"
             start = time.perf_counter()
-            probabilities = run()
-            rows.append(row(label + tta, probabilities, y, time.perf_counter() - start, model=path, parameters=arch, n=len(y)))
+            found = evaluate.probabilities(model, faces, mode)
+            rows.append(row(label + tta, found, y, time.perf_counter() - start, model=path, parameters=arch, n=len(y)))
             print(f"{rows[-1]['name']:32s} accuracy {rows[-1]['accuracy']:.4f}  macro-F1 {rows[-1]['macro_f1']:.4f}")
     try:
         start = time.perf_counter()

@@ -68,15 +68,12 @@ def corruptions(seed: int) -> dict:
 
 
 def ferlab_predictor(path: str, tta: str):
-    from ferlab.training.evaluate import predict_proba, predict_proba_scale_rotate, predict_proba_ten_crop
+    from ferlab.training.evaluate import probabilities
     from ferlab.training.model_io import load_h5
 
     model = load_h5(path)
-    if tta == "ten-crop":
-        return lambda faces: predict_proba_ten_crop(model, faces).argmax(1)
-    if tta == "scale-rotate":
-        return lambda faces: predict_proba_scale_rotate(model, faces).argmax(1)
-    return lambda faces: predict_proba(model, faces, flip=True).argmax(1)
+    mode = {"ten-crop": "ten_crop", "scale-rotate": "scale_rotate"}.get(tta, "flip")
+    return lambda faces: probabilities(model, faces, mode).argmax(1)
 
 
 def fer_predictor():

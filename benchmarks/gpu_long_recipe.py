@@ -569,11 +569,10 @@ def cmd_train(args) -> None:
 def cmd_score(args) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from ferlab import config
-    from ferlab.contract import EMOTIONS
     from ferlab.data import arrays as arrays_mod
     from ferlab.lifecycle import tracking
-    from ferlab.training import calibration, model_io, models
-    from ferlab.training.evaluate import predict_proba, predict_proba_scale_rotate, predict_proba_ten_crop, scores
+    from ferlab.training import model_io, models
+    from ferlab.training.evaluate import evaluate, metrics_of
 
     weights = Path(args.weights)
     hist = json.loads(Path(args.history or weights.with_name("history.json")).read_text())
@@ -590,31 +589,11 @@ def cmd_score(args) -> None:
     model_io.save_h5(model, args.model_out)
     model = model_io.load_h5(args.model_out)  # score exactly what was saved
     arrays = arrays_mod.load(ROOT / params.paths.processed / arrays_mod.ARRAY_FILE)
-    bs = params.evaluate.batch_size
 
-    results, views = {}, {}
-    for key in ("val", "test"):
-        x, y = arrays.x[key], arrays.y[key].astype(int)
-        # (2, N, 7): the face and its mirror image; their mean is predict_proba(flip=True), as evaluate does
-        views[key] = np.stack([predict_proba(model, x, bs), predict_proba(model, x[:, :, ::-1], bs)])
-        results[key] = scores(y, views[key][0].argmax(1))
-        results[f"{key}_tta_flip"] = scores(y, views[key].mean(0).argmax(1))
-        results[f"{key}_tta_ten_crop"] = scores(y, predict_proba_ten_crop(model, x, bs).argmax(1))
-        results[f"{key}_tta_scale_rotate"] = scores(y, predict_proba_scale_rotate(model, x, bs).argmax(1))
-    metrics = {name: {k: round(r[k], 4) for k in ("accuracy", "macro_f1", "weighted_f1")} for name, r in results.items()}
-    # evaluate's calibration numbers: temperature fitted on PublicTest flip views, PrivateTest ECE before/after
-    y_test = arrays.y["test"].astype(int)
-    temperature = calibration.fit_temperature(views["val"], arrays.y["val"].astype(int)) if params.evaluate.calibrate else 1.0
-    metrics["calibration"] = {
-        "temperature": round(temperature, 4),
-        **{
-            name: round(calibration.expected_calibration_error(calibration.tempered(views["test"], t), y_test), 4)
-            for name, t in (("ece_before", 1.0), ("ece_after", temperature))
-        },
-    }
-    for key in ("val", "test"):
-        metrics[key]["per_class_f1"] = {e: round(results[key]["per_class"][e]["f1-score"], 4) for e in EMOTIONS}
-        metrics[key]["per_class_recall"] = {e: round(results[key]["per_class"][e]["recall"], 4) for e in EMOTIONS}
+    # the evaluate stage's scoring: every TTA, the temperature fitted on PublicTest's flip views, PrivateTest's ECE
+    splits = {key: (arrays.x[key], arrays.y[key].astype(int)) for key in ("val", "test")}
+    result = evaluate(model, splits, batch_size=params.evaluate.batch_size, calibrate=params.evaluate.calibrate)
+    metrics = metrics_of(result, per_class=("val", "test"))
     recalls = metrics["test"]["per_class_recall"]
     lowest = min(recalls, key=recalls.get)
 
@@ -710,7 +689,7 @@ def cmd_score(args) -> None:
         "seconds_per_epoch": hist.get("mean_seconds_per_epoch_after_first"),
         "lowest_test_recall": {lowest: recalls[lowest]},
         "metrics": metrics,
-        "report_text": {k: r["report_text"] for k, r in results.items() if k in ("val", "test")},
+        "report_text": {k: r["report_text"] for k, r in result.results.items() if k in ("val", "test")},
     }
     out = Path(args.summary or weights.with_name("score.json"))
     out.write_text(json.dumps(summary, indent=1))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab.contract import EMOTIONS
+from ferlab.contract import EMOTIONS, IMAGE_SIZE
 from ferlab.errors import FerlabError
 from ferlab.fileio import write_json
 from ferlab.inference.labelled_set import LabelledSet
@@ -45,33 +45,33 @@ def _face_of(path: str, label: str, detections, faces, largest_face: bool) -> Ou
 
 
 def score(recognizer, labelled: LabelledSet, face_crop: bool = False, largest_face: bool = False, progress: bool = True) -> list[Outcome]:
-    """One Outcome per image of `labelled`, in its order; faces are classified CHUNK images at a time."""
+    """One Outcome per image of `labelled`, in its order; faces are classified CHUNK images at a time
+    (ferlab.inference.predict.classify_in_chunks)."""
     from tqdm import tqdm
 
-    from ferlab.inference.predict import CHUNK
+    from ferlab.inference.predict import classify_in_chunks
+
+    def crop(item: tuple[str, str]) -> tuple[Outcome, np.ndarray]:
+        outcome = _face_of(*item, *recognizer.crops(item[0], face_crop=face_crop), largest_face)
+        return outcome, (outcome.face[np.newaxis] if outcome.status == "scored" else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8))
 
     outcomes: list[Outcome] = []
-    bar = tqdm(total=len(labelled.items), unit="image", disable=not progress or None, file=sys.stderr)
-    for start in range(0, len(labelled.items), CHUNK):
-        chunk = []
-        for path, label in labelled.items[start : start + CHUNK]:
-            try:
-                chunk.append(_face_of(path, label, *recognizer.crops(path, face_crop=face_crop), largest_face))
-            except FerlabError as err:
-                chunk.append(Outcome(path, label, "unreadable", str(err)))
-            bar.update(1)
-        scored = [o for o in chunk if o.status == "scored"]
-        if scored:
-            for outcome, probs in zip(scored, recognizer.classify(np.stack([o.face for o in scored]))):
-                outcome.probabilities = np.asarray(probs, dtype=np.float64)
-        outcomes += chunk
-    bar.close()
+    with tqdm(total=len(labelled.items), unit="image", disable=not progress or None, file=sys.stderr) as bar:
+        chunks = classify_in_chunks(recognizer.classify, labelled.items, crop, on_read=lambda: bar.update(1))
+        for (path, label), found, probabilities in chunks:
+            if probabilities is None:  # found is the error that made the image unreadable
+                outcomes.append(Outcome(path, label, "unreadable", str(found)))
+                continue
+            if len(probabilities):
+                found.probabilities = np.asarray(probabilities[0], dtype=np.float64)
+            outcomes.append(found)
     return outcomes
 
 
 def summarise(outcomes: list[Outcome], labelled: LabelledSet, setup: dict) -> dict:
-    """Accuracy, macro-F1 over the classes present, per-class scores and the confusion matrix."""
-    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+    """Accuracy, macro-F1 over the classes present, per-class scores and the confusion matrix
+    (ferlab.training.evaluate.scores, the evaluator's figures)."""
+    from ferlab.training.evaluate import scores
 
     scored = [o for o in outcomes if o.status == "scored"]
     if not scored:
@@ -82,8 +82,7 @@ def summarise(outcomes: list[Outcome], labelled: LabelledSet, setup: dict) -> di
     y_true = np.array([EMOTIONS.index(o.label) for o in scored])
     y_pred = np.array([int(np.argmax(o.probabilities)) for o in scored])
     present = sorted(set(y_true.tolist()))
-    every = list(range(len(EMOTIONS)))
-    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=every, zero_division=0)
+    figures = scores(y_true, y_pred, macro_labels=present)
     return {
         "dataset": labelled.source,
         "images": len(outcomes),
@@ -91,24 +90,24 @@ def summarise(outcomes: list[Outcome], labelled: LabelledSet, setup: dict) -> di
         "not_scored": _counts(outcomes),
         "skipped_labels": labelled.skipped,
         "problems": labelled.problems,
-        "accuracy": round(float(np.mean(y_true == y_pred)), 4),
-        "macro_f1": round(float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)), 4),
+        "accuracy": round(figures["accuracy"], 4),
+        "macro_f1": round(figures["macro_f1"], 4),
         "classes_in_macro": [EMOTIONS[i] for i in present],
         "absent_classes": [e for i, e in enumerate(EMOTIONS) if i not in present],
         "per_class": {
             e: (
                 {
-                    "precision": round(float(precision[i]), 4),
-                    "recall": round(float(recall[i]), 4),
-                    "f1": round(float(f1[i]), 4),
-                    "support": int(support[i]),
+                    "precision": round(float(c["precision"]), 4),
+                    "recall": round(float(c["recall"]), 4),
+                    "f1": round(float(c["f1-score"]), 4),
+                    "support": int(c["support"]),
                 }
                 if i in present
                 else None
             )
-            for i, e in enumerate(EMOTIONS)
+            for i, (e, c) in enumerate(figures["per_class"].items())
         },
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=every).tolist(),
+        "confusion_matrix": figures["confusion_matrix"],
         "setup": setup,
     }
 

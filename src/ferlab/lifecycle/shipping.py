@@ -46,17 +46,16 @@ def score(model, faces: np.ndarray, labels: np.ndarray) -> dict:
     """PrivateTest figures of a model (Keras or TFLitePredictor) for each way the tools predict:
     accuracy, macro-F1, calibration error, and per emotion precision, recall and F1."""
     from ferlab.training.calibration import expected_calibration_error
-    from ferlab.training.evaluate import predict_proba, predict_proba_ten_crop, scores
+    from ferlab.training.evaluate import score_split
 
-    one = predict_proba(model, faces)
-    probs = {"none": one, "flip": (one + predict_proba(model, faces[:, :, ::-1])) / 2, "ten_crop": predict_proba_ten_crop(model, faces)}
+    split = score_split(model, faces, labels, TTA_SCORED)
     figures = {"faces": int(len(labels))}
     for mode in TTA_SCORED:
-        s = scores(labels, probs[mode].argmax(1))
+        s = split.scores[mode]
         figures[mode] = {
             "accuracy": round(s["accuracy"], 4),
             "macro_f1": round(s["macro_f1"], 4),
-            "ece": round(expected_calibration_error(probs[mode], labels), 4),
+            "ece": round(expected_calibration_error(split.probabilities[mode], labels), 4),
             "per_class": {
                 e: {"precision": round(c["precision"], 4), "recall": round(c["recall"], 4), "f1": round(c["f1-score"], 4)}
                 for e, c in s["per_class"].items()
@@ -92,7 +91,7 @@ def ship(
 
     provenance: command, params, mlflow_run_id, git_commit, data_sha256, hardware, precision, kept
     (which epochs' weights), as the card states them."""
-    from ferlab.training.evaluate import predict_proba
+    from ferlab.training.evaluate import score_split
     from ferlab.training.model_io import load_h5
 
     if name not in pretrained.NAMES:
@@ -101,9 +100,7 @@ def ship(
         if not (bundle / file).is_file():
             raise FerlabError(f"{bundle} has no {file}; ship a bundle made by the package stage (`dvc repro`).")
     model = load_h5(bundle / "model.h5")
-    one = predict_proba(model, x_test)
-    flip = (one + predict_proba(model, x_test[:, :, ::-1])) / 2
-    float32 = {"none": round(float(np.mean(one.argmax(1) == y_test)), 4), "flip": round(float(np.mean(flip.argmax(1) == y_test)), 4)}
+    float32 = {m: round(s["accuracy"], 4) for m, s in score_split(model, x_test, y_test, ("none", "flip")).scores.items()}
     log(f"float32 .h5: PrivateTest {float32['none']:.4f} one view, {float32['flip']:.4f} flip")
     representative = representative_faces(x_train)
     measured, work = {}, Path(tempfile.mkdtemp(prefix="ferlab-ship-"))

@@ -62,6 +62,31 @@ def fit_temperature(view_probs: np.ndarray, y: np.ndarray) -> float:
     return float(np.exp(best.x))
 
 
+def report(val_views: np.ndarray, y_val: np.ndarray, test_views: np.ndarray, y_test: np.ndarray, fit: bool = True) -> dict:
+    """The temperature fitted on PublicTest's (views, N, C) probabilities (each face and its mirror image)
+    and PrivateTest's calibration error before and after it, with flip and one view; the reliability
+    rows of PrivateTest with flip (the evaluate stage's calibration.json). fit False: temperature 1."""
+    temperature = fit_temperature(val_views, y_val) if fit else 1.0
+    ece = {
+        mode: {
+            "before": expected_calibration_error(tempered(v, 1.0), y_test),
+            "after": expected_calibration_error(tempered(v, temperature), y_test),
+        }
+        for mode, v in (("flip", test_views), ("none", test_views[:1]))
+    }
+    return {
+        "method": "temperature" if fit else "none",
+        "temperature": round(temperature, 4),
+        "fitted_on": "PublicTest, the mean of each face and its mirror image (the tools' default)",
+        "bins": ECE_BINS,
+        "test_ece": {mode: {k: round(v, 4) for k, v in e.items()} for mode, e in ece.items()},
+        "reliability": {
+            "before": reliability(tempered(test_views, 1.0), y_test),
+            "after": reliability(tempered(test_views, temperature), y_test),
+        },
+    }
+
+
 def with_temperature(model, temperature: float):
     """A copy of `model` whose softmax is divided by `temperature` (its last Dense layer scaled)."""
     import keras
