@@ -205,3 +205,29 @@ def test_without_a_camera_the_page_says_so_and_a_chosen_image_works(server, play
         assert "not a readable image" in page.locator("#status").inner_text()
     finally:
         browser.close()
+
+
+def test_a_server_with_keys_gets_the_key_once_and_then_works(tiny_model_path, playwright, tmp_path):
+    key = "page-key-0123456789abcdef"
+    (tmp_path / "keys.txt").write_text(f"page:{key}\n")
+    guarded = start_server(tiny_model_path, tmp_path / "serve.log", "--api-key-file", tmp_path / "keys.txt")
+    video = write_y4m(tmp_path / "astronaut.y4m", astronaut_scene())
+    browser = launch(playwright, *FAKE_CAMERA_ARGS, f"--use-file-for-fake-video-capture={video}")
+    asked = []
+
+    def answer(dialog):
+        asked.append(dialog.message)
+        dialog.accept(key)
+
+    try:
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("dialog", answer)
+        page.goto(guarded.url)
+        page.wait_for_selector("#stage[data-source='camera'][data-faces='1']", timeout=WAIT_MS)
+        check_drawn_face(page, (640, 480))
+        page.wait_for_function("() => document.getElementById('model').textContent.startsWith('Model:')", timeout=WAIT_MS)
+    finally:
+        browser.close()
+        stop_server(guarded)
+    assert asked == ["This server needs an API key:"]
+    assert key not in guarded.log.read_text()

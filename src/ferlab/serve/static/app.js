@@ -23,21 +23,22 @@ function setStatus(text, kind = "") {
 
 const KEY_ITEM = "ferlab-api-key";  // kept for this tab only (sessionStorage), sent as a Bearer token
 
-// fetch() with the API key; a 401 asks for the key once and tries again with it.
+// fetch() with the API key; a 401 asks for the key (once: a request refused while another
+// one was asking retries with the key given there) and tries again with it.
 async function api(path, options = {}) {
-  const send = () => {
-    const key = sessionStorage.getItem(KEY_ITEM);
-    const headers = { ...(options.headers || {}) };
-    if (key) headers["Authorization"] = `Bearer ${key}`;
-    return fetch(path, { ...options, headers });
-  };
-  let response = await send();
+  const send = (key) => fetch(path, {
+    ...options,
+    headers: { ...(options.headers || {}), ...(key ? { "Authorization": `Bearer ${key}` } : {}) },
+  });
+  const used = sessionStorage.getItem(KEY_ITEM);
+  let response = await send(used);
   if (response.status === 401) {
-    const key = window.prompt(sessionStorage.getItem(KEY_ITEM) ?
-      "The API key was refused. Enter the server's API key:" : "This server needs an API key:");
-    if (key) {
+    const now = sessionStorage.getItem(KEY_ITEM);
+    const key = now && now !== used ? now : window.prompt(
+      used ? "The API key was refused. Enter the server's API key:" : "This server needs an API key:");
+    if (key && key.trim()) {
       sessionStorage.setItem(KEY_ITEM, key.trim());
-      response = await send();
+      response = await send(key.trim());
     }
   }
   return response;
