@@ -35,16 +35,22 @@ def _interpreter_class():
 
 
 class TFLiteModel:
-    """One input, several outputs; the batch size follows the input's first axis."""
+    """One input, several outputs; the batch size follows the input's first axis.
 
-    def __init__(self, path: str | os.PathLike, threads: int | None = None):
+    content: the model's bytes, read from them instead of the file at `path` (which then only names it)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None, content: bytes | None = None):
         path = os.fspath(path)
-        if not os.path.isfile(path):
+        if content is None and not os.path.isfile(path):
             raise FerlabError(f"no TFLite model at {path}.")
         interpreter_class = _interpreter_class()
+        threads = threads or _default_threads or os.cpu_count() or 1
         try:
             with native_stderr_silenced():  # its XNNPACK notice
-                self._interpreter = interpreter_class(model_path=path, num_threads=threads or _default_threads or os.cpu_count() or 1)
+                if content is None:
+                    self._interpreter = interpreter_class(model_path=path, num_threads=threads)
+                else:
+                    self._interpreter = interpreter_class(model_content=content, num_threads=threads)
                 self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as err:
             raise FerlabError(f"{path} is not a readable TFLite model ({err}).") from None
@@ -65,3 +71,37 @@ class TFLiteModel:
             self._interpreter.set_tensor(self._input["index"], x)
             self._interpreter.invoke()
             return {name: self._interpreter.get_tensor(o["index"]).copy() for name, o in self.outputs.items()}
+
+
+def with_penultimate_output(path: str | os.PathLike) -> tuple[bytes, str]:
+    """The bytes of the model at `path` with one more output, the penultimate layer's activations
+    (the input of the fully connected layer that feeds the softmax), and that output's name. The
+    file is not changed; the model runs as before (the same delegate, the same probabilities), the
+    added output is only kept instead of thrown away. FerlabError where the model ends otherwise."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    except (OSError, ValueError, IndexError, TypeError) as err:
+        raise FerlabError(f"{path} is not a readable TFLite model ({err}).") from None
+    graph = model.subgraphs[0]
+    names = {value: name for name, value in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+
+    def op_name(op) -> str:
+        code = model.operatorCodes[op.opcodeIndex]
+        return names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+
+    producer = {int(t): op for op in graph.operators for t in op.outputs}
+    softmax = [op for op in graph.operators if op_name(op) == "SOFTMAX"]
+    dense = producer.get(int(softmax[-1].inputs[0])) if softmax else None
+    if dense is None or op_name(dense) != "FULLY_CONNECTED":
+        raise FerlabError(f"{path} does not end in a fully connected layer and a softmax; its penultimate layer cannot be found.")
+    tensor = int(dense.inputs[0])
+    graph.outputs = [*graph.outputs, tensor]
+    builder = flatbuffers.Builder(len(data) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), graph.tensors[tensor].name.decode()
