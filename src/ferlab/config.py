@@ -1,6 +1,11 @@
 """Typed loading of params.yaml: one dataclass per section; unknown keys, values of the wrong
 type and values outside a setting's choices are errors when the file is loaded, so a typo
-stops `dvc repro` in its first stage rather than after training."""
+stops `dvc repro` in its first stage rather than after training.
+
+One source of defaults: each field's default is the value the committed params.yaml gives it
+(a test holds the two equal), so `Params()` (what the tools use outside a project) and a
+params.yaml that leaves a key out mean the recipe that params.yaml states. Change a default in
+both places."""
 
 import dataclasses
 import os
@@ -34,7 +39,7 @@ class Paths:
 class Fetch:
     source: str = "auto"
     drop_folder: str = "data/external"
-    candidates: list[str] = field(default_factory=list)
+    candidates: list[str] = field(default_factory=lambda: ["../shared/fer2013/archive.zip"])
     kaggle_cache: str = "data/external/kaggle"
     sha256: dict[str, str] = field(default_factory=dict)
     limit_per_class: int | None = None
@@ -53,10 +58,10 @@ class Validate:
 class Augment:
     horizontal_flip: bool = True
     translate: int = 4  # random shift of up to this many pixels each way
-    rotation_degrees: float = 0.0
-    zoom: float = 0.0
-    warp_probability: float = 1.0  # share of faces that get the rotation and zoom; the rest keep whole pixels
-    low_resolution_probability: float = 0.0  # share of faces shrunk to a random size and scaled back
+    rotation_degrees: float = 10.0
+    zoom: float = 0.1
+    warp_probability: float = 0.5  # share of faces that get the rotation and zoom; the rest keep whole pixels
+    low_resolution_probability: float = 0.15  # share of faces shrunk to a random size and scaled back
     low_resolution_min_px: int = 20  # the smallest size they are shrunk to (one size per batch, up to 47)
     brightness: float = 0.2
     contrast: float = 0.2
@@ -75,7 +80,7 @@ class Augment:
 class Preprocess:
     drop_blank_train: bool = True
     drop_test_leaks: bool = False
-    class_weights: Literal["none", "balanced", "sqrt"] = "none"
+    class_weights: Literal["none", "balanced", "sqrt"] = "sqrt"
     oversample_min_count: int = 0  # offline oversampling of minority classes up to this count
     augment: Augment = field(default_factory=Augment)
     sample_sheet_faces: int = 8
@@ -85,17 +90,17 @@ class Preprocess:
 class Train:
     model: Literal["ferlab_cnn", "paper_cnn"] = "ferlab_cnn"
     model_options: dict = field(default_factory=dict)
-    epochs: int = 18
-    batch_size: int = 64
-    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
-    learning_rate: float = 0.002
+    epochs: int = 45
+    batch_size: int = 128
+    optimizer: Literal["adam", "adamw", "sgd"] = "sgd"
+    learning_rate: float = 0.05
     momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0001
+    weight_decay: float = 0.005
     schedule: Literal["constant", "cosine"] = "cosine"  # both after a linear warm-up of warmup_epochs
     warmup_epochs: int = 1
     label_smoothing: float = 0.1
-    class_weights: bool = False  # weight the loss with preprocess' class weights
-    early_stopping_patience: int = 8  # epochs without a better PublicTest accuracy
+    class_weights: bool = True  # weight the loss with preprocess' class weights
+    early_stopping_patience: int = 12  # epochs without a better PublicTest accuracy
     # Average the weights of the schedule's last N epochs (0: off); the average replaces the best
     # epoch when its PublicTest accuracy is higher. It changes what is kept, not the training.
     average_epochs: int = 0

@@ -54,7 +54,14 @@ def test_the_jax_augmentation_shrinks_faces_as_tensorflow_does(tmp_path):
     faces = np.random.default_rng(2).integers(0, 256, (4, 48, 48)).astype(np.uint8)
     np.save(tmp_path / "faces.npy", faces)
     policy = Augment(
-        horizontal_flip=False, translate=0, brightness=0.0, contrast=0.0, low_resolution_probability=1.0, low_resolution_min_px=47
+        horizontal_flip=False,
+        translate=0,
+        rotation_degrees=0.0,
+        zoom=0.0,
+        brightness=0.0,
+        contrast=0.0,
+        low_resolution_probability=1.0,
+        low_resolution_min_px=47,
     )
     (tmp_path / "policy.json").write_text(json.dumps(dataclasses.asdict(policy)))
     script = (

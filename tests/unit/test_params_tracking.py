@@ -1,4 +1,7 @@
+import dataclasses
+
 import pytest
+import yaml
 from conftest import REPO
 
 from ferlab import config
@@ -11,6 +14,50 @@ def test_project_params_load_with_every_section():
     assert p.train.model == "ferlab_cnn"
     assert p.paths.model.endswith(".h5")
     assert p.preprocess.augment.horizontal_flip is True
+
+
+def differences(loaded, default, where: str = "params") -> list[str]:
+    """Each setting whose value in `loaded` differs from `default`'s."""
+    found = []
+    for f in dataclasses.fields(default):
+        a, b = getattr(loaded, f.name), getattr(default, f.name)
+        if dataclasses.is_dataclass(b):
+            found += differences(a, b, f"{where}.{f.name}")
+        elif a != b:
+            found.append(f"{where}.{f.name}: params.yaml {a!r}, config.py {b!r}")
+    return found
+
+
+def unspelled(data: dict, default, where: str = "params") -> list[str]:
+    """Each setting of `default` that the params.yaml mapping `data` leaves out."""
+    found = []
+    for f in dataclasses.fields(default):
+        if f.name not in data:
+            found.append(f"{where}.{f.name}")
+        elif dataclasses.is_dataclass(getattr(default, f.name)):
+            found += unspelled(data[f.name], getattr(default, f.name), f"{where}.{f.name}")
+    return found
+
+
+def test_the_defaults_are_the_committed_params():
+    """One source of defaults: the dataclasses' defaults are params.yaml's values, key for key, so
+    Params() (the tools outside a project) and a params.yaml that leaves a key out mean the same recipe;
+    and every setting is spelled in params.yaml, where `dvc exp run -S` and `dvc params diff` see it."""
+    assert differences(config.load(REPO / "params.yaml"), config.Params()) == []
+    assert unspelled(yaml.safe_load((REPO / "params.yaml").read_text()), config.Params()) == []
+
+
+def test_the_defaults_check_sees_a_disagreement_and_a_missing_key(tmp_path):
+    text = (REPO / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("  epochs: 45", "  epochs: 44").replace("  zoom: 0.1", "  zoom: 0.2"))
+    assert differences(config.load(path), config.Params()) == [
+        "params.preprocess.augment.zoom: params.yaml 0.2, config.py 0.1",
+        "params.train.epochs: params.yaml 44, config.py 45",
+    ]
+    data = yaml.safe_load(text)
+    del data["train"]["momentum"]
+    assert unspelled(data, config.Params()) == ["params.train.momentum"]
 
 
 def test_unknown_key_is_an_error(tmp_path):

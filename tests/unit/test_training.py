@@ -11,7 +11,9 @@ from ferlab.errors import FerlabError
 from ferlab.training import augment, model_io, models
 from ferlab.training.train import class_weight_table, make_training_dataset
 
-OFF = Augment(horizontal_flip=False, translate=0, rotation_degrees=0.0, zoom=0.0, brightness=0.0, contrast=0.0)
+OFF = Augment(
+    horizontal_flip=False, translate=0, rotation_degrees=0.0, zoom=0.0, low_resolution_probability=0.0, brightness=0.0, contrast=0.0
+)
 
 
 def faces(n=6, seed=0):
@@ -117,7 +119,10 @@ def batches(ds, n):
 
 @pytest.mark.parametrize(
     "policy",
-    [Augment(), Augment(rotation_degrees=10.0, zoom=0.1, warp_probability=0.5, low_resolution_probability=0.3)],
+    [
+        Augment(rotation_degrees=0.0, zoom=0.0, low_resolution_probability=0.0),
+        Augment(rotation_degrees=10.0, zoom=0.1, warp_probability=0.5, low_resolution_probability=0.3),
+    ],
     ids=["shift", "warp-lowres"],
 )
 def test_the_batch_stream_repeats_run_to_run_and_a_resumed_run_continues_it(policy):
