@@ -1,15 +1,17 @@
 """Load on `ferlab serve`: throughput, latency, memory, and /healthz answering throughout.
 
 Run by hand from the project root on an otherwise idle machine (never in CI):
-    python benchmarks/serve_load.py [--model models/model.h5] [--requests 2000] [--concurrency 16]
-        [--server-args "--detector haar"] [--out reports/benchmarks/serve_load.json]
+    python benchmarks/serve_load.py [--model models/model.h5] [--requests 2000] [--concurrency 16 64]
+        [--api-key] [--server-args "--detector haar"] [--out reports/benchmarks/serve_load.json]
 Needs aiohttp (installed with mlflow) and psutil (the bench extra).
 
 Starts `ferlab serve` as its own process on a free loopback port, then sends a 640x480
 JPEG with one face (scikit-image's astronaut) from a separate client process (asyncio +
 aiohttp, keep-alive connections): 200 requests at concurrency 1 and 4, then --requests
-at --concurrency. Meanwhile this process polls /healthz every 100 ms and samples the
-server's memory, and measures the CPU that other processes took (on a shared machine the
+at each --concurrency. With --api-key the server has an API key (and a per-client rate limit
+too high to refuse anything, so that its bookkeeping is in the figures) and the client sends it.
+Meanwhile this process polls /healthz every 100 ms and samples the server's memory, and measures
+the CPU that other processes took (on a shared machine the
 figures only mean something when that is near 0). Prints a table and writes
 reports/benchmarks/serve_load.json.
 """
@@ -35,10 +37,11 @@ OUT = Path("reports/benchmarks/serve_load.json")
 # ---- the client process ---------------------------------------------------------------------
 
 
-async def load(url: str, image: bytes, requests: int, concurrency: int) -> dict:
+async def load(url: str, image: bytes, requests: int, concurrency: int, key: str | None = None) -> dict:
     import aiohttp
 
     latencies, statuses = [], {}
+    headers = {"Content-Type": "image/jpeg"} | ({"Authorization": f"Bearer {key}"} if key else {})
     remaining = requests
 
     async def worker(session):
@@ -47,7 +50,7 @@ async def load(url: str, image: bytes, requests: int, concurrency: int) -> dict:
             remaining -= 1
             started = time.perf_counter()
             try:
-                async with session.post(url, data=image, headers={"Content-Type": "image/jpeg"}) as response:
+                async with session.post(url, data=image, headers=headers) as response:
                     body = await response.json()
                     ok = response.status == 200 and len(body["faces"]) == 1
                     key = "ok" if ok else str(response.status)
@@ -79,7 +82,7 @@ async def load(url: str, image: bytes, requests: int, concurrency: int) -> dict:
 
 def client_main(args) -> None:
     image = Path(args.image).read_bytes()
-    result = asyncio.run(load(args.url, image, args.requests, args.concurrency))
+    result = asyncio.run(load(args.url, image, args.requests, args.concurrency[0], os.environ.get("SERVE_LOAD_KEY")))
     print(json.dumps(result))
 
 
@@ -167,7 +170,7 @@ def our_cpu_seconds(pid: int) -> float:
     return server.user + server.system + children.ru_utime + children.ru_stime + me.ru_utime + me.ru_stime
 
 
-def run_phase(base: str, pid: int, image_path: Path, requests: int, concurrency: int) -> dict:
+def run_phase(base: str, pid: int, image_path: Path, requests: int, concurrency: int, key: str | None) -> dict:
     watcher = Watcher(base, pid)
     busy, ours, started = busy_cpu_seconds(), our_cpu_seconds(pid), time.perf_counter()
     watcher.start()
@@ -188,6 +191,7 @@ def run_phase(base: str, pid: int, image_path: Path, requests: int, concurrency:
         capture_output=True,
         text=True,
         check=True,
+        env=os.environ | ({"SERVE_LOAD_KEY": key} if key else {}),
     )
     watcher.done.set()
     watcher.join()
@@ -209,7 +213,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="models/model.h5")
     parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[16])
+    parser.add_argument("--api-key", action="store_true", help="serve with an API key and send it")
     parser.add_argument("--small-requests", type=int, default=200, help="requests at concurrency 1 and 4")
     parser.add_argument("--server-args", default="", help="more `ferlab serve` options, e.g. '--max-concurrency 2'")
     parser.add_argument("--out", default=str(OUT))
@@ -226,7 +231,15 @@ def main() -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}/"
     log = work / "serve.log"
-    command = [sys.executable, "-m", "ferlab.cli", "serve", "--model", args.model, "--port", str(port), *args.server_args.split()]
+    command = [sys.executable, "-m", "ferlab.cli", "serve", "--model", args.model, "--port", str(port)]
+    key = None
+    if args.api_key:
+        import secrets
+
+        key = secrets.token_hex(24)
+        (work / "keys.txt").write_text(f"bench:{key}\n")
+        command += ["--api-key-file", str(work / "keys.txt"), "--rate-limit", "1000000/minute"]
+    command += args.server_args.split()
     load_before = os.getloadavg()
     started = time.perf_counter()
     with open(log, "wb") as out:
@@ -238,11 +251,12 @@ def main() -> None:
             time.sleep(0.2)
         ready_s = time.perf_counter() - started
         idle_rss = peak_rss_mb(server.pid)
-        run_phase(base, server.pid, image_path, 20, 4)  # warm-up, not reported
-        runs = [run_phase(base, server.pid, image_path, args.small_requests, c) for c in (1, 4)]
-        runs.append(run_phase(base, server.pid, image_path, args.requests, args.concurrency))
+        run_phase(base, server.pid, image_path, 20, 4, key)  # warm-up, not reported
+        runs = [run_phase(base, server.pid, image_path, args.small_requests, c, key) for c in (1, 4)]
+        runs += [run_phase(base, server.pid, image_path, args.requests, c, key) for c in args.concurrency]
         peak = peak_rss_mb(server.pid)
-        info = json.loads(urllib.request.urlopen(base + "v1/model").read())
+        asked = urllib.request.Request(base + "v1/model", headers={"Authorization": f"Bearer {key}"} if key else {})
+        info = json.loads(urllib.request.urlopen(asked).read())
     finally:
         server.terminate()
         server.wait(60)
@@ -256,7 +270,8 @@ def main() -> None:
             "load_average_before": [round(x, 2) for x in load_before],
         },
         "server": {
-            "command": " ".join(command[1:]).replace(f"--port {port}", "--port <free>"),
+            "command": " ".join(command[1:]).replace(f"--port {port}", "--port <free>").replace(str(work), "<tmp>"),
+            "api_key": bool(key),
             "model": info,
             "ready_after_s": round(ready_s, 1),
             "rss_mb_when_ready": idle_rss,

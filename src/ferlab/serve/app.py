@@ -20,17 +20,13 @@ the Grad-CAM pass on the model's thread). Requests beyond `max_concurrency` wait
 `max_queue` of them; more are refused with 503. Images come from the request body only:
 no user-given value is ever used as a server path.
 
-Before any of that, every request goes through `_gate`: its request id, the API key (when the
-server has keys), the client's rate limit, then, on the way out, the security headers, the
+Before any of that, every request goes through ferlab.serve.gate: its request id, the API key
+(when the server has keys), the client's rate limit; on the way out the security headers, the
 metrics and one JSON line of access log.
 """
 
 import asyncio
-import json
-import logging
-import re
 import time
-import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
@@ -43,6 +39,7 @@ from fastapi.staticfiles import StaticFiles
 from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
 from ferlab.serve import access
+from ferlab.serve.gate import Gate
 from ferlab.serve.metrics import CONTENT_TYPE
 from ferlab.serve.service import Service, ServiceSettings, fail
 from ferlab.serve.uploads import FORM_FIELD, FORM_TYPE, IMAGE_TYPES, content_type_of, image_bytes
@@ -52,11 +49,6 @@ PAGE_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob: mediastream:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
-OPEN_PATHS = ("/healthz", "/readyz", "/", "/docs", "/openapi.json", "/favicon.ico")  # no key needed
-OPEN_PREFIXES = ("/static/", "/docs-assets/")
-RATE_LIMITED = {"/v1/predict": "predict", "/v1/explain": "explain"}
-REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-access_log = logging.getLogger("ferlab.access")
 
 
 PREDICT_DOC = {
@@ -151,8 +143,9 @@ def create_app(
         description="Facial emotion recognition: faces, boxes and the probabilities of FER2013's 7 emotions.",
     )
     app.state.service = service
-    _gate(app, service, limits)
-    if settings.cors_origins:
+    routes: set[str] = set()  # filled below, once every route is there
+    app.add_middleware(Gate, service=service, limits=limits, routes=routes)
+    if settings.cors_origins:  # outside the gate: preflights are answered before it, refusals get CORS headers
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(
@@ -171,79 +164,8 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _offline_docs(app)
+    routes.update(getattr(route, "path", "") for route in app.routes)
     return app
-
-
-def _gate(app: FastAPI, service: Service, limits: access.RateLimits) -> None:
-    keys = service.settings.api_keys
-    metrics = service.metrics
-    routes: set[str] = set()
-
-    def route_of(path: str) -> str:
-        if not routes:
-            routes.update(getattr(r, "path", "") for r in app.routes)
-        if path in routes:
-            return path
-        return next((p.rstrip("/") for p in OPEN_PREFIXES if path.startswith(p)), "other")
-
-    @app.middleware("http")
-    async def gate(request: Request, call_next) -> Response:
-        started = time.perf_counter()
-        given = request.headers.get("x-request-id", "")
-        request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        request.state.request_id = request_id
-        client = request.client.host if request.client else "unknown"
-        path = request.url.path
-        key = None
-        response = None
-        if keys and path not in OPEN_PATHS and not path.startswith(OPEN_PREFIXES) and request.method != "OPTIONS":
-            key = keys.check(request.headers.get("authorization"))
-            request.state.key = key
-            if key is None:
-                said = "a wrong API key" if request.headers.get("authorization") else "no API key"
-                response = JSONResponse(
-                    {"detail": f"this server needs an API key and the request carried {said}; send `Authorization: Bearer <key>`."},
-                    status_code=401,
-                    headers={"WWW-Authenticate": 'Bearer realm="ferlab"'},
-                )
-        if response is None and path in RATE_LIMITED and request.method == "POST":
-            wait = limits.hit(RATE_LIMITED[path], f"key:{key}" if key else f"ip:{client}")
-            if wait is not None:
-                response = JSONResponse(
-                    {"detail": f"too many requests from this client; retry in {wait:.0f} s."},
-                    status_code=429,
-                    headers={"Retry-After": f"{wait:.0f}"},
-                )
-        if response is None:
-            response = await call_next(request)
-        for name, value in access.SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if path not in ("/", "/docs") and not path.startswith(OPEN_PREFIXES):
-            response.headers.setdefault("Content-Security-Policy", access.API_POLICY)
-            response.headers.setdefault("Cache-Control", "no-store")
-        response.headers["X-Request-ID"] = request_id
-        seconds = time.perf_counter() - started
-        route = route_of(path)
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(route).observe(seconds)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                json.dumps(
-                    {
-                        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z",
-                        "request_id": request_id,
-                        "client": client,
-                        "key": key,
-                        "method": request.method,
-                        "path": path,
-                        "status": response.status_code,
-                        "ms": round(seconds * 1000, 1),
-                        "faces": getattr(request.state, "faces", None),
-                        "model_version": getattr(request.state, "model_version", None),
-                    }
-                )
-            )
-        return response
 
 
 def _largest(detections: list, crops: np.ndarray, cap: int) -> tuple[list, np.ndarray, int]:
@@ -351,16 +273,10 @@ def _image_routes(app: FastAPI, service: Service) -> None:
 
 
 async def _heat_maps(generation, method: str, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, heat maps) of the faces; the model is used from the batcher's thread only."""
-    from ferlab.inference import explain as why
+    """(probabilities, heat maps) of the faces, on the model's thread (between two batches)."""
+    from ferlab.inference.explain import heat_maps
 
-    if method == "occlusion":
-        answers = await generation.batcher.classify(why.occlusion_inputs(crops))  # the faces and all their copies: one call
-        return why.occlusion_maps(answers, len(crops))
-    probabilities = await generation.batcher.classify(crops)
-    recognizer = generation.recognizer
-    maps = await generation.batcher.call(why.gradcam_maps, recognizer.classifier.model, crops, probabilities.argmax(axis=1), recognizer.tta)
-    return probabilities, maps
+    return await generation.batcher.call(heat_maps, generation.recognizer, crops, method)
 
 
 def _status_routes(app: FastAPI, service: Service) -> None:
