@@ -1,7 +1,9 @@
 """The `ferlab` command: emotions of the faces in images, video files and live sources
 (`detect`, `video`, `webcam`), of many images on every core into a Parquet or CSV file
-(`batch`), heat maps of what they rest on (`explain`), the web service (`serve`), the model on
-the user's labelled images (`evaluate`, from ferlab.cli.evaluate) and the model registry (`models`, from ferlab.cli.models).
+(`batch`), heat maps of what they rest on (`explain`), the web service (`serve`), the drift of
+what it saw from PrivateTest (`monitor`, from ferlab.cli.monitor), the model on
+the user's labelled images (`evaluate`, from ferlab.cli.evaluate), fine-tuned on them (`adapt`, from
+ferlab.cli.adapt) and the model registry (`models`, from ferlab.cli.models).
 
 Heavy libraries (TensorFlow, OpenCV) are imported only by the commands that need
 them, so `ferlab --help` answers at once. A FerlabError ends the command with
@@ -10,11 +12,11 @@ them, so `ferlab --help` answers at once. A FerlabError ends the command with
 
 import argparse
 
-from ferlab.cli import batch, detect, evaluate, explain, models, serve, video
+from ferlab.cli import adapt, batch, detect, evaluate, explain, models, monitor, serve, video
 from ferlab.cli.common import common_parser, error
 from ferlab.errors import FerlabError
 
-COMMAND_GROUPS = (detect, batch, explain, video, serve, evaluate, models)
+COMMAND_GROUPS = (detect, batch, explain, video, serve, monitor, evaluate, adapt, models)
 
 
 def build_parser() -> argparse.ArgumentParser:
