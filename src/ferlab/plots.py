@@ -63,14 +63,12 @@ def learning_curves(history: list[dict], path) -> None:
     save(fig, path)
 
 
-def confusion(matrix, path, title: str) -> None:
-    """Row-normalised confusion matrix with the counts written in each cell."""
+def _confusion_panel(ax, matrix, title: str, emotions):
     counts = np.asarray(matrix)
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(6.4, 5.4))
     shown = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for i in range(len(EMOTIONS)):
-        for j in range(len(EMOTIONS)):
+    for i in range(len(emotions)):
+        for j in range(len(emotions)):
             ax.text(
                 j,
                 i,
@@ -80,12 +78,47 @@ def confusion(matrix, path, title: str) -> None:
                 fontsize=7,
                 color="white" if rates[i, j] > 0.5 else "black",
             )
-    ax.set_xticks(range(len(EMOTIONS)), EMOTIONS, rotation=45)
-    ax.set_yticks(range(len(EMOTIONS)), EMOTIONS)
+    ax.set_xticks(range(len(emotions)), emotions, rotation=45)
+    ax.set_yticks(range(len(emotions)), emotions)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
+    return shown
+
+
+def confusion(matrix, path, title: str, emotions=EMOTIONS) -> None:
+    """Row-normalised confusion matrix with the counts written in each cell."""
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
+    shown = _confusion_panel(ax, matrix, title, emotions)
     fig.colorbar(shown, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def confusion_pair(before, after, path, titles: tuple[str, str], emotions=EMOTIONS, suptitle: str = "") -> None:
+    """Two row-normalised confusion matrices side by side (before and after, say)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 5.2))
+    for ax, matrix, title in zip(axes, (before, after), titles):
+        shown = _confusion_panel(ax, matrix, title, emotions)
+    fig.colorbar(shown, ax=axes, fraction=0.025)
+    if suptitle:
+        fig.suptitle(suptitle)
+    save(fig, path)
+
+
+def recall_pair(before: dict[str, float], after: dict[str, float], path, labels: tuple[str, str], title: str) -> None:
+    """Per-emotion recall, two bars per emotion (before and after)."""
+    names = list(before)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2.5, 3.8))
+    for offset, values, label, colour in ((-0.2, before, labels[0], "tab:grey"), (0.2, after, labels[1], "tab:blue")):
+        bars = ax.bar(x + offset, [values[n] for n in names], width=0.4, label=label, color=colour)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, names, rotation=45)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("recall")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     save(fig, path)
 
@@ -122,10 +155,10 @@ def labelled_faces(
     save(fig, path)
 
 
-def emotion_timeline(times: list[float], probabilities: np.ndarray, dominant: str | None, path) -> None:
+def emotion_timeline(times: list[float], probabilities: np.ndarray, dominant: str | None, path, emotions=EMOTIONS) -> None:
     """The mean probability of each emotion over the faces of each analysed video frame."""
     fig, ax = plt.subplots(figsize=(10, 4))
-    for k, emotion in enumerate(EMOTIONS):
+    for k, emotion in enumerate(emotions):
         ax.plot(times, probabilities[:, k] if len(times) else [], label=emotion, linewidth=1.5)
     ax.set(
         xlabel="time (s)",
@@ -133,5 +166,5 @@ def emotion_timeline(times: list[float], probabilities: np.ndarray, dominant: st
         ylim=(0, 1),
         title=f"dominant emotion: {dominant}" if dominant else "no face found",
     )
-    ax.legend(loc="upper right", ncol=7, fontsize=8)
+    ax.legend(loc="upper right", ncol=len(emotions), fontsize=8)
     save(fig, path)

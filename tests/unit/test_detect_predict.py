@@ -472,11 +472,15 @@ def test_bundle_folder_carries_the_contract(tmp_path, tiny_model_path):
     (bundle / "preprocessing.json").write_text(json.dumps(preprocessing() | {"face_margin": 0.25, "align": True}))
     (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]}))
     assert load_model(bundle)[1] == CropContract(margin=0.25, align=True)
+    # a bundle may declare some of the seven (ferlab adapt --emotions), as many as its model has outputs
     (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": 0, "name": "happy"}, {"id": 1, "name": "sad"}]}))
+    with pytest.raises(FerlabError, match=r"gives 7 probabilities, not one for each of happy, sad"):
+        load_model(bundle)
+    (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": 0, "name": "happy"}, {"id": 1, "name": "contempt"}]}))
     with pytest.raises(FerlabError, match="trained for other labels"):
         load_model(bundle)
     (bundle / "labels.json").write_text("{not json")
-    with pytest.raises(FerlabError, match="has an unreadable labels.json or preprocessing.json"):
+    with pytest.raises(FerlabError, match="has an unreadable labels.json"):
         load_model(bundle)
 
 

@@ -28,11 +28,11 @@ def _print_table(found: list[tuple[str, list]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
-def _print_csv(found: list[tuple[str, list]], model: str) -> None:
+def _print_csv(found: list[tuple[str, list]], model: str, emotions: tuple[str, ...]) -> None:
     from ferlab.inference.predict import Face
 
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["path", "face", *Face.ROW_FIELDS, "model"])
+    writer.writerow(["path", "face", *Face.row_fields(emotions), "model"])
     for path, faces in found:
         writer.writerows([path, i, *face.to_row(), model] for i, face in enumerate(faces))
 
@@ -71,7 +71,7 @@ def cmd_detect(args) -> int:
         json.dump(results, sys.stdout, indent=2)
         print()
     elif args.csv:
-        _print_csv(found_faces, recognizer.model_source)
+        _print_csv(found_faces, recognizer.model_source, recognizer.emotions)
     else:
         _print_table(found_faces)
     if failed:

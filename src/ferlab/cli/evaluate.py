@@ -55,7 +55,7 @@ def _print_summary(summary: dict, files: dict) -> None:
         f"(over {len(summary['classes_in_macro'])} classes)"
     )
     print(f"{'emotion':<10}{'precision':>10}{'recall':>8}{'F1':>8}{'faces':>7}")
-    for emotion in EMOTIONS:
+    for emotion in summary.get("emotions", EMOTIONS):
         cls = summary["per_class"][emotion]
         if cls:
             print(f"{emotion:<10}{cls['precision']:>10.3f}{cls['recall']:>8.3f}{cls['f1']:>8.3f}{cls['support']:>7}")
@@ -65,7 +65,8 @@ def _print_summary(summary: dict, files: dict) -> None:
     if not_scored:
         print("not scored: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in not_scored.items()) + " (see predictions.csv)")
     if summary["skipped_labels"]:
-        print("skipped labels outside FER2013's seven: " + ", ".join(f"{k} ({v})" for k, v in summary["skipped_labels"].items()))
+        outside = "FER2013's seven" if tuple(summary.get("emotions", EMOTIONS)) == EMOTIONS else "the model's emotions"
+        print(f"skipped labels outside {outside}: " + ", ".join(f"{k} ({v})" for k, v in summary["skipped_labels"].items()))
     for name, path in files.items():
         print(f"  {name}: {path}")
 
@@ -79,6 +80,12 @@ def run(args) -> int:
     for problem in labelled.problems:
         error(problem)
     recognizer = load_recognizer(args)
+    if recognizer.emotions != EMOTIONS:  # a model adapted to fewer emotions: the other labels are skipped, as contempt is
+        kept = [(path, label) for path, label in labelled.items if label in recognizer.emotions]
+        for _, label in labelled.items:
+            if label not in recognizer.emotions:
+                labelled.skipped[label] = labelled.skipped.get(label, 0) + 1
+        labelled.items = kept
     outcomes = assess.score(recognizer, labelled, face_crop=args.face_crop, largest_face=args.largest_face, progress=not args.quiet)
     for outcome in outcomes:
         if outcome.status == "unreadable":

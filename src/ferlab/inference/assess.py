@@ -29,10 +29,11 @@ class Outcome:
     message: str = ""
     face: np.ndarray | None = None  # the 48x48 model input that was scored
     probabilities: np.ndarray | None = None
+    emotions: tuple[str, ...] = EMOTIONS  # the model's outputs, in order
 
     @property
     def predicted(self) -> str | None:
-        return None if self.probabilities is None else EMOTIONS[int(np.argmax(self.probabilities))]
+        return None if self.probabilities is None else self.emotions[int(np.argmax(self.probabilities))]
 
 
 def _face_of(path: str, label: str, detections, faces, largest_face: bool) -> Outcome:
@@ -64,6 +65,7 @@ def score(recognizer, labelled: LabelledSet, face_crop: bool = False, largest_fa
                 continue
             if len(probabilities):
                 found.probabilities = np.asarray(probabilities[0], dtype=np.float64)
+                found.emotions = tuple(getattr(recognizer, "emotions", EMOTIONS))
             outcomes.append(found)
     return outcomes
 
@@ -79,10 +81,11 @@ def summarise(outcomes: list[Outcome], labelled: LabelledSet, setup: dict) -> di
             f"no image of {labelled.source} could be scored "
             f"({', '.join(f'{n} {s}' for s, n in _counts(outcomes).items() if n)}); see the messages above."
         )
-    y_true = np.array([EMOTIONS.index(o.label) for o in scored])
+    emotions = scored[0].emotions
+    y_true = np.array([emotions.index(o.label) for o in scored])
     y_pred = np.array([int(np.argmax(o.probabilities)) for o in scored])
     present = sorted(set(y_true.tolist()))
-    figures = scores(y_true, y_pred, macro_labels=present)
+    figures = scores(y_true, y_pred, macro_labels=present, emotions=emotions)
     return {
         "dataset": labelled.source,
         "images": len(outcomes),
@@ -92,8 +95,9 @@ def summarise(outcomes: list[Outcome], labelled: LabelledSet, setup: dict) -> di
         "problems": labelled.problems,
         "accuracy": round(figures["accuracy"], 4),
         "macro_f1": round(figures["macro_f1"], 4),
-        "classes_in_macro": [EMOTIONS[i] for i in present],
-        "absent_classes": [e for i, e in enumerate(EMOTIONS) if i not in present],
+        "emotions": list(emotions),
+        "classes_in_macro": [emotions[i] for i in present],
+        "absent_classes": [e for i, e in enumerate(emotions) if i not in present],
         "per_class": {
             e: (
                 {
@@ -126,14 +130,15 @@ def write_report(summary: dict, outcomes: list[Outcome], out_dir: str | Path, mi
     except OSError as err:
         raise FerlabError(f"cannot create {out} ({err.strerror}); choose another --out.") from None
     files = {name: out / name for name in ("summary.json", "predictions.csv", "confusion_matrix.json", "confusion_matrix.png")}
+    emotions = summary.get("emotions", list(EMOTIONS))  # the model's outputs (a model adapted to fewer emotions: its own)
     write_json(files["summary.json"], summary)
     write_json(
         files["confusion_matrix.json"],
-        {"labels": list(EMOTIONS), "rows": "true", "columns": "predicted", "matrix": summary["confusion_matrix"]},
+        {"labels": emotions, "rows": "true", "columns": "predicted", "matrix": summary["confusion_matrix"]},
     )
     with open(files["predictions.csv"], "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "label", "status", "predicted", "confidence", *[f"p_{e}" for e in EMOTIONS], "message"])
+        writer.writerow(["path", "label", "status", "predicted", "confidence", *[f"p_{e}" for e in emotions], "message"])
         for o in outcomes:
             probs = [] if o.probabilities is None else [f"{p:.4f}" for p in o.probabilities]
             writer.writerow(
@@ -143,7 +148,7 @@ def write_report(summary: dict, outcomes: list[Outcome], out_dir: str | Path, mi
                     o.status,
                     o.predicted or "",
                     f"{max(o.probabilities):.4f}" if probs else "",
-                    *(probs or [""] * len(EMOTIONS)),
+                    *(probs or [""] * len(emotions)),
                     o.message,
                 ]
             )
@@ -151,6 +156,7 @@ def write_report(summary: dict, outcomes: list[Outcome], out_dir: str | Path, mi
         summary["confusion_matrix"],
         files["confusion_matrix.png"],
         f"{Path(summary['dataset']).name}: accuracy {summary['accuracy']:.3f}, macro-F1 {summary['macro_f1']:.3f}",
+        emotions,
     )
     wrong = sorted((o for o in outcomes if o.status == "scored" and o.predicted != o.label), key=lambda o: -float(np.max(o.probabilities)))[
         :mistakes

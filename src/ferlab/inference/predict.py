@@ -18,6 +18,9 @@ service share:
                         "sad": 0.02, "surprise": 0.01, "neutral": 0.04}  # all 7, in ferlab.contract.EMOTIONS order
     }
 
+A model adapted to fewer emotions (`ferlab adapt --emotions happy,sad,neutral`) answers with those alone,
+in its bundle's order (`recognizer.emotions`); `probabilities` then has those keys.
+
 An image without a face gives an empty list, not an error. Inputs a user can get
 wrong (missing or unreadable file, corrupt or truncated image, an image above
 `max_pixels`, a missing model) raise FerlabError with one sentence naming the input.
@@ -72,7 +75,7 @@ def fill_pad_of(filling_faces: bool) -> float:
 class Face:
     box: tuple[int, int, int, int]  # x, y, w, h
     confidence: float | None
-    probabilities: dict[str, float]  # emotion name -> probability, EMOTIONS order
+    probabilities: dict[str, float]  # emotion name -> probability, in the model's order (EMOTIONS for FER2013's seven)
 
     @property
     def emotion(self) -> str:
@@ -87,16 +90,20 @@ class Face:
             "probabilities": dict(self.probabilities),
         }
 
-    # The flat form of to_dict, for CSV and tables: `ferlab detect --csv`, the video CSV.
+    # The flat form of to_dict, for CSV and tables: `ferlab detect --csv`, the video CSV (row_fields: a model's own emotions).
     ROW_FIELDS = ("x", "y", "w", "h", "confidence", "emotion", *EMOTIONS)
+
+    @staticmethod
+    def row_fields(emotions: tuple[str, ...] = EMOTIONS) -> tuple[str, ...]:
+        return ("x", "y", "w", "h", "confidence", "emotion", *emotions)
 
     def to_row(self) -> list:
         confidence = "" if self.confidence is None else f"{self.confidence:.4f}"
-        return [*self.box, confidence, self.emotion, *(f"{self.probabilities[e]:.4f}" for e in EMOTIONS)]
+        return [*self.box, confidence, self.emotion, *(f"{p:.4f}" for p in self.probabilities.values())]
 
     def values(self) -> list:
         """ROW_FIELDS as numbers, unrounded (confidence None where the detector gives none): for typed tables (Parquet, Spark)."""
-        return [*self.box, self.confidence, self.emotion, *(self.probabilities[e] for e in EMOTIONS)]
+        return [*self.box, self.confidence, self.emotion, *self.probabilities.values()]
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,7 @@ class EmotionRecognizer:
         if detector not in DETECTORS:
             raise FerlabError(f"unknown face detector {detector!r}; choose one of {', '.join(DETECTORS)}.")
         self.classifier = as_classifier(model)
+        self.emotions: tuple[str, ...] = tuple(getattr(self.classifier, "emotions", EMOTIONS))  # the model's outputs, in order
         self.detector_name = detector
         self.contract = contract
         self.max_pixels = max_pixels
@@ -225,9 +233,9 @@ class EmotionRecognizer:
         return detections, np.stack(faces) if faces else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
 
     def classify(self, faces: np.ndarray) -> np.ndarray:
-        """(N, 48, 48) uint8 faces -> (N, 7) float32 probabilities, EMOTIONS order."""
+        """(N, 48, 48) uint8 faces -> (N, k) float32 probabilities, in the order of self.emotions."""
         if len(faces) == 0:
-            return np.zeros((0, len(EMOTIONS)), np.float32)
+            return np.zeros((0, len(self.emotions)), np.float32)
         views = tta_views(faces, self.tta)
         probabilities = self.classifier(normalize(views.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)))
         return probabilities.reshape(len(views), len(faces), -1).mean(axis=0)
@@ -250,7 +258,7 @@ class EmotionRecognizer:
         bgr = load_image(image, color, self.max_pixels)
         detections, faces = self.crops(bgr, face_crop)
         probabilities, maps = explain.heat_maps(self, faces, used)
-        return explanations(detections, probabilities, maps, used, self.regions(bgr, detections, face_crop))
+        return explanations(detections, probabilities, maps, used, self.regions(bgr, detections, face_crop), self.emotions)
 
     def predict(self, image: ImageInput, face_crop: bool = False, color: str = "bgr") -> list[Face]:
         """The faces of one image, largest first."""
@@ -280,13 +288,13 @@ class EmotionRecognizer:
                 yield name_of(entry), None, kept
             else:
                 image, detections = kept
-                yield name_of(entry), image, assemble([detections], probabilities)[0]
+                yield name_of(entry), image, assemble([detections], probabilities, self.emotions)[0]
 
     def predict_batch(self, images: Iterable[ImageInput], face_crop: bool = False, color: str = "bgr") -> list[list[Face]]:
         """The faces of many images; all faces go through the model together."""
         found = [self.crops(image, face_crop, color) for image in images]
         probabilities = self.classify(np.concatenate([faces for _, faces in found])) if found else None
-        return assemble([detections for detections, _ in found], probabilities)
+        return assemble([detections for detections, _ in found], probabilities, self.emotions)
 
 
 def classify_in_chunks(
@@ -321,20 +329,31 @@ def classify_in_chunks(
                 row += len(faces)
 
 
-def assemble(detections: list[list[Detection]], probabilities: np.ndarray) -> list[list[Face]]:
-    """Split the probabilities of all faces back per image, as Faces, largest first."""
+def assemble(detections: list[list[Detection]], probabilities: np.ndarray, emotions: tuple[str, ...] = EMOTIONS) -> list[list[Face]]:
+    """Split the probabilities of all faces back per image, as Faces, largest first; `emotions` names
+    the columns (the recognizer's `emotions`)."""
+    if probabilities is not None and len(probabilities) and np.shape(probabilities)[-1] != len(emotions):
+        raise FerlabError(
+            f"the model gives {np.shape(probabilities)[-1]} probabilities per face, not one for each of {', '.join(emotions)}; "
+            "pass the recognizer's emotions."
+        )
     results, start = [], 0
     for dets in detections:
-        faces = [Face(d.box, d.confidence, {e: float(p) for e, p in zip(EMOTIONS, probabilities[start + i])}) for i, d in enumerate(dets)]
+        faces = [Face(d.box, d.confidence, {e: float(p) for e, p in zip(emotions, probabilities[start + i])}) for i, d in enumerate(dets)]
         start += len(dets)
         results.append(sorted(faces, key=lambda f: -f.box[2] * f.box[3]))
     return results
 
 
 def explanations(
-    detections: list[Detection], probabilities: np.ndarray, maps: np.ndarray, method: str, regions: list[np.ndarray]
+    detections: list[Detection],
+    probabilities: np.ndarray,
+    maps: np.ndarray,
+    method: str,
+    regions: list[np.ndarray],
+    emotions: tuple[str, ...] = EMOTIONS,
 ) -> list[Explanation]:
     """The Explanations of one image's faces, largest first (the order of assemble)."""
-    (faces,) = assemble([detections], probabilities)
+    (faces,) = assemble([detections], probabilities, emotions)
     order = sorted(range(len(detections)), key=lambda i: -detections[i].box[2] * detections[i].box[3])
     return [Explanation(face, maps[i], method, regions[i]) for face, i in zip(faces, order)]

@@ -17,7 +17,7 @@ from ferlab.lifecycle import pretrained
 BUNDLE_MODEL = "model.h5"
 BUNDLE_TFLITE = "model.tflite"  # the same model for LiteRT: no TensorFlow import
 BUNDLE_CONTRACT = "preprocessing.json"  # {"face_margin": 0.1, "align": false, ...}: the crop contract
-BUNDLE_LABELS = "labels.json"  # {"emotions": [{"id": 0, "name": "angry"}, ...]}: must be ferlab's
+BUNDLE_LABELS = "labels.json"  # {"emotions": [{"id": 0, "name": "angry"}, ...]}: the outputs, some of ferlab's seven
 
 
 def missing_model(source) -> FerlabError:
@@ -27,22 +27,34 @@ def missing_model(source) -> FerlabError:
     )
 
 
-def _bundle_contract(folder: Path) -> CropContract:
-    """The crop contract of a bundle (preprocessing.json), after checking its labels (labels.json)."""
+def bundle_emotions(folder: Path) -> tuple[str, ...]:
+    """The emotions a bundle's model answers with, in its output order: labels.json's, which may be
+    any of FER2013's seven in any order (`ferlab adapt --emotions`); all seven where there is no labels.json."""
     labels = folder / BUNDLE_LABELS
+    if not labels.is_file():
+        return EMOTIONS
+    try:
+        entries = sorted(json.loads(labels.read_text())["emotions"], key=lambda e: int(e["id"]))
+        names = tuple(str(e["name"]) for e in entries)
+        ids = [int(e["id"]) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FerlabError(f"the bundle {folder} has an unreadable {BUNDLE_LABELS} ({err}); rebuild it with `dvc repro`.") from None
+    unknown = [n for n in names if n not in EMOTIONS]
+    if not names or unknown or len(set(names)) != len(names) or ids != list(range(len(names))):
+        raise FerlabError(
+            f"{labels} lists the emotions {list(names)} with ids {ids}; ferlab's models answer with some of "
+            f"{', '.join(EMOTIONS)}, each once, with ids 0, 1, ...; this model was trained for other labels."
+        )
+    return names
+
+
+def _bundle_contract(folder: Path) -> CropContract:
+    """The crop contract of a bundle (preprocessing.json)."""
     contract = folder / BUNDLE_CONTRACT
     try:
-        if labels.is_file():
-            names = [e["name"] for e in json.loads(labels.read_text())["emotions"]]
-            if tuple(names) != EMOTIONS:
-                raise FerlabError(
-                    f"{labels} lists the emotions {names}, not ferlab's {list(EMOTIONS)}; this model was trained for other labels."
-                )
         return CropContract.from_dict(json.loads(contract.read_text())) if contract.is_file() else CropContract()
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise FerlabError(
-            f"the bundle {folder} has an unreadable {BUNDLE_LABELS} or {BUNDLE_CONTRACT} ({err}); rebuild it with `dvc repro`."
-        ) from None
+        raise FerlabError(f"the bundle {folder} has an unreadable {BUNDLE_CONTRACT} ({err}); rebuild it with `dvc repro`.") from None
 
 
 def _load_registered(uri: str):
@@ -114,17 +126,22 @@ def resolve(model: str | os.PathLike | None = None, env=os.environ) -> ModelChoi
     )
 
 
-def load_model(source: str | os.PathLike, runtime: str = DEFAULT_RUNTIME):
-    """(classifier, CropContract) from a .h5 file, a .tflite file, a bundle folder or models:/<name>@<alias>.
+@dataclass(frozen=True)
+class ModelFiles:
+    """What a model source holds, once found: its .h5 (None: TFLite only), its TFLite file, its bundle
+    folder (None: a bare file), its crop contract and the emotions of its outputs."""
 
-    runtime: "tflite" runs the bundle's model.tflite on LiteRT, "keras" the .h5 on TensorFlow;
-    "auto" takes the TFLite model where the source has one.
-    """
-    from ferlab.inference.classifier import KerasClassifier, TFLiteClassifier
-    from ferlab.training.model_io import load_h5
+    source: str
+    h5: Path | None
+    tflite: Path | None
+    folder: Path | None
+    contract: CropContract
+    emotions: tuple[str, ...]
 
-    if runtime not in RUNTIMES:
-        raise FerlabError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
+
+def locate(source: str | os.PathLike) -> ModelFiles:
+    """The files of a .h5 file, a .tflite file, a bundle folder, models:/<name>@<alias> (downloaded) or
+    pretrained:<name>, checked: the folder's labels.json and preprocessing.json read."""
     text = os.fspath(source)
     from ferlab.lifecycle.registry import is_uri
 
@@ -145,22 +162,49 @@ def load_model(source: str | os.PathLike, runtime: str = DEFAULT_RUNTIME):
         elif not path.is_file():
             raise missing_model(path)
         elif path.suffix.lower() == ".tflite":
-            if runtime == "keras":
-                raise FerlabError(f"{path} is a TFLite model; the keras runtime needs a .h5 file or a bundle folder.")
-            return TFLiteClassifier(path), CropContract()
+            return ModelFiles(text, None, path, None, CropContract(), EMOTIONS)
         else:
             h5, folder = path, None
-    contract = _bundle_contract(folder) if folder is not None else CropContract()
-    tflite = folder / BUNDLE_TFLITE if folder is not None else None
-    if runtime == "tflite" and not (tflite and tflite.is_file()):
+    if folder is None:
+        return ModelFiles(text, h5, None, None, CropContract(), EMOTIONS)
+    tflite = folder / BUNDLE_TFLITE
+    return ModelFiles(
+        text,
+        h5 if h5 is not None and h5.is_file() else None,
+        tflite if tflite.is_file() else None,
+        folder,
+        _bundle_contract(folder),
+        bundle_emotions(folder),
+    )
+
+
+def load_model(source: str | os.PathLike, runtime: str = DEFAULT_RUNTIME):
+    """(classifier, CropContract) from a .h5 file, a .tflite file, a bundle folder or models:/<name>@<alias>;
+    the classifier's `emotions` are its outputs' (a bundle's labels.json, else FER2013's seven).
+
+    runtime: "tflite" runs the bundle's model.tflite on LiteRT, "keras" the .h5 on TensorFlow;
+    "auto" takes the TFLite model where the source has one.
+    """
+    from ferlab.inference.classifier import KerasClassifier, TFLiteClassifier
+    from ferlab.training.model_io import load_h5
+
+    if runtime not in RUNTIMES:
+        raise FerlabError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}.")
+    found = locate(source)
+    text = found.source
+    if found.folder is None and found.tflite is not None:  # a bare .tflite file
+        if runtime == "keras":
+            raise FerlabError(f"{text} is a TFLite model; the keras runtime needs a .h5 file or a bundle folder.")
+        return TFLiteClassifier(found.tflite), found.contract
+    if runtime == "tflite" and found.tflite is None:
         raise FerlabError(
             f"{text} has no {BUNDLE_TFLITE}; pass a bundle folder made by `dvc repro` (models/bundle), or use --runtime keras."
         )
-    if runtime != "keras" and tflite is not None and tflite.is_file():
-        return TFLiteClassifier(tflite), contract
-    if h5 is None or not h5.is_file():
+    if runtime != "keras" and found.tflite is not None:
+        return TFLiteClassifier(found.tflite, emotions=found.emotions), found.contract
+    if found.h5 is None:
         raise FerlabError(f"{text} holds only a TFLite model; the keras runtime needs a .h5 file, use --runtime tflite or auto.")
-    return KerasClassifier(load_h5(h5)), contract
+    return KerasClassifier(load_h5(found.h5), emotions=found.emotions), found.contract
 
 
 def label(source: str) -> str:

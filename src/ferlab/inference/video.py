@@ -115,7 +115,7 @@ def _text(image, text, origin, scale=0.5, color=(255, 255, 255)):
 
 
 def draw_faces(image: np.ndarray, faces: list[Face], indices: list[int] | None = None, bars: bool = True) -> np.ndarray:
-    """A copy of a BGR image with each face's box, label and (if bars) its 7 probabilities."""
+    """A copy of a BGR image with each face's box, label and (if bars) its probabilities (one per emotion of its model)."""
     out = image.copy()
     scale = max(0.4, min(1.2, out.shape[0] / 900))
     line = int(22 * scale) + 2
@@ -126,10 +126,10 @@ def draw_faces(image: np.ndarray, faces: list[Face], indices: list[int] | None =
         _text(out, f"{tag}{face.emotion} {face.probabilities[face.emotion]:.0%}", (x, max(line, y - 6)), scale, BOX_COLOR)
         if not bars:
             continue
-        label = max(cv2.getTextSize(e, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8, 1)[0][0] for e in EMOTIONS) + 6
+        label = max(cv2.getTextSize(e, cv2.FONT_HERSHEY_SIMPLEX, scale * 0.8, 1)[0][0] for e in face.probabilities) + 6
         bar = int(80 * scale)
         left = x + w + 6 if x + w + 6 + label + bar < out.shape[1] else max(0, x - label - bar - 6)
-        for k, emotion in enumerate(EMOTIONS):
+        for k, emotion in enumerate(face.probabilities):
             top = y + k * line
             _text(out, emotion, (left, top + line - 6), scale * 0.8)
             start = left + label
@@ -163,12 +163,13 @@ def sampled_frames(capture: cv2.VideoCapture, stride: int):
 class Timeline:
     """The emotions of a video over time: per analysed frame with faces, the mean over its faces."""
 
-    def __init__(self):
+    def __init__(self, emotions: tuple[str, ...] = EMOTIONS):
+        self.emotions = emotions
         self.times, self.frame_means, self.face_probabilities = [], [], []
 
     def add(self, t: float, faces: list[Face]) -> None:
         if faces:
-            p = np.array([[face.probabilities[e] for e in EMOTIONS] for face in faces])
+            p = np.array([[face.probabilities[e] for e in self.emotions] for face in faces])
             self.times.append(t)
             self.frame_means.append(p.mean(axis=0))
             self.face_probabilities.extend(p)
@@ -179,7 +180,7 @@ class Timeline:
     def plot(self, dominant: str | None, path: Path) -> None:
         from ferlab import plots
 
-        plots.emotion_timeline(self.times, np.array(self.frame_means).reshape(-1, len(EMOTIONS)), dominant, path)
+        plots.emotion_timeline(self.times, np.array(self.frame_means).reshape(-1, len(self.emotions)), dominant, path, self.emotions)
 
 
 def analyse_video(
@@ -201,14 +202,15 @@ def analyse_video(
         k: out_dir / f"{path.stem}{suffix}"
         for k, suffix in (("csv", ".csv"), ("video", ".annotated.mp4"), ("timeline", ".timeline.png"), ("summary", ".summary.json"))
     }
-    tracker, timeline, writer = Tracker(), Timeline(), None
+    emotions = recognizer.emotions
+    tracker, timeline, writer = Tracker(), Timeline(emotions), None
     frames = analysed = 0
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     bar = tqdm(total=total, unit="frame", desc=path.name, disable=not progress, file=sys.stderr)
     try:
         with atomic_path(outputs["csv"]) as csv_tmp, open(csv_tmp, "w", newline="") as f:
             rows = csv.writer(f)
-            rows.writerow(CSV_FIELDS)
+            rows.writerow(("frame", "time_s", "face", *Face.row_fields(emotions)))
             for frames, (index, frame) in enumerate(sampled_frames(capture, stride), start=1):
                 bar.update(1)
                 if frame is None:
@@ -228,7 +230,7 @@ def analyse_video(
     if frames == 0:
         raise FerlabError(f"{path} has no readable frames; it may be corrupt: convert it to MP4 (H.264).")
     mean = timeline.mean()
-    dominant = EMOTIONS[int(np.argmax(mean))] if mean is not None else None
+    dominant = emotions[int(np.argmax(mean))] if mean is not None else None
     timeline.plot(dominant, outputs["timeline"])
     summary = {
         "video": str(path),
@@ -239,7 +241,7 @@ def analyse_video(
         "frames_with_faces": len(timeline.times),
         "faces_tracked": tracker.next_index,
         "dominant_emotion": dominant,
-        "mean_probabilities": None if mean is None else {e: float(v) for e, v in zip(EMOTIONS, mean)},
+        "mean_probabilities": None if mean is None else {e: float(v) for e, v in zip(emotions, mean)},
         "outputs": {k: str(v) for k, v in outputs.items()},
     }
     write_json(outputs["summary"], summary)

@@ -2,11 +2,13 @@
 
 Input: grey faces as a float32 tensor (N, 48, 48) of grey levels 0..255 (FER2013 pixels,
 or crops made by ferlab's detector). Output: a DataFrame with one column per emotion
-(in ferlab.contract order) and `emotion`, the most likely one.
+(in ferlab.contract order, or the order of the labels.json logged with the model: a model adapted
+to fewer emotions) and `emotion`, the most likely one.
 """
 
 import contextlib
 import io
+import json
 
 import mlflow.pyfunc
 import numpy as np
@@ -16,6 +18,7 @@ from ferlab.contract import EMOTIONS, IMAGE_SIZE, normalize
 
 MODEL_ARTIFACT = "keras_h5"
 TFLITE_ARTIFACT = "tflite"  # a model registered from its TFLite file alone (`ferlab models import pretrained:...`)
+LABELS_ARTIFACT = "labels.json"  # the bundle's labels.json, logged with the model: the emotions of its outputs
 REQUIREMENTS = ("tensorflow", "keras", "numpy", "pandas", "opencv-python-headless", "pyyaml")
 
 
@@ -32,14 +35,24 @@ def pinned_requirements() -> list[str]:
     return [pin(name) for name in REQUIREMENTS]
 
 
-def signature():
+def signature(emotions: tuple[str, ...] = EMOTIONS):
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, IMAGE_SIZE, IMAGE_SIZE))]),
-        outputs=Schema([*(ColSpec("double", e) for e in EMOTIONS), ColSpec("string", "emotion")]),
+        outputs=Schema([*(ColSpec("double", e) for e in emotions), ColSpec("string", "emotion")]),
     )
+
+
+def emotions_of(labels_file) -> tuple[str, ...]:
+    """The emotions a labels.json names, in id order; FER2013's seven where there is none."""
+    from pathlib import Path
+
+    if not labels_file or not Path(labels_file).is_file():
+        return EMOTIONS
+    entries = sorted(json.loads(Path(labels_file).read_text())["emotions"], key=lambda e: int(e["id"]))
+    return tuple(str(e["name"]) for e in entries)
 
 
 def faces_array(model_input) -> np.ndarray:
@@ -55,9 +68,9 @@ def faces_array(model_input) -> np.ndarray:
     return x
 
 
-def probabilities_frame(probs: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(EMOTIONS))
-    frame["emotion"] = [EMOTIONS[i] for i in np.argmax(probs, axis=1)]
+def probabilities_frame(probs: np.ndarray, emotions: tuple[str, ...] = EMOTIONS) -> pd.DataFrame:
+    frame = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=list(emotions))
+    frame["emotion"] = [emotions[i] for i in np.argmax(probs, axis=1)]
     return frame
 
 
@@ -68,6 +81,7 @@ with contextlib.redirect_stderr(io.StringIO()):
 
     class EmotionModel(mlflow.pyfunc.PythonModel):
         def load_context(self, context):
+            self.emotions = emotions_of(context.artifacts.get(LABELS_ARTIFACT))
             if MODEL_ARTIFACT in context.artifacts:
                 from ferlab.training.model_io import load_h5
 
@@ -81,8 +95,9 @@ with contextlib.redirect_stderr(io.StringIO()):
 
         def predict(self, context, model_input, params=None):
             faces = faces_array(model_input)
-            probs = self.classify(normalize(faces)) if len(faces) else np.zeros((0, len(EMOTIONS)))
-            return probabilities_frame(probs)
+            emotions = getattr(self, "emotions", EMOTIONS)
+            probs = self.classify(normalize(faces)) if len(faces) else np.zeros((0, len(emotions)))
+            return probabilities_frame(probs, emotions)
 
 
 def log_model(name: str, model_file, extra_files: dict[str, str] | None = None):
@@ -92,11 +107,12 @@ def log_model(name: str, model_file, extra_files: dict[str, str] | None = None):
     from pathlib import Path
 
     key = TFLITE_ARTIFACT if Path(model_file).suffix == ".tflite" else MODEL_ARTIFACT
+    extra_files = extra_files or {}
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=EmotionModel(),
-        artifacts={key: str(model_file), **(extra_files or {})},
+        artifacts={key: str(model_file), **extra_files},
         code_paths=[str(Path(__file__).parents[1])],  # the ferlab package, so the model loads where ferlab is not installed
-        signature=signature(),
+        signature=signature(emotions_of(extra_files.get(LABELS_ARTIFACT))),
         pip_requirements=pinned_requirements(),
     )

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix, f1_score
 
-from ferlab.contract import EMOTIONS, NUM_CLASSES, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, normalize, scale_rotate_views, ten_views
+from ferlab.contract import EMOTIONS, TEST_SPLIT, TRAIN_SPLIT, VAL_SPLIT, normalize, scale_rotate_views, ten_views
 
 MODES = ("none", "flip", "ten_crop", "scale_rotate")  # as the reports name them (the tools' --tta: contract.TTA_MODES)
 SPLIT_NAMES = {"train": TRAIN_SPLIT, "val": VAL_SPLIT, "test": TEST_SPLIT}  # the arrays' keys -> FER2013's names
@@ -67,21 +67,21 @@ def predict_proba_scale_rotate(model, faces: np.ndarray, batch_size: int = 256) 
     return np.mean([predict_proba(model, v, batch_size) for v in scale_rotate_views(faces)], axis=0)
 
 
-def scores(y_true: np.ndarray, y_pred: np.ndarray, macro_labels: list[int] | None = None) -> dict:
+def scores(y_true: np.ndarray, y_pred: np.ndarray, macro_labels: list[int] | None = None, emotions: tuple[str, ...] = EMOTIONS) -> dict:
     """Every number derives from the same (y_true, y_pred) pairs, so they agree with each other.
     macro_labels: the class ids macro-F1 averages over (default: all seven; `ferlab evaluate` leaves
-    out the classes its set lacks)."""
-    labels = list(range(NUM_CLASSES))
+    out the classes its set lacks). emotions: the names of the ids (a model with fewer outputs: its own)."""
+    labels = list(range(len(emotions)))
     cm = confusion_matrix(y_true, y_pred, labels=labels)
-    report = classification_report(y_true, y_pred, labels=labels, target_names=list(EMOTIONS), output_dict=True, zero_division=0)
-    text = classification_report(y_true, y_pred, labels=labels, target_names=list(EMOTIONS), digits=4, zero_division=0)
+    report = classification_report(y_true, y_pred, labels=labels, target_names=list(emotions), output_dict=True, zero_division=0)
+    text = classification_report(y_true, y_pred, labels=labels, target_names=list(emotions), digits=4, zero_division=0)
     row_sums = cm.sum(axis=1, keepdims=True)
     return {
         "accuracy": float(np.mean(y_true == y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=macro_labels or labels, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)),
         "n": int(len(y_true)),
-        "per_class": {name: {k: report[name][k] for k in ("precision", "recall", "f1-score", "support")} for name in EMOTIONS},
+        "per_class": {name: {k: report[name][k] for k in ("precision", "recall", "f1-score", "support")} for name in emotions},
         "confusion_matrix": cm.tolist(),
         "confusion_matrix_normalized": np.divide(cm, np.maximum(row_sums, 1)).round(4).tolist(),
         "report_text": text,
