@@ -1,6 +1,8 @@
 """A labelled set of the user's own images: a folder with one subfolder per emotion, or a
-CSV of `path,label`. Label names are matched case-insensitively with their usual synonyms;
-labels outside FER2013's seven (contempt, say) are counted and skipped, never guessed."""
+CSV of `path,label` (and optionally `group`: the person, session or video an image comes from,
+which `ferlab adapt` keeps on one side of its split). Label names are matched case-insensitively
+with their usual synonyms; labels outside FER2013's seven (contempt, say) are counted and skipped,
+never guessed."""
 
 import csv
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ class LabelledSet:
     items: list[tuple[str, str]] = field(default_factory=list)  # (image path, emotion)
     skipped: dict[str, int] = field(default_factory=dict)  # label outside the seven -> images
     problems: list[str] = field(default_factory=list)  # one sentence each
+    groups: list[str] | None = None  # one per item where the CSV has a group column ("" where a row leaves it empty)
 
     @property
     def name(self) -> str:
@@ -71,6 +74,8 @@ def _from_csv(table: Path) -> LabelledSet:
             columns = {name.strip().lower(): name for name in reader.fieldnames or []}
             if not {"path", "label"} <= set(columns):
                 raise FerlabError(f"{table} needs the columns path and label; it has {', '.join(reader.fieldnames or []) or 'none'}.")
+            if "group" in columns:
+                found.groups = []
             for line, row in enumerate(reader, start=2):
                 path, label = (row[columns["path"]] or "").strip(), (row[columns["label"]] or "").strip()
                 if not path or not label:
@@ -82,6 +87,8 @@ def _from_csv(table: Path) -> LabelledSet:
                     continue
                 full = Path(path) if Path(path).is_absolute() else table.parent / path
                 found.items.append((str(full), emotion))
+                if found.groups is not None:
+                    found.groups.append((row[columns["group"]] or "").strip())
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise FerlabError(f"{table} cannot be read as a CSV ({err}).") from None
     if not found.items and not found.skipped and not found.problems:

@@ -3,11 +3,17 @@
 Aliases, not the deprecated stages: `candidate` is the newest packaged version,
 `production` the one inference tools load (models:/<name>@production). Every promotion
 and rollback is written on the versions as tags, so the history survives the moving alias.
+
+The gate compares PrivateTest figures; a version made by `ferlab adapt` (tagged adapt.*) is judged
+instead on the user's validation part it was scored on: it must beat the production model there,
+which it can only be compared with when production is the version it was adapted from.
 """
 
 import contextlib
 import datetime as dt
 import io
+import signal
+import threading
 from dataclasses import dataclass
 
 from ferlab.errors import FerlabError
@@ -81,14 +87,38 @@ def _info(mv) -> VersionInfo:
     return VersionInfo(str(mv.version), list(mv.aliases or []), created, dict(mv.tags or {}), mv.run_id)
 
 
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Ctrl+C (SIGINT) waits until the block is done, then interrupts (in the main thread; elsewhere
+    nothing changes): a registration is made whole or not at all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def register(name: str, model_uri: str, tags: dict[str, str], run_id: str | None = None) -> VersionInfo:
-    """A new version of `name` from `model_uri`, tagged, with the alias `candidate`."""
+    """A new version of `name` from `model_uri`, tagged, with the alias `candidate`. Ctrl+C waits for
+    the version and its alias; a failure between the two deletes the version, so none is left half made."""
     import mlflow
 
-    with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Created version ..."; the caller says it once
-        mv = _call(f"registering {model_uri} as {name}", mlflow.register_model, model_uri, name, tags=tags)
-    client = _client()
-    client.set_registered_model_alias(name, CANDIDATE, mv.version)
+    with interrupts_deferred():
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints "Created version ..."; the caller says it once
+            mv = _call(f"registering {model_uri} as {name}", mlflow.register_model, model_uri, name, tags=tags)
+        client = _client()
+        try:
+            client.set_registered_model_alias(name, CANDIDATE, mv.version)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.delete_model_version(name, mv.version)
+            raise
     return _info(client.get_model_version(name, mv.version))
 
 
@@ -127,10 +157,43 @@ def tag_version(name: str, version: str, key: str, value: str) -> None:
     _call(f"version {version} of {name!r}", _client().set_model_version_tag, name, str(version), key, value)
 
 
+ADAPT_PARENT_VERSION = "adapt.parent_version"  # tags of a version made by `ferlab adapt` (ferlab.lifecycle.adapted)
+ADAPT_GATE_METRICS = ("adapt.val_accuracy", "adapt.val_macro_f1")  # + _before (its parent's) and _after (its own)
+
+
+def is_adapted(version: VersionInfo) -> bool:
+    return f"{ADAPT_GATE_METRICS[0]}_after" in version.tags
+
+
+def _adapted_gate(candidate: VersionInfo, current: VersionInfo) -> list[str]:
+    """An adapted version against production on the user's validation part: it must have been adapted
+    from production's version, beat its accuracy there and not lower its macro-F1."""
+    where = f"{candidate.tags.get('adapt.dataset', 'the user set')}'s validation part ({candidate.tags.get('adapt.val_faces', '?')} faces)"
+    parent = candidate.tags.get(ADAPT_PARENT_VERSION)
+    if parent != current.version:
+        made_from = f"version {parent}" if parent else candidate.tags.get("adapt.parent", "a model outside the registry")
+        return [
+            f"version {candidate.version} was compared on {where} with {made_from}, not with production (version "
+            f"{current.version}); adapt production's model again (ferlab adapt DATA --model models:/<name>@production)"
+        ]
+    reasons = []
+    accuracy, macro_f1 = ADAPT_GATE_METRICS
+    new, old = candidate.metric(f"{accuracy}_after"), candidate.metric(f"{accuracy}_before")
+    if old is not None and not new > old:
+        reasons.append(f"its accuracy on {where} is {new:.4f}, which does not beat production's {old:.4f} (version {current.version})")
+    new, old = candidate.metric(f"{macro_f1}_after"), candidate.metric(f"{macro_f1}_before")
+    if old is not None and new < old:
+        reasons.append(f"its macro-F1 on {where} is {new:.4f}, below production's {old:.4f}")
+    return reasons
+
+
 def gate(candidate: VersionInfo, current: VersionInfo | None) -> list[str]:
-    """Reasons the candidate is worse than production on PrivateTest (empty: it may go)."""
+    """Reasons the candidate may not replace production (empty: it may go): worse on PrivateTest, or for
+    a version made by `ferlab adapt`, not better on the user's validation part (_adapted_gate)."""
     if current is None:
         return []
+    if is_adapted(candidate):
+        return _adapted_gate(candidate, current)
     reasons = []
     for metric in GATE_METRICS:
         new, old = candidate.metric(metric), current.metric(metric)
@@ -138,6 +201,11 @@ def gate(candidate: VersionInfo, current: VersionInfo | None) -> list[str]:
             reasons.append(f"version {candidate.version} has no {metric} tag")
         elif old is not None and new < old:
             reasons.append(f"{metric} {new:.4f} is below production's {old:.4f} (version {current.version})")
+    if is_adapted(current):
+        reasons.append(
+            f"production (version {current.version}) was adapted to {current.tags.get('adapt.dataset', 'a user set')} "
+            f"and version {candidate.version} was never scored on it; adapt it too (ferlab adapt), or override"
+        )
     return reasons
 
 
