@@ -5,6 +5,7 @@ same from the LiteRT and the Keras runtime."""
 import json
 import os
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import cv2
@@ -48,6 +49,7 @@ def test_each_face_is_one_line_of_its_summary_and_never_its_pixels(fast, fer_fac
     log = FaceLog(tmp_path / "logs" / "faces.jsonl")
     log.observe(fast, boxes(3), crops, probabilities, "pretrained:fast")
     log.observe(fast, [], crops[:0], probabilities[:0], "pretrained:fast")  # an image without a face writes nothing
+    log.flush()
     rows = lines(tmp_path / "logs" / "faces.jsonl")
     assert len(rows) == 3 and log.faces == 3 and log.dropped == 0
     for row, crop, p in zip(rows, crops, probabilities):
@@ -110,6 +112,7 @@ def test_both_runtimes_give_the_same_embedding(tiny_bundle, fer_faces):
 def test_a_runtime_without_a_penultimate_layer_logs_without_an_embedding(fer_faces, tmp_path):
     log = FaceLog(tmp_path / "faces.jsonl")
     log.observe(BareRecognizer(), boxes(2), fer_faces[0][:2], np.full((2, 7), 1 / 7, np.float32), None)
+    log.close()
     rows = lines(tmp_path / "faces.jsonl")
     assert [r["embedding"] for r in rows] == [None, None] and rows[0]["model"] is None
 
@@ -128,6 +131,7 @@ def test_many_threads_write_whole_lines(fer_faces, tmp_path):
         t.start()
     for t in threads:
         t.join()
+    log.close()
     rows = lines(tmp_path / "faces.jsonl")  # every line parses: none was torn or interleaved
     assert len(rows) == log.faces == 8 * 50 * 2
     assert {r["model"]: 0 for r in rows}.keys() == {f"v{n}" for n in range(8)}
@@ -193,5 +197,34 @@ def test_a_failed_write_never_fails_the_request(fer_faces, tmp_path, monkeypatch
 
     monkeypatch.setattr(os, "write", full)
     log.observe(BareRecognizer(), boxes(2), fer_faces[0][:2], np.full((2, 7), 1 / 7, np.float32), "v")
+    log.flush()
     assert (log.faces, log.dropped) == (0, 2)
     assert "2 faces not written" in caplog.text and "No space left on device" in caplog.text
+
+
+def test_observe_never_waits_for_the_log(fer_faces, tmp_path, monkeypatch):
+    """The summaries and the write happen on the log's thread; a log that falls behind drops faces, counted."""
+    import ferlab.serve.face_log as face_log
+
+    release = threading.Event()
+
+    def slow(*args, **kwargs):
+        assert release.wait(10)
+        return summarize(*args, **kwargs)
+
+    monkeypatch.setattr(face_log, "summarize", slow)
+    log = FaceLog(tmp_path / "faces.jsonl", max_pending=2)
+    crops, probabilities = fer_faces[0][:2].copy(), np.full((2, 7), 1 / 7, np.float32)
+    start = time.perf_counter()
+    for _ in range(6):  # one image on the thread, two queued, three dropped
+        log.observe(BareRecognizer(), boxes(2), crops, probabilities, "v")
+    assert time.perf_counter() - start < 0.5 and log.faces == 0
+    crops[:] = 0  # the caller may reuse its arrays: the log keeps copies
+    release.set()
+    log.close()
+    rows = lines(tmp_path / "faces.jsonl")
+    assert (len(rows), log.faces, log.dropped) == (6, 6, 6)
+    assert all(r["brightness"] > 0 for r in rows)
+    log.observe(BareRecognizer(), boxes(2), crops, probabilities, "v")  # after close: nothing, no error
+    log.flush()
+    assert len(lines(tmp_path / "faces.jsonl")) == 6
