@@ -145,6 +145,19 @@ def test_samples_of_the_reference_itself_do_not_drift(first_run, cache):
         assert result["drift"] is False and result["share"] <= 1 / 6, (size, result["drifted"])
 
 
+def test_a_face_log_can_be_the_reference(capsys, first_run, logs, cache, tmp_path):
+    """Production as it was (a window of the log) as the baseline: the same faces do not drift from it, clean ones do."""
+    baseline = tmp_path / "week1.jsonl"
+    baseline.write_text(logs["dark"].read_text())
+    code, result, err = monitor(capsys, logs["dark"], baseline, cache, tmp_path / "r")
+    assert code == 0, err
+    assert result["reference"]["description"] == f"{baseline} ({WINDOW} faces)" and result["drifted"] == []
+    # a reference under 1,000 faces: Evidently tests p-values (Kolmogorov-Smirnov, chi-squared), which need no noise floor
+    assert result["features"]["brightness"]["method"].startswith("K-S") and result["features"]["brightness"]["noise"] is None
+    code, result, err = monitor(capsys, logs["clean"], baseline, cache, tmp_path / "r")
+    assert code == 3 and {"brightness", "sharpness"} <= set(result["drifted"]), err
+
+
 def test_the_threshold_decides_the_exit_status(capsys, first_run, logs, archive, cache, tmp_path):
     code, result, _ = monitor(capsys, logs["dark"], archive, cache, tmp_path / "r", "--threshold", "1")
     assert code == (3 if result["share"] == 1 else 0) and result["threshold"] == 1

@@ -38,6 +38,7 @@ import hashlib
 import html
 import json
 import os
+import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ def load_reference(recognizer, source: str | None = None, cache: Path | None = N
     from ferlab.fileio import atomic_path
     from ferlab.serve.face_log import read_window
 
-    if source and source.endswith(".jsonl"):
+    if source and re.search(r"\.jsonl(\.\d+)?$", source):  # a face log (or a rotated one) as it is
         window = read_window(source)
         if window.corrupt:
             say(f"warning: {window.corrupt} of {window.lines} lines of the reference {source} are not face summaries; skipped")
