@@ -9,7 +9,6 @@ import zipfile
 import cv2
 import numpy as np
 import pytest
-from conftest import REPO
 
 from ferlab.contract import EMOTION_TO_ID, EMOTIONS
 from ferlab.errors import FerlabError
@@ -257,14 +256,8 @@ def test_explain_on_the_litert_runtime_never_imports_tensorflow(tiny_bundle, tmp
 
 
 def recognizer_for(method: str) -> EmotionRecognizer:
-    """The shipped model for occlusion (any runtime); Grad-CAM needs gradients, so a Keras model:
-    this checkout's trained one (the shipped models are TFLite files)."""
-    if method == "occlusion":
-        return EmotionRecognizer.load("pretrained:fast")
-    model = REPO / "models" / "model.h5"
-    if not model.is_file():
-        pytest.skip(f"Grad-CAM needs a Keras model at {model} (run `dvc repro`); a tiny test model cannot judge emotions")
-    return EmotionRecognizer.load(model, runtime="keras")
+    """The shipped model: on LiteRT for occlusion; Grad-CAM needs gradients, so its Keras model.h5, which ships beside it."""
+    return EmotionRecognizer.load("pretrained:fast", runtime="keras" if method == "gradcam" else "auto")
 
 
 @pytest.fixture(scope="module")

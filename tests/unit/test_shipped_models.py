@@ -23,7 +23,8 @@ def test_each_file_matches_its_card_and_the_card_says_where_it_came_from(name):
     folder = pretrained.verified_folder(pretrained.PREFIX + name)  # every SHA-256 checked
     card = json.loads((folder / pretrained.CARD).read_text())
     assert sorted(p.name for p in folder.iterdir()) == sorted([*card["files"], pretrained.CARD])
-    assert (folder / "model.tflite").stat().st_size <= MAX_MODEL_BYTES
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= MAX_MODEL_BYTES  # the model's files together
+    assert (folder / "model.h5").is_file() == card["keras_h5"]
     assert card["format"] in shipping.FORMATS and card["emotions"] == list(EMOTIONS)
     assert json.loads((folder / "labels.json").read_text())["emotions"] == [{"id": i, "name": e} for i, e in enumerate(EMOTIONS)]
     training = card["training"]
@@ -72,3 +73,16 @@ def test_re_scored_on_privatetest_the_model_gives_its_cards_figures(name, privat
             assert abs(again[mode][key] - card["privatetest"][mode][key]) <= 0.001, (mode, key)
     recalls = [card["privatetest"]["flip"]["per_class"][e]["recall"] for e in EMOTIONS]
     np.testing.assert_allclose([again["flip"]["per_class"][e]["recall"] for e in EMOTIONS], recalls, atol=0.001)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in SHIPPED if pretrained.card(n).get("keras_h5")])
+def test_the_keras_model_shipped_beside_it_is_the_float32_model_the_card_names(name, privatetest):
+    from ferlab.training.evaluate import score_split
+    from ferlab.training.model_io import load_h5
+
+    faces, labels = privatetest
+    model = load_h5(pretrained.verified_folder(pretrained.PREFIX + name) / "model.h5")
+    scores = score_split(model, faces, labels, ("none", "flip")).scores
+    for mode in ("none", "flip"):
+        assert abs(scores[mode]["accuracy"] - pretrained.card(name)["formats"]["float32"][mode]) <= 0.001, mode

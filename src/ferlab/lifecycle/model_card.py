@@ -115,6 +115,11 @@ Confusion matrix (counts):
 def render_shipped(card: dict) -> str:
     """The MODEL_CARD.md of a pretrained model shipped in the package, from its card.json."""
     test, training, formats = card["privatetest"], card["training"], card["formats"]
+    keras = (
+        "\n- The float32 Keras model (`model.h5`) ships beside it: `--runtime keras`, Grad-CAM heat maps, `ferlab adapt`."
+        if card.get("keras_h5")
+        else ""
+    )
     rows = ["| emotion | precision | recall | F1 |", "|---|---:|---:|---:|"]
     rows += [f"| {e} | {c['precision']:.3f} | {c['recall']:.3f} | {c['f1']:.3f} |" for e, c in test["flip"]["per_class"].items()]
     modes = "\n".join(
@@ -125,7 +130,7 @@ def render_shipped(card: dict) -> str:
 
 ## Model
 - Architecture `{card["architecture"]}`, {card["parameters"]:,} parameters, TensorFlow Lite ({card["format"]}); runs on
-  LiteRT without TensorFlow. Probabilities are calibrated (a softmax temperature fitted on PublicTest is in the weights).
+  LiteRT without TensorFlow. Probabilities are calibrated (a softmax temperature fitted on PublicTest is in the weights).{keras}
 - Input: one 48x48 grayscale face, grey levels / 255, cropped as `preprocessing.json` says. Output: a probability for each of
   {", ".join(card["emotions"])}.
 

@@ -25,6 +25,7 @@ MAX_DROP = 0.003  # PrivateTest accuracy int8 may lose against the float32 model
 REPRESENTATIVE_FACES = 300  # Training faces that set int8's activation ranges
 FORMATS = ("int8", "float16")  # tried in this order
 COPIED = ("labels.json", "preprocessing.json")  # from the bundle, as they are
+KERAS_MAX_BYTES = 8 << 20  # the float32 .h5 ships too where it fits beside the TFLite file under 10 MB: Grad-CAM, `ferlab adapt`
 TTA_SCORED = ("none", "flip", "ten_crop")
 
 
@@ -130,6 +131,7 @@ def ship(
             },
             "training": {k: provenance[k] for k in ("command", "params", "mlflow_run_id", "git_commit", "hardware", "precision", "kept")},
             "data": {"dataset": "FER2013", "table_sha256": provenance["data_sha256"]},
+            "keras_h5": (bundle / "model.h5").stat().st_size <= KERAS_MAX_BYTES,
             "shipped_on": {"date": f"{dt.date.today()}", "by": platform.node() or "unknown"},
         }
         with atomic_path(pretrained.folder_of(name, root)) as out:
@@ -137,6 +139,8 @@ def ship(
             shutil.copyfile(work / f"{chosen}.tflite", out / "model.tflite")
             for file in COPIED:
                 shutil.copyfile(bundle / file, out / file)
+            if card["keras_h5"]:
+                shutil.copyfile(bundle / "model.h5", out / "model.h5")
             (out / "MODEL_CARD.md").write_text(model_card.render_shipped(card))
             card["files"] = {p.name: sha256_of(p) for p in sorted(out.iterdir())}
             write_json(out / pretrained.CARD, card)
