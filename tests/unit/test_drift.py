@@ -5,6 +5,7 @@ import argparse
 import sys
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pytest
 
 from ferlab.cli.monitor import share, when
@@ -55,3 +56,20 @@ def test_a_summary_becomes_a_row_of_the_frame_and_a_missing_embedding_is_nan():
     frame = drift.frame([row, row | {"embedding": [1.0] * 32}])
     assert list(frame["p_happy"]) == [0.9, 0.9] and list(frame["emotion"]) == ["happy", "happy"]
     assert frame["embedding_0"].isna().tolist() == [True, False]
+
+
+def test_an_adapted_models_emotions_are_its_columns_and_another_models_reference_is_refused():
+    from ferlab.inference.face_summary import summarize
+
+    crops = np.full((60, 48, 48), 100, np.uint8)
+    three = ("happy", "sad", "neutral")
+    rows = summarize([(0, 0, 48, 48)] * 60, crops, np.tile(np.float32([0.2, 0.7, 0.1]), (60, 1)), "adapted", emotions=three)
+    assert list(rows[0]["probabilities"]) == list(three) and rows[0]["emotion"] == "sad"
+    assert list(drift.frame(rows, three).columns[:3]) == ["p_happy", "p_sad", "p_neutral"]
+    seven = summarize([(0, 0, 48, 48)] * 60, crops, np.full((60, 7), 1 / 7, np.float32), "fast")
+    with pytest.raises(
+        FerlabError, match=r"^the window's faces were classified into happy, sad, neutral, the reference's into angry, .*pass --model"
+    ):
+        drift.compare(rows, seven)
+    with pytest.raises(ValueError, match="3 probabilities per face for the 7 emotions"):
+        summarize([(0, 0, 48, 48)], crops[:1], np.float32([[0.2, 0.7, 0.1]]), "adapted")

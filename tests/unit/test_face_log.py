@@ -206,17 +206,20 @@ def test_observe_never_waits_for_the_log(fer_faces, tmp_path, monkeypatch):
     """The summaries and the write happen on the log's thread; a log that falls behind drops faces, counted."""
     import ferlab.serve.face_log as face_log
 
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def slow(*args, **kwargs):
+        entered.set()
         assert release.wait(10)
         return summarize(*args, **kwargs)
 
     monkeypatch.setattr(face_log, "summarize", slow)
     log = FaceLog(tmp_path / "faces.jsonl", max_pending=2)
     crops, probabilities = fer_faces[0][:2].copy(), np.full((2, 7), 1 / 7, np.float32)
+    log.observe(BareRecognizer(), boxes(2), crops, probabilities, "v")
+    assert entered.wait(10)  # the log's thread holds the first image
     start = time.perf_counter()
-    for _ in range(6):  # one image on the thread, two queued, three dropped
+    for _ in range(5):  # two more queued, three dropped
         log.observe(BareRecognizer(), boxes(2), crops, probabilities, "v")
     assert time.perf_counter() - start < 0.5 and log.faces == 0
     crops[:] = 0  # the caller may reuse its arrays: the log keeps copies

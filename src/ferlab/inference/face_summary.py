@@ -10,7 +10,7 @@ One face's summary (a JSON object, one line of the face log):
       "model": "pretrained:fast",                # the model version that classified it, or null
       "emotion": "happy",                        # the most probable emotion
       "top_probability": 0.912,
-      "probabilities": {"angry": 0.01, ...},     # all 7, ferlab.contract.EMOTIONS order
+      "probabilities": {"angry": 0.01, ...},     # the model's emotions (FER2013's 7, or those of an adapted model), its order
       "face_size": 112,                          # the detector's box, its longer side in pixels
       "brightness": 121.4,                       # the 48x48 crop the model saw: mean grey level, 0 to 255
       "sharpness": 231.0,                        # the crop's variance of the Laplacian (blur lowers it)
@@ -134,11 +134,15 @@ def summarize(
     model: str | None,
     embedder: Penultimate | None = None,
     when: datetime | None = None,
+    emotions: tuple[str, ...] = EMOTIONS,
 ) -> list[dict]:
     """The summaries of the faces of one image (or of any set of faces): their boxes (x, y, w, h),
-    their (N, 48, 48) uint8 crops as classified and their (N, 7) probabilities."""
+    their (N, 48, 48) uint8 crops as classified and their (N, k) probabilities, one column for each
+    of `emotions` (the recognizer's `emotions`)."""
     if not len(crops):
         return []
+    if np.shape(probabilities)[-1] != len(emotions):
+        raise ValueError(f"{np.shape(probabilities)[-1]} probabilities per face for the {len(emotions)} emotions {', '.join(emotions)}")
     stamp = (when or datetime.now(timezone.utc)).isoformat(timespec="milliseconds")
     embeddings = embedder(crops) if embedder is not None else None
     light, sharp = brightness(crops), sharpness(crops)
@@ -149,9 +153,9 @@ def summarize(
             {
                 "time": stamp,
                 "model": model,
-                "emotion": EMOTIONS[top],
+                "emotion": emotions[top],
                 "top_probability": round(float(p[top]), 5),
-                "probabilities": {e: round(float(v), 5) for e, v in zip(EMOTIONS, p)},
+                "probabilities": {e: round(float(v), 5) for e, v in zip(emotions, p)},
                 "face_size": int(max(boxes[i][2], boxes[i][3])),
                 "brightness": round(float(light[i]), 2),
                 "sharpness": round(float(sharp[i]), 2),

@@ -8,8 +8,8 @@ faces, as PrivateTest's 3,589: the Wasserstein distance normed by the reference'
 for a number, the Jensen-Shannon distance for a category, each drifting from 0.1; a
 Kolmogorov-Smirnov or chi-squared test at p < 0.05 for a smaller reference):
 
-    probabilities    the 7 emotion probabilities, each by Evidently's column test; the feature drifts
-                     when half of them or more do (Evidently's drift share)
+    probabilities    each emotion's probability (FER2013's 7, or an adapted model's own), by Evidently's
+                     column test; the feature drifts when half of them or more do (Evidently's drift share)
     emotion          the shares of the predicted emotions
     top_probability  the model's confidence
     brightness       the crop's mean grey level
@@ -61,15 +61,14 @@ EMBEDDING_AUC = 0.55  # Evidently's default for the model-based embedding drift
 INSTALL_HINT = 'pip install -c constraints.txt "ferlab[monitor]"'
 EXPERIMENT = "ferlab-monitoring"
 FEATURES = {
-    "probabilities": "the 7 emotion probabilities (drift when half of them or more drift)",
+    "probabilities": "each emotion's probability (drift when half of them or more drift)",
     "emotion": "the shares of the predicted emotions",
     "top_probability": "the probability of the predicted emotion",
     "brightness": "the crop's mean grey level (0 to 255)",
     "sharpness": "the crop's variance of the Laplacian",
     "embedding": f"the penultimate layer, projected to {EMBEDDING_DIM} numbers",
 }
-PROBABILITY_COLUMNS = tuple(f"p_{e}" for e in EMOTIONS)
-NUMERIC_COLUMNS = (*PROBABILITY_COLUMNS, "top_probability", "brightness", "sharpness")
+SCALARS = ("top_probability", "brightness", "sharpness")
 EMBEDDING_COLUMNS = tuple(f"embedding_{i}" for i in range(EMBEDDING_DIM))
 
 
@@ -162,11 +161,12 @@ def privatetest_images(dataset: Path) -> np.ndarray:
 def reference_summaries(recognizer, images: np.ndarray, chunk: int = 512) -> list[dict]:
     """The summaries of face crops (FER2013's) classified by the recognizer: the path the service's faces take."""
     embedder = Penultimate.of(recognizer.classifier)
+    emotions = tuple(getattr(recognizer, "emotions", EMOTIONS))
     box = (0, 0, IMAGE_SIZE, IMAGE_SIZE)
     rows = []
     for start in range(0, len(images), chunk):
         crops = images[start : start + chunk]
-        rows += summarize([box] * len(crops), crops, recognizer.classify(crops), recognizer.model_source, embedder)
+        rows += summarize([box] * len(crops), crops, recognizer.classify(crops), recognizer.model_source, embedder, emotions=emotions)
     return rows
 
 
@@ -209,12 +209,20 @@ def load_reference(recognizer, source: str | None = None, cache: Path | None = N
 # ---- the comparison -------------------------------------------------------------------------
 
 
-def frame(rows: list[dict]):
-    """Summaries -> a DataFrame: p_<emotion>, top_probability, brightness, sharpness, emotion,
-    face_size and embedding_<i> (NaN where a face has no embedding)."""
+def emotions_of(rows: list[dict], what: str) -> tuple[str, ...]:
+    """The emotions the faces were classified into (the keys of their probabilities), the same for all."""
+    found = {tuple(r["probabilities"]) for r in rows}
+    if len(found) != 1:
+        raise FerlabError(f"the faces of the {what} were classified into different sets of emotions ({len(found)}); compare one model's.")
+    return found.pop()
+
+
+def frame(rows: list[dict], emotions: tuple[str, ...] = EMOTIONS):
+    """Summaries -> a DataFrame: p_<emotion> for each of `emotions`, top_probability, brightness,
+    sharpness, emotion, face_size and embedding_<i> (NaN where a face has no embedding)."""
     import pandas as pd
 
-    data = {f"p_{e}": [float(r["probabilities"].get(e, np.nan)) for r in rows] for e in EMOTIONS}
+    data = {f"p_{e}": [float(r["probabilities"].get(e, np.nan)) for r in rows] for e in emotions}
     for name in ("top_probability", "brightness", "sharpness", "face_size"):
         data[name] = [float(r.get(name, np.nan)) if r.get(name) is not None else np.nan for r in rows]
     data["emotion"] = [str(r.get("emotion")) for r in rows]
@@ -236,8 +244,8 @@ def _describe(values) -> dict:
     return {"mean": round(float(values.mean()), 4), "median": round(float(median), 4), "q1": round(float(q1), 4), "q3": round(float(q3), 4)}
 
 
-def _shares(values) -> dict:
-    return {e: round(float(np.mean(np.asarray(values) == e)), 4) for e in EMOTIONS}
+def _shares(values, emotions: tuple[str, ...]) -> dict:
+    return {e: round(float(np.mean(np.asarray(values) == e)), 4) for e in emotions}
 
 
 def noise_thresholds(current, reference, columns: list[str], rounds: int = NOISE_ROUNDS) -> dict[str, dict]:
@@ -280,14 +288,22 @@ def compare(window_rows: list[dict], reference_rows: list[dict], threshold: floa
         )
     if len(reference_rows) < MIN_FACES:
         raise FerlabError(f"the reference holds {len(reference_rows)} faces; it needs at least {MIN_FACES}.")
+    emotions = emotions_of(window_rows, "window")
+    if set(emotions_of(reference_rows, "reference")) != set(emotions):
+        raise FerlabError(
+            f"the window's faces were classified into {', '.join(emotions)}, the reference's into "
+            f"{', '.join(emotions_of(reference_rows, 'reference'))}: the reference comes from another model; "
+            "pass --model with the one the service ran."
+        )
     import_evidently()
     from evidently import DataDefinition, Dataset, Report
     from evidently.metrics import ValueDrift
     from evidently.metrics.embeddings import ModelDriftMethod
 
-    current, reference = frame(window_rows), frame(reference_rows)
-    columns = [*NUMERIC_COLUMNS, "emotion"]
-    definition = DataDefinition(numerical_columns=list(NUMERIC_COLUMNS), categorical_columns=["emotion"])
+    current, reference = frame(window_rows, emotions), frame(reference_rows, emotions)
+    numeric = [*(f"p_{e}" for e in emotions), *SCALARS]
+    columns = [*numeric, "emotion"]
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=["emotion"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         tests = noise_thresholds(current, reference, columns)
@@ -311,16 +327,19 @@ def compare(window_rows: list[dict], reference_rows: list[dict], threshold: floa
         }
 
     features = {}
-    per_emotion = {e: column(f"p_{e}") | {"window": _describe(current[f"p_{e}"])} for e in EMOTIONS}
+    per_emotion = {e: column(f"p_{e}") | {"window": _describe(current[f"p_{e}"])} for e in emotions}
     drifted = sum(c["drift"] for c in per_emotion.values())
     features["probabilities"] = {
-        "method": f"share of the 7 probabilities that drift (each: {per_emotion[EMOTIONS[0]]['method']})",
-        "score": round(drifted / len(EMOTIONS), 4),
+        "method": f"share of the {len(emotions)} probabilities that drift (each: {per_emotion[emotions[0]]['method']})",
+        "score": round(drifted / len(emotions), 4),
         "threshold": PROBABILITY_SHARE,
-        "drift": drifted / len(EMOTIONS) >= PROBABILITY_SHARE,
+        "drift": drifted / len(emotions) >= PROBABILITY_SHARE,
         "emotions": per_emotion,
     }
-    features["emotion"] = column("emotion") | {"window": _shares(current["emotion"]), "reference": _shares(reference["emotion"])}
+    features["emotion"] = column("emotion") | {
+        "window": _shares(current["emotion"], emotions),
+        "reference": _shares(reference["emotion"], emotions),
+    }
     for name in ("top_probability", "brightness", "sharpness"):
         features[name] = column(name) | {"window": _describe(current[name]), "reference": _describe(reference[name])}
     have = current[list(EMBEDDING_COLUMNS)].notna().all(axis=1)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
 from ferlab.inference.face_summary import Penultimate, summarize
 
@@ -98,11 +99,12 @@ class FaceLog:
 
     def observe(self, recognizer, detections, crops: np.ndarray, probabilities: np.ndarray, model_version: str | None) -> None:
         """Queue one image's faces for the log: its detections, (N, 48, 48) uint8 crops as classified
-        and (N, 7) probabilities. Returns at once; never raises for the log's sake."""
+        and (N, k) probabilities (k: the recognizer's `emotions`). Returns at once; never raises for the log's sake."""
         if not len(crops) or self._closed:
             return
         item = (
             recognizer.classifier,
+            tuple(getattr(recognizer, "emotions", EMOTIONS)),
             [tuple(d.box) for d in detections],
             np.array(crops, dtype=np.uint8, copy=True),
             np.array(probabilities, dtype=np.float32, copy=True),
@@ -120,9 +122,9 @@ class FaceLog:
             try:
                 if item is None:
                     return
-                classifier, boxes, crops, probabilities, version, when = item
+                classifier, emotions, boxes, crops, probabilities, version, when = item
                 try:
-                    rows = summarize(boxes, crops, probabilities, version, self._embedder_for(classifier), when)
+                    rows = summarize(boxes, crops, probabilities, version, self._embedder_for(classifier), when, emotions)
                 except Exception as err:  # the log's thread must outlive any one image
                     self._drop(len(crops), f"summarising failed: {err!r}")
                     continue
