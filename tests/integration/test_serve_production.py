@@ -269,3 +269,20 @@ def test_a_reload_that_fails_keeps_the_old_model_serving(tmp_path, tiny_bundle):
     finally:
         stop_server(server)
     assert "reload failed, still serving" in server.log.read_text()
+
+
+def test_the_face_log_keeps_a_summary_of_each_face_answered_never_the_face(tmp_path, tiny_bundle):
+    log = tmp_path / "faces.jsonl"
+    server = start_server(tiny_bundle, tmp_path / "serve.log", "--face-log", log)
+    try:
+        for _ in range(3):
+            status, _, answer = call(server, "POST", "/v1/predict", jpeg(astronaut_scene()), JPEG)
+            assert status == 200 and len(answer["faces"]) == 1
+        call(server, "POST", "/v1/predict", jpeg(np.full((240, 320, 3), 120, np.uint8)), JPEG)  # no face: nothing logged
+    finally:
+        stop_server(server)  # a graceful stop writes what is queued
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(lines) == 3
+    top = max(answer["faces"][0]["probabilities"].values())
+    assert all(abs(line["top_probability"] - top) < 1e-3 for line in lines)
+    assert max(len(str(value)) for line in lines for value in line.values()) < 2000  # numbers, not pixels

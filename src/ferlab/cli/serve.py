@@ -34,7 +34,7 @@ def cmd_serve(args) -> int:
         api_key_file=args.api_key_file,
         allow_anonymous=args.allow_anonymous,
         access_log=args.access_log,
-        face_log=getattr(args, "face_log", None),
+        face_log=args.face_log,
     )
     return 0
 
@@ -154,6 +154,12 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
         metavar="S",
         help="look this often for a new model (a promoted version, a rewritten bundle) and swap it in "
         "once warm; 0: only on POST /v1/admin/reload (default: %(default)s)",
+    )
+    guard.add_argument(
+        "--face-log",
+        metavar="FILE",
+        help="append a summary of every face answered to this JSONL file (probabilities, face size, brightness, "
+        "sharpness, an embedding; never the image), rotated at 64 MB: what `ferlab monitor` compares with the test faces",
     )
     guard.add_argument(
         "--access-log",

@@ -133,6 +133,8 @@ def create_app(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await service.stop()
+        if face_log is not None:
+            await asyncio.to_thread(face_log.close)
 
     app = FastAPI(
         title="ferlab",
@@ -234,10 +236,8 @@ def _image_routes(app: FastAPI, service: Service) -> None:
             clock.lap("detect")
             probabilities = await generation.batcher.classify(crops) if len(crops) else np.zeros((0, len(EMOTIONS)), np.float32)
             clock.lap("classify")
-            if service.face_log is not None and len(crops):
-                generation.croppers.pool.submit(
-                    service.face_log.observe, generation.recognizer, detections, crops, probabilities, generation.version
-                )
+            if service.face_log is not None:  # queues copies of the faces; the log's own thread writes them
+                service.face_log.observe(generation.recognizer, detections, crops, probabilities, generation.version)
         service.metrics.answered(generation.version, probabilities)
         request.state.faces, request.state.model_version = len(crops), generation.version
         faces = assemble([detections], probabilities)[0]

@@ -102,7 +102,9 @@ def serve(
         face_log=log_of_faces,
     )
     quiet_access_log(access_log)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, access_log=False, log_level="info"))
+    # asyncio and h11 whatever else is installed (uvloop and httptools come with some extras): one behaviour, as tested
+    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="info", loop="asyncio", http="h11")
+    server = uvicorn.Server(config)
     server.run()
     error = app.state.service.load_error
     if error:
