@@ -15,7 +15,8 @@ from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.lifecycle import pyfunc, tracking
 from ferlab.stage import log, run
 from ferlab.training import cluster, model_io
-from ferlab.training.train import HISTORY_FIELDS, train
+from ferlab.training.state import HISTORY_FIELDS
+from ferlab.training.train import train
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import pytest
 from ferlab.config import Augment
 from ferlab.errors import FerlabError
 from ferlab.training import augment, model_io, models
-from ferlab.training.train import class_weight_table, make_training_dataset
+from ferlab.training.pipeline import class_weight_table, make_training_dataset
 
 OFF = Augment(
     horizontal_flip=False, translate=0, rotation_degrees=0.0, zoom=0.0, low_resolution_probability=0.0, brightness=0.0, contrast=0.0
@@ -245,7 +245,7 @@ def test_training_leaves_the_process_as_it_found_it(tmp_path, outcome):
 )
 def test_both_schedules_warm_up_when_asked(schedule, warmup, start, after_warmup, end):
     from ferlab.config import Train
-    from ferlab.training.train import make_optimizer
+    from ferlab.training.schedule import make_optimizer
 
     cfg = Train(optimizer="sgd", learning_rate=0.05, schedule=schedule, warmup_epochs=warmup, epochs=10)
     lr = make_optimizer(cfg, steps_per_epoch=100)._learning_rate  # the schedule itself, not its value at step 0

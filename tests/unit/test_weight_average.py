@@ -10,7 +10,8 @@ import pytest
 from ferlab.config import Params, Train
 from ferlab.data.arrays import Arrays
 from ferlab.training import train as train_mod
-from ferlab.training.train import EpochState, fingerprint, train
+from ferlab.training.state import EpochState, fingerprint
+from ferlab.training.train import train
 
 TINY = {"widths": [4, 4, 4, 4], "depths": [1, 1, 1, 1], "dense": 8}
 

@@ -1,17 +1,15 @@
-"""Training: data pipeline, optimiser and schedule, resumable epochs, MLflow logging.
+"""The trainer: one loop for the recipe of params.yaml's `train` section, its selection and MLflow logging.
 
-Selection uses PublicTest only (the `val` arrays); PrivateTest is never seen here.
-An interrupted run resumes from the last finished epoch: weights, optimiser state,
-best-so-far and history live in `paths.train_state` until the run completes.
+Selection uses PublicTest only (the `val` arrays); PrivateTest is never seen here. The pieces it
+puts together live beside it: the input pipeline (pipeline), the optimiser and its schedule
+(schedule), the resumable state (state). An interrupted run resumes from the last finished epoch:
+weights, optimiser state, best-so-far and history live in `paths.train_state` until the run completes.
 Under MultiWorkerMirroredStrategy (training.cluster) that state is the chief's; the other
 workers keep theirs in a temporary folder and take the chief's when they start.
 """
 
 import contextlib
-import csv
 import dataclasses
-import hashlib
-import json
 import random
 import shutil
 import tempfile
@@ -20,118 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ferlab import contract
 from ferlab.config import Params, as_flat_dict
-from ferlab.contract import NUM_CLASSES
 from ferlab.data.arrays import Arrays
-from ferlab.training import augment, cluster, precision
-
-HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
-
-
-def fingerprint(params: Params, data_digest: str, replicas: int = 1) -> str:
-    """What a resumable state belongs to: the train and preprocess params, the data and, when several,
-    the replicas (they set the global batch, so the steps of an epoch)."""
-    # average_epochs only changes what is kept after the epochs: a run may turn it on when resumed.
-    # At a constant rate the number of epochs changes none of the epochs both lengths share: a
-    # constant-rate run may be made longer or shorter when resumed.
-    ignored = {"average_epochs"} | ({"epochs"} if params.train.schedule == "constant" else set())
-    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in ignored}
-    content = {
-        "train": train,
-        "preprocess": dataclasses.asdict(params.preprocess),
-        "seed": params.seed,
-        "data": data_digest,
-    }
-    if replicas > 1:
-        content["replicas"] = replicas
-    payload = json.dumps(content, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _targets(faces, labels, weight_table):
-    import tensorflow as tf
-
-    targets = tf.one_hot(labels, NUM_CLASSES)
-    if weight_table is not None:
-        return faces, targets, tf.gather(weight_table, labels)
-    return faces, targets
-
-
-def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):
-    """Batches of normalised faces and one-hot labels, in order (for selection and scoring)."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(batch_size)
-    return ds.map(
-        lambda faces, labels: _targets(tf.cast(faces[..., tf.newaxis], tf.float32) / contract.PIXEL_SCALE, labels, None),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    ).prefetch(tf.data.AUTOTUNE)
-
-
-def class_weight_table(weights: dict) -> list[float]:
-    """The weight of each class id; the keys may be ints or, as JSON stores them, strings."""
-    by_id = {int(k): float(v) for k, v in weights.items()}
-    unknown = sorted(set(by_id) - set(range(NUM_CLASSES)))
-    if unknown:
-        raise ValueError(f"class weights for unknown class ids {unknown}")
-    return [by_id.get(i, 1.0) for i in range(NUM_CLASSES)]
-
-
-def make_training_dataset(
-    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, policy, weights: dict[int, float] | None = None, start_step: int = 0
-):
-    """An endless stream of shuffled, augmented batches (one epoch = ceil(N / batch) of them).
-
-    Shuffling and augmentation depend only on the seed and the batch number, so the
-    stream is the same on every run, and a run resumed at `start_step` continues it.
-    """
-    import tensorflow as tf
-
-    weight_table = tf.constant(class_weight_table(weights), tf.float32) if weights else None
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size).repeat().enumerate()
-    ds = ds.skip(start_step)
-
-    def prepare(step, batch):
-        faces, labels = batch
-        faces = tf.cast(faces[..., tf.newaxis], tf.float32) / contract.PIXEL_SCALE
-        faces = augment.apply(faces, tf.stack([tf.constant(seed, tf.int64), step]), policy)
-        return _targets(faces, labels, weight_table)
-
-    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def make_optimizer(cfg, steps_per_epoch: int):
-    import keras
-
-    if cfg.schedule not in ("cosine", "constant"):
-        raise ValueError(f"train.schedule must be constant or cosine, not {cfg.schedule!r}")
-    lr = cfg.learning_rate
-    total = max(cfg.epochs * steps_per_epoch, 1)
-    warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
-    if cfg.schedule == "cosine" or warmup:
-        # constant: a cosine that "decays" to 100%, after the same linear warm-up. Without it,
-        # SGD at 0.05 stalled the long recipe's network at the start (README, Averaging).
-        lr = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=cfg.learning_rate * 0.1 if warmup else cfg.learning_rate,
-            decay_steps=total - warmup,
-            alpha=0.01 if cfg.schedule == "cosine" else 1.0,
-            warmup_target=cfg.learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
-    if cfg.optimizer == "adam":
-        return keras.optimizers.Adam(lr)
-    if cfg.optimizer == "adamw":
-        return keras.optimizers.AdamW(lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "sgd":  # Nesterov momentum; weight_decay is decoupled, as in AdamW
-        return keras.optimizers.SGD(lr, momentum=cfg.momentum, nesterov=True, weight_decay=cfg.weight_decay or None)
-    raise ValueError(f"train.optimizer must be adam, adamw or sgd, not {cfg.optimizer!r}")
-
-
-def current_lr(optimizer) -> float:
-    lr = optimizer.learning_rate
-    return float(np.asarray(lr.numpy() if hasattr(lr, "numpy") else lr))
+from ferlab.training import cluster, precision
+from ferlab.training.pipeline import make_dataset, make_training_dataset
+from ferlab.training.schedule import current_lr, make_optimizer
+from ferlab.training.state import EpochState, fingerprint
 
 
 def model_summary(model) -> str:
@@ -140,113 +32,9 @@ def model_summary(model) -> str:
     return "\n".join(lines) + "\n"
 
 
-class EpochState:
-    """The resumable state of one training run, on disk under `state_dir`."""
-
-    def __init__(self, state_dir: Path, print_fn):
-        self.dir = state_dir
-        self.print = print_fn
-        self.history_path = state_dir / "history.csv"
-        self.best_path = state_dir / "best.weights.h5"
-        self.average_path = state_dir / "average.npz"
-        self.meta_path = state_dir / "state.json"
-
-    def prepare(self, fingerprint_: str) -> dict:
-        """Load a matching state, or start fresh (a state for other params or data is discarded)."""
-        if self.meta_path.is_file():
-            meta = json.loads(self.meta_path.read_text())
-            if meta.get("fingerprint") == fingerprint_:
-                return meta
-            self.print("params or data changed since the interrupted run: starting over")
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
-        meta = {
-            "fingerprint": fingerprint_,
-            "run_id": None,
-            "best_val_accuracy": -1.0,
-            "best_epoch": 0,
-            "epochs_done": 0,
-            "checkpoint": None,
-        }
-        self.save_meta(meta)
-        return meta
-
-    def save_meta(self, meta: dict) -> None:
-        tmp = self.meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(meta))
-        tmp.replace(self.meta_path)
-
-    def save_weights(self, model, path: Path) -> None:
-        """Write weights (and optimiser state) so that a kill mid-write leaves the old file whole."""
-        partial = path.with_name(path.name.replace(".weights.h5", ".partial.weights.h5"))
-        model.save_weights(partial)
-        partial.replace(path)
-
-    def checkpoint(self, model, epoch: int, meta: dict) -> None:
-        """The epoch's resumable state; state.json names it only once it is complete."""
-        path = self.dir / f"epoch-{epoch:04d}.weights.h5"
-        self.save_weights(model, path)
-        meta.update(epochs_done=epoch, checkpoint=path.name)
-        self.save_meta(meta)
-        for old in self.dir.glob("epoch-*.weights.h5"):
-            if old != path:
-                old.unlink()
-
-    def restore(self, model, meta: dict) -> int:
-        """Load the last complete epoch into `model`; the number of epochs already done."""
-        if not meta.get("checkpoint"):
-            return 0
-        if not model.optimizer.built:  # its state is in the file too
-            model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.dir / meta["checkpoint"])
-        return meta["epochs_done"]
-
-    def averaged(self) -> tuple[int, int]:
-        """(epochs in the running average, the last of them); (0, 0) before the first."""
-        if not self.average_path.is_file():
-            return 0, 0
-        with np.load(self.average_path) as saved:
-            return int(saved["count"]), int(saved["through"])
-
-    def add_to_average(self, model, epoch: int, first: int = 1) -> None:
-        """Fold the model's weights (batch-norm statistics too) into the running mean of the epochs
-        averaged so far, from epoch `first` on; an epoch run again after an interruption is not counted
-        twice, and a mean begun before `first` (a run resumed with more epochs) starts again."""
-        count, through = self.averaged()
-        if count and through - count + 1 < first:
-            count, through = 0, 0
-        if epoch <= through:
-            return
-        weights = model.get_weights()
-        if count:
-            weights = [m + (w - m) / (count + 1) for m, w in zip(self.average(), weights)]
-        partial = self.dir / "average.partial.npz"
-        with open(partial, "wb") as f:
-            np.savez(f, count=count + 1, through=epoch, **{f"w{i}": w for i, w in enumerate(weights)})
-        partial.replace(self.average_path)
-
-    def average(self) -> list[np.ndarray]:
-        with np.load(self.average_path) as saved:
-            return [saved[f"w{i}"] for i in range(len(saved.files) - 2)]
-
-    def history(self) -> list[dict]:
-        if not self.history_path.is_file():
-            return []
-        with open(self.history_path) as f:
-            return list(csv.DictReader(f))
-
-    def append(self, row: dict) -> None:
-        """Add an epoch's row; an epoch re-run after an interruption replaces its old row."""
-        rows = [r for r in self.history() if int(r["epoch"]) < row["epoch"]] + [row]
-        tmp = self.history_path.with_suffix(".tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS)
-            writer.writeheader()
-            writer.writerows({k: r[k] for k in HISTORY_FIELDS} for r in rows)
-        tmp.replace(self.history_path)
-
-
 def epoch_callback(state: EpochState, meta: dict, patience: int, total_epochs: int, log_metrics, average_epochs: int = 0):
+    """After every epoch: its history row, the best epoch's weights, the running average, the
+    resumable checkpoint, the epoch's metrics to MLflow, and the early stop."""
     import keras
 
     class Callback(keras.callbacks.Callback):
@@ -349,6 +137,29 @@ def kept_global_state():
         (tf_config.enable_op_determinism if deterministic else tf_config.disable_op_determinism)()
 
 
+@dataclasses.dataclass
+class _Run:
+    """One training run's settings and places: what every step of the loop below shares."""
+
+    params: Params
+    state: EpochState
+    meta: dict
+    fingerprint: str
+    tracker: object
+    print: object
+    dist: object  # the tf.distribute strategy
+    me: cluster.Role
+    policy: str  # the resolved precision
+
+    @property
+    def cfg(self):
+        return self.params.train
+
+    @property
+    def replicas(self) -> int:
+        return self.dist.num_replicas_in_sync
+
+
 def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks) -> TrainResult:
     import keras
 
@@ -368,7 +179,10 @@ def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print
     if not me.chief:  # the chief alone writes: this worker's state is thrown away, its run is the chief's
         state_dir, tracker = Path(tempfile.mkdtemp(prefix=f"ferlab-worker-{me.index}-")), None
     try:
-        return _fit(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks, dist, me, policy)
+        state = EpochState(state_dir, print_fn)
+        belongs_to = fingerprint(params, data_digest, dist.num_replicas_in_sync)
+        run = _Run(params, state, state.prepare(belongs_to), belongs_to, tracker, print_fn, dist, me, policy)
+        return _fit(run, arrays, class_weights, extra_callbacks)
     except Exception as err:
         if me.multi_worker and _collective_failed(err):
             raise cluster.lost_worker(err, me) from err
@@ -378,69 +192,33 @@ def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def _fit(params, arrays, class_weights, data_digest, state_dir, tracker, print_fn, extra_callbacks, dist, me, policy) -> TrainResult:
-    import keras
-
-    from ferlab.training import model_io, models
-
-    cfg = params.train
-    state = EpochState(state_dir, print_fn)
-    belongs_to = fingerprint(params, data_digest, dist.num_replicas_in_sync)
-    meta = state.prepare(belongs_to)
-    batch = cfg.batch_size * dist.num_replicas_in_sync
+def _fit(run: _Run, arrays: Arrays, class_weights: dict | None, extra_callbacks: tuple) -> TrainResult:
+    cfg, meta = run.cfg, run.meta
+    batch = cfg.batch_size * run.replicas
     steps = int(np.ceil(len(arrays.y["train"]) / batch))
-
-    with dist.scope():
-        model = models.build(cfg.model, **cfg.model_options)
-        model.compile(
-            optimizer=make_optimizer(cfg, steps),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
-            metrics=["accuracy"],
-        )
-        if me.multi_worker:  # every worker creates the same variables together, before any restores one
-            model.optimizer.build(model.trainable_variables)
-            cluster.fit_ready(model)
+    model = _compiled_model(run, steps)
     summary = model_summary(model)
-    done = state.restore(model, meta)
-    if me.multi_worker:
-        done = cluster.follow_chief(dist, model, meta, belongs_to)
-    train_ds = make_training_dataset(
-        arrays.x["train"],
-        arrays.y["train"],
-        batch,
-        params.seed,
-        params.preprocess.augment,
-        class_weights if cfg.class_weights else None,
-        start_step=done * steps,
-    )
-    val_ds = make_dataset(arrays.x["val"], arrays.y["val"], batch)
-    if me.multi_worker:
-        train_ds, val_ds = cluster.shard_by_batch(train_ds), cluster.shard_by_batch(val_ds)
-
-    if tracker is not None:
-        meta["run_id"] = tracker.start(meta.get("run_id"))
-        state.save_meta(meta)
-        tracker.log_params(
-            as_flat_dict({"seed": params.seed, "train": dataclasses.asdict(cfg), "preprocess": dataclasses.asdict(params.preprocess)})
-            | {"train.resolved_precision": policy, "model.parameters": model.count_params()}
-            | ({"train.workers": me.workers, "train.replicas": dist.num_replicas_in_sync} if me.multi_worker else {})
-        )
+    done = run.state.restore(model, meta)
+    if run.me.multi_worker:
+        done = cluster.follow_chief(run.dist, model, meta, run.fingerprint)
+    train_ds, val_ds = _feeds(run, arrays, class_weights, batch, start_step=done * steps)
+    _start_tracking(run, model)
     if done:
-        print_fn(f"resuming after epoch {done} (best PublicTest accuracy so far {meta['best_val_accuracy']:.4f})")
+        run.print(f"resuming after epoch {done} (best PublicTest accuracy so far {meta['best_val_accuracy']:.4f})")
     callbacks = [
         epoch_callback(
-            state,
+            run.state,
             meta,
             cfg.early_stopping_patience,
             cfg.epochs,
-            tracker.log_metrics if tracker else (lambda *a, **k: None),
+            run.tracker.log_metrics if run.tracker else (lambda *a, **k: None),
             cfg.average_epochs,
         ),
         *extra_callbacks,
     ]
     # a finished constant-rate run resumed with more epochs goes on (an early stop is final)
     if not meta.get("finished") or (meta["epochs_done"] < cfg.epochs and not meta.get("stopped_early")):
-        with dist.scope() if me.multi_worker else contextlib.nullcontext():  # see cluster.fit_ready
+        with run.dist.scope() if run.me.multi_worker else contextlib.nullcontext():  # see cluster.fit_ready
             model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -452,24 +230,82 @@ def _fit(params, arrays, class_weights, data_digest, state_dir, tracker, print_f
                 verbose=0,
             )
         meta["finished"] = True
-        state.save_meta(meta)
-    print_fn(f"best epoch {meta['best_epoch']}: PublicTest accuracy {meta['best_val_accuracy']:.4f}")
+        run.state.save_meta(meta)
+    run.print(f"best epoch {meta['best_epoch']}: PublicTest accuracy {meta['best_val_accuracy']:.4f}")
+    return _kept(run, model, val_ds, summary)
+
+
+def _compiled_model(run: _Run, steps: int):
+    """The network of train.model, compiled with the recipe's optimiser, schedule and loss."""
+    import keras
+
+    from ferlab.training import models
+
+    cfg = run.cfg
+    with run.dist.scope():
+        model = models.build(cfg.model, **cfg.model_options)
+        model.compile(
+            optimizer=make_optimizer(cfg, steps),
+            loss=keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+            metrics=["accuracy"],
+        )
+        if run.me.multi_worker:  # every worker creates the same variables together, before any restores one
+            model.optimizer.build(model.trainable_variables)
+            cluster.fit_ready(model)
+    return model
+
+
+def _feeds(run: _Run, arrays: Arrays, class_weights: dict | None, batch: int, start_step: int):
+    """The endless augmented Training stream (from `start_step` on) and the PublicTest batches."""
+    train_ds = make_training_dataset(
+        arrays.x["train"],
+        arrays.y["train"],
+        batch,
+        run.params.seed,
+        run.params.preprocess.augment,
+        class_weights if run.cfg.class_weights else None,
+        start_step=start_step,
+    )
+    val_ds = make_dataset(arrays.x["val"], arrays.y["val"], batch)
+    if run.me.multi_worker:
+        train_ds, val_ds = cluster.shard_by_batch(train_ds), cluster.shard_by_batch(val_ds)
+    return train_ds, val_ds
+
+
+def _start_tracking(run: _Run, model) -> None:
+    if run.tracker is None:
+        return
+    run.meta["run_id"] = run.tracker.start(run.meta.get("run_id"))
+    run.state.save_meta(run.meta)
+    params, me = run.params, run.me
+    run.tracker.log_params(
+        as_flat_dict({"seed": params.seed, "train": dataclasses.asdict(run.cfg), "preprocess": dataclasses.asdict(params.preprocess)})
+        | {"train.resolved_precision": run.policy, "model.parameters": model.count_params()}
+        | ({"train.workers": me.workers, "train.replicas": run.replicas} if me.multi_worker else {})
+    )
+
+
+def _kept(run: _Run, model, val_ds, summary: str) -> TrainResult:
+    """Selection: the best epoch's weights, or the average of the last epochs where PublicTest prefers it."""
+    from ferlab.training import model_io
+
+    meta, state, me = run.meta, run.state, run.me
     count, _ = state.averaged()
     average = state.average() if count else None
     if me.multi_worker:  # every worker evaluates the chief's average together
-        count, average = cluster.chiefs_average(dist, count, average, model)
+        count, average = cluster.chiefs_average(run.dist, count, average, model)
     kept = False
     if count:
-        average_accuracy = average_val_accuracy(model, average, val_ds, dist if me.multi_worker else None)
+        average_accuracy = average_val_accuracy(model, average, val_ds, run.dist if me.multi_worker else None)
         kept = average_accuracy > meta["best_val_accuracy"]
-        print_fn(
+        run.print(
             f"average of the last {count} epochs: PublicTest accuracy {average_accuracy:.4f}, "
             + ("kept instead of the best epoch" if kept else "not above the best epoch's: the best epoch kept")
         )
-        if tracker is not None:
-            tracker.log_metrics({"average_val_accuracy": average_accuracy})
+        if run.tracker is not None:
+            run.tracker.log_metrics({"average_val_accuracy": average_accuracy})
     if not me.chief:
-        return TrainResult(None, state.history(), None, meta["best_epoch"], meta["best_val_accuracy"], policy, summary, chief=False)
+        return TrainResult(None, state.history(), None, meta["best_epoch"], meta["best_val_accuracy"], run.policy, summary, chief=False)
     if not kept:
         model.load_weights(state.best_path)
     # Whatever precision trained it, the model handed on computes in float32, so it loads,
@@ -481,7 +317,7 @@ def _fit(params, arrays, class_weights, data_digest, state_dir, tracker, print_f
         meta.get("run_id"),
         meta["best_epoch"],
         meta["best_val_accuracy"],
-        policy,
+        run.policy,
         summary,
         count if kept else 0,
         average_accuracy if count else None,

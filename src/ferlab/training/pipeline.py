@@ -1,0 +1,65 @@
+"""The training input pipeline: batches of normalised faces, one-hot labels and class weights.
+
+engine tensorflow: tf.data, augmented by ferlab.training.augment's stateless TensorFlow ops.
+Shuffling and augmentation depend only on the seed and the batch number, so the stream is the
+same on every run, and a run resumed at a given step continues it.
+"""
+
+import numpy as np
+
+from ferlab import contract
+from ferlab.contract import NUM_CLASSES
+from ferlab.training import augment
+
+
+def class_weight_table(weights: dict) -> list[float]:
+    """The weight of each class id; the keys may be ints or, as JSON stores them, strings."""
+    by_id = {int(k): float(v) for k, v in weights.items()}
+    unknown = sorted(set(by_id) - set(range(NUM_CLASSES)))
+    if unknown:
+        raise ValueError(f"class weights for unknown class ids {unknown}")
+    return [by_id.get(i, 1.0) for i in range(NUM_CLASSES)]
+
+
+def _targets(faces, labels, weight_table):
+    import tensorflow as tf
+
+    targets = tf.one_hot(labels, NUM_CLASSES)
+    if weight_table is not None:
+        return faces, targets, tf.gather(weight_table, labels)
+    return faces, targets
+
+
+def make_dataset(x: np.ndarray, y: np.ndarray, batch_size: int):
+    """Batches of normalised faces and one-hot labels, in order (for selection and scoring)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32))).batch(batch_size)
+    return ds.map(
+        lambda faces, labels: _targets(tf.cast(faces[..., tf.newaxis], tf.float32) / contract.PIXEL_SCALE, labels, None),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
+
+
+def make_training_dataset(
+    x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, policy, weights: dict[int, float] | None = None, start_step: int = 0
+):
+    """An endless stream of shuffled, augmented batches (one epoch = ceil(N / batch) of them).
+
+    Shuffling and augmentation depend only on the seed and the batch number, so the
+    stream is the same on every run, and a run resumed at `start_step` continues it.
+    """
+    import tensorflow as tf
+
+    weight_table = tf.constant(class_weight_table(weights), tf.float32) if weights else None
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True).batch(batch_size).repeat().enumerate()
+    ds = ds.skip(start_step)
+
+    def prepare(step, batch):
+        faces, labels = batch
+        faces = tf.cast(faces[..., tf.newaxis], tf.float32) / contract.PIXEL_SCALE
+        faces = augment.apply(faces, tf.stack([tf.constant(seed, tf.int64), step]), policy)
+        return _targets(faces, labels, weight_table)
+
+    return ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
