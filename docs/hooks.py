@@ -142,7 +142,7 @@ def pretrained(root: Path = ROOT) -> str:
                 *(_pct(test[mode]["accuracy"]) for mode in ("none", "flip", "ten_crop")),
                 f"{test['flip']['macro_f1']:.3f}",
                 f"{test['flip']['ece']:.3f}",
-                f"{card['format']} TFLite, {size:.2f} MB",
+                f"{card['format']} TFLite, {size:.2f} MB" + (" (and its Keras .h5)" if card.get("keras_h5") else ""),
             ]
         )
     fer = next(row for row in _json("reports/benchmarks/accuracy.json", root)["rows"] if row["name"].startswith("fer package"))
