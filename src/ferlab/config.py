@@ -106,6 +106,8 @@ class Train:
     average_epochs: int = 0
     precision: Literal["auto", "float32", "mixed_bfloat16", "mixed_float16"] = "auto"
     deterministic: bool = True  # TensorFlow op determinism: the same seed gives the same model
+    # The Keras backend that trains: tensorflow, or jax (a GPU machine with JAX and no TensorFlow; training.engine)
+    engine: Literal["tensorflow", "jax"] = "tensorflow"
     experiment: str = "ferlab"  # MLflow experiment name
 
 

@@ -14,13 +14,14 @@ from ferlab.errors import FerlabError
 from ferlab.fileio import atomic_path, read_json, write_json
 from ferlab.lifecycle import pyfunc, tracking
 from ferlab.stage import log, run
-from ferlab.training import cluster, model_io
+from ferlab.training import cluster, engine, model_io
 from ferlab.training.state import HISTORY_FIELDS
 from ferlab.training.train import train
 
 
 def main() -> None:
     params = config.load()
+    engine.select(params.train.engine)  # chosen before Keras was imported (select_engine); checked here
     paths = params.paths
     me = cluster.role()
     if not me.chief and os.environ.get("DVC_ROOT"):
@@ -89,5 +90,14 @@ def main() -> None:
     log(f"wrote {paths.model} ({kept}); MLflow run {result.run_id}")
 
 
+def select_engine() -> None:
+    """Keras' backend from params.yaml's train.engine, before stage.run imports Keras."""
+    try:
+        engine.select(config.load().train.engine)
+    except FerlabError:
+        pass  # main() reads params.yaml again and says what is wrong in one line
+
+
 if __name__ == "__main__":
+    select_engine()
     run(main)

@@ -28,7 +28,7 @@ def fingerprint(params: Params, data_digest: str, replicas: int = 1) -> str:
     # At a constant rate the number of epochs changes none of the epochs both lengths share: a
     # constant-rate run may be made longer or shorter when resumed.
     ignored = {"average_epochs"} | ({"epochs"} if params.train.schedule == "constant" else set())
-    ignored |= {"engine"} if getattr(params.train, "engine", "tensorflow") == "tensorflow" else set()  # states from before the key
+    ignored |= {"engine"} if params.train.engine == "tensorflow" else set()  # a state from before the key still resumes
     train = {k: v for k, v in dataclasses.asdict(params.train).items() if k not in ignored}
     content = {
         "train": train,
@@ -91,6 +91,17 @@ class EpochState:
         for old in self.dir.glob("epoch-*.weights.h5"):
             if old != path:
                 old.unlink()
+
+    def drop_checkpoint(self, meta: dict) -> None:
+        """A finished run's state without its last epoch's checkpoint (the weights and the optimiser state):
+        the best epoch, the average and the history still hand the model on, a third smaller to carry
+        (ferlab.training.carry); more epochs can no longer follow."""
+        if not meta.get("finished") or not meta.get("checkpoint"):
+            return
+        name = meta["checkpoint"]
+        meta.update(checkpoint=None, checkpoint_dropped=True)
+        self.save_meta(meta)
+        (self.dir / name).unlink(missing_ok=True)
 
     def restore(self, model, meta: dict) -> int:
         """Load the last complete epoch into `model`; the number of epochs already done."""

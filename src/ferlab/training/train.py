@@ -2,7 +2,8 @@
 
 Selection uses PublicTest only (the `val` arrays); PrivateTest is never seen here. The pieces it
 puts together live beside it: the input pipeline (pipeline), the optimiser and its schedule
-(schedule), the resumable state (state). An interrupted run resumes from the last finished epoch:
+(schedule), the resumable state (state), the Keras backend that runs it (engine: train.engine,
+TensorFlow or JAX, the same recipe either way). An interrupted run resumes from the last finished epoch:
 weights, optimiser state, best-so-far and history live in `paths.train_state` until the run completes.
 Under MultiWorkerMirroredStrategy (training.cluster) that state is the chief's; the other
 workers keep theirs in a temporary folder and take the chief's when they start.
@@ -20,8 +21,9 @@ import numpy as np
 
 from ferlab.config import Params, as_flat_dict
 from ferlab.data.arrays import Arrays
-from ferlab.training import cluster, precision
-from ferlab.training.pipeline import make_dataset, make_training_dataset
+from ferlab.errors import FerlabError
+from ferlab.training import cluster, engine, precision
+from ferlab.training.pipeline import feeds
 from ferlab.training.schedule import current_lr, make_optimizer
 from ferlab.training.state import EpochState, fingerprint
 
@@ -111,30 +113,35 @@ def train(
 def kept_global_state():
     """Training sets process-wide state: the Keras precision policy, the Python, NumPy, TensorFlow and
     Keras seeds, TensorFlow op determinism. Put it back as it was, so that later work in the process
-    (other models, tests, a notebook) is not trained or drawn as this run was."""
+    (other models, tests, a notebook) is not trained or drawn as this run was. TensorFlow's own state
+    only where Keras runs on it (the JAX engine needs no TensorFlow)."""
     import keras
-    import tensorflow as tf
     from keras.src.backend.common import global_state
     from keras.src.random.seed_generator import GLOBAL_SEED_GENERATOR
     from keras.src.utils.rng_utils import GLOBAL_RANDOM_SEED
-    from tensorflow.python.framework import config as tf_config
 
+    on_tensorflow = keras.backend.backend() == "tensorflow"
+    if on_tensorflow:
+        import tensorflow as tf
+        from tensorflow.python.framework import config as tf_config
+
+        tf_seed = tf.compat.v1.random.get_seed(None)[0]
+        deterministic = tf_config.is_op_determinism_enabled()
     policy = keras.mixed_precision.global_policy()
     python_state, numpy_state = random.getstate(), np.random.get_state()
-    tf_seed = tf.compat.v1.random.get_seed(None)[0]
     keras_seed = global_state.get_global_attribute(GLOBAL_RANDOM_SEED)
     keras_generator = global_state.get_global_attribute(GLOBAL_SEED_GENERATOR)
-    deterministic = tf_config.is_op_determinism_enabled()
     try:
         yield
     finally:
         keras.mixed_precision.set_global_policy(policy)
         random.setstate(python_state)
         np.random.set_state(numpy_state)
-        tf.random.set_seed(tf_seed)
         global_state.set_global_attribute(GLOBAL_RANDOM_SEED, keras_seed)
         global_state.set_global_attribute(GLOBAL_SEED_GENERATOR, keras_generator)
-        (tf_config.enable_op_determinism if deterministic else tf_config.disable_op_determinism)()
+        if on_tensorflow:
+            tf.random.set_seed(tf_seed)
+            (tf_config.enable_op_determinism if deterministic else tf_config.disable_op_determinism)()
 
 
 @dataclasses.dataclass
@@ -147,7 +154,7 @@ class _Run:
     fingerprint: str
     tracker: object
     print: object
-    dist: object  # the tf.distribute strategy
+    dist: object  # the tf.distribute strategy (engine.OneDevice for JAX)
     me: cluster.Role
     policy: str  # the resolved precision
 
@@ -164,17 +171,17 @@ def _train(params, arrays, class_weights, data_digest, state_dir, tracker, print
     import keras
 
     cfg = params.train
+    engine.check(cfg.engine)
     me = cluster.role()
     keras.utils.set_random_seed(params.seed)
     if cfg.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    dist, gpus = cluster.strategy(me)
+        engine.deterministic(cfg.engine)
+    dist, gpus = engine.strategy(cfg.engine, me)
     policy = precision.resolve(cfg.precision, gpus)
     keras.mixed_precision.set_global_policy(policy)
     where = f"{me.name} of {me.workers}{' (chief)' if me.chief else ''}, " if me.multi_worker else ""
-    print_fn(f"precision {policy}, {where}{dist.num_replicas_in_sync} replica(s), model {cfg.model}")
+    on = "" if cfg.engine == "tensorflow" else f"{engine.describe(cfg.engine)}, "
+    print_fn(f"precision {policy}, {on}{where}{dist.num_replicas_in_sync} replica(s), model {cfg.model}")
 
     if not me.chief:  # the chief alone writes: this worker's state is thrown away, its run is the chief's
         state_dir, tracker = Path(tempfile.mkdtemp(prefix=f"ferlab-worker-{me.index}-")), None
@@ -218,6 +225,11 @@ def _fit(run: _Run, arrays: Arrays, class_weights: dict | None, extra_callbacks:
     ]
     # a finished constant-rate run resumed with more epochs goes on (an early stop is final)
     if not meta.get("finished") or (meta["epochs_done"] < cfg.epochs and not meta.get("stopped_early")):
+        if meta.get("checkpoint_dropped"):
+            raise FerlabError(
+                f"the training state in {run.state.dir} was carried without its last checkpoint (ferlab.training.carry): "
+                f"it hands on the model of its {meta['epochs_done']} epochs, not more; set train.epochs={meta['epochs_done']}."
+            )
         with run.dist.scope() if run.me.multi_worker else contextlib.nullcontext():  # see cluster.fit_ready
             model.fit(
                 train_ds,
@@ -257,24 +269,19 @@ def _compiled_model(run: _Run, steps: int):
 
 def _feeds(run: _Run, arrays: Arrays, class_weights: dict | None, batch: int, start_step: int):
     """The endless augmented Training stream (from `start_step` on) and the PublicTest batches."""
-    train_ds = make_training_dataset(
-        arrays.x["train"],
-        arrays.y["train"],
-        batch,
-        run.params.seed,
-        run.params.preprocess.augment,
-        class_weights if run.cfg.class_weights else None,
-        start_step=start_step,
-    )
-    val_ds = make_dataset(arrays.x["val"], arrays.y["val"], batch)
+    weights = class_weights if run.cfg.class_weights else None
+    train_ds, val_ds = feeds(run.cfg.engine, arrays, batch, run.params.seed, run.params.preprocess.augment, weights, start_step)
     if run.me.multi_worker:
         train_ds, val_ds = cluster.shard_by_batch(train_ds), cluster.shard_by_batch(val_ds)
     return train_ds, val_ds
 
 
 def _start_tracking(run: _Run, model) -> None:
+    """The MLflow run: the state's own when resumed; a new one that also gets the epochs of a state trained
+    without a tracker (ferlab.training.carry, on a machine without MLflow)."""
     if run.tracker is None:
         return
+    untracked = run.state.history() if run.meta.get("run_id") is None else []
     run.meta["run_id"] = run.tracker.start(run.meta.get("run_id"))
     run.state.save_meta(run.meta)
     params, me = run.params, run.me
@@ -283,6 +290,8 @@ def _start_tracking(run: _Run, model) -> None:
         | {"train.resolved_precision": run.policy, "model.parameters": model.count_params()}
         | ({"train.workers": me.workers, "train.replicas": run.replicas} if me.multi_worker else {})
     )
+    for row in untracked:
+        run.tracker.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
 
 def _kept(run: _Run, model, val_ds, summary: str) -> TrainResult:
