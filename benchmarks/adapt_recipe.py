@@ -11,7 +11,12 @@ Then recipes (which layers train, the rate, the epochs, augmentation, class weig
 
     python benchmarks/adapt_recipe.py trial /tmp/ferlab-adapt/camera_b --out reports/benchmarks/adapt_recipe_camera_b.json
 
-The recipe was chosen on camera b; camera a is what `ferlab adapt` itself is measured on (docs/inference/adapt.md).
+The recipe was chosen on camera b; camera a is what `ferlab adapt` itself is measured on (docs/inference/adapt.md):
+
+    ferlab adapt /tmp/ferlab-adapt/camera_a --face-crop --model models/bundle --out /tmp/ferlab-adapt/a0   # and --seed 1, ...
+    python benchmarks/adapt_recipe.py collect /tmp/ferlab-adapt/a0 ... --out reports/benchmarks/adapt_camera_a.json
+
+(`collect` keeps each adapted bundle's adapt.json figures, without the per-epoch history.)
 Images never enter the repository: the sets are written to a temporary folder.
 """
 
@@ -89,6 +94,10 @@ def private_test() -> tuple[np.ndarray, np.ndarray]:
 
 
 RECIPES = {
+    "renormalised-only": {"batch_norm": "renormalised", "epochs": 0},
+    "all-3e-4-renormalised": {"layers": "all", "learning_rate": 3e-4, "batch_norm": "renormalised"},
+    "all-3e-4-bn-trained": {"layers": "all", "learning_rate": 3e-4, "batch_norm": "trained"},
+    "head-1e-3-renormalised": {"layers": "head", "learning_rate": 1e-3, "batch_norm": "renormalised"},
     "head-1e-3": {"layers": "head", "learning_rate": 1e-3},
     "dense-1e-3": {"layers": "dense", "learning_rate": 1e-3},
     "all-1e-4": {"layers": "all", "learning_rate": 1e-4},
@@ -98,6 +107,12 @@ RECIPES = {
     "all-3e-4-noweights": {"layers": "all", "learning_rate": 3e-4, "class_weights": "none"},
     "all-3e-4-steps300": {"layers": "all", "learning_rate": 3e-4, "steps": 300},
     "all-3e-4-steps1200": {"layers": "all", "learning_rate": 3e-4, "steps": 1200},
+    "dense-1e-3-renormalised": {"layers": "dense", "learning_rate": 1e-3, "batch_norm": "renormalised"},
+    "dense-3e-4-renormalised": {"layers": "dense", "learning_rate": 3e-4, "batch_norm": "renormalised"},
+    "dense-3e-3-renormalised": {"layers": "dense", "learning_rate": 3e-3, "batch_norm": "renormalised"},
+    "dense-1e-3-renormalised-noaug": {"layers": "dense", "learning_rate": 1e-3, "batch_norm": "renormalised", "augment": "none"},
+    "dense-1e-3-renormalised-noweights": {"layers": "dense", "learning_rate": 1e-3, "batch_norm": "renormalised", "class_weights": "none"},
+    "dense-1e-3-renormalised-steps1200": {"layers": "dense", "learning_rate": 1e-3, "batch_norm": "renormalised", "steps": 1200},
 }
 
 
@@ -149,6 +164,23 @@ def trial(args) -> None:
             Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
 
 
+def collect(args) -> None:
+    from ferlab.lifecycle import tracking
+
+    runs = {}
+    for folder in args.bundles:
+        report = json.loads((Path(folder) / "adapt.json").read_text())
+        runs[Path(folder).name] = {k: v for k, v in report.items() if k != "history"}
+    result = {"cpu": tracking.hardware(), "note": args.note, "runs": runs}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    for name, r in runs.items():
+        v, t = r["validation"], r["privatetest"]
+        print(
+            f"{name}: validation {v['before']['accuracy']:.4f} -> {v['after']['accuracy']:.4f} {v['gain']['accuracy_ci']}, "
+            f"PrivateTest {t.get('before', {}).get('accuracy')} -> {t.get('after', {}).get('accuracy')}, {r['minutes']} min"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -161,8 +193,12 @@ def main() -> None:
     runner.add_argument("--recipes", nargs="*", choices=sorted(RECIPES))
     runner.add_argument("--limit", type=int, help="at most this many faces per class")
     runner.add_argument("--out")
+    gather = sub.add_parser("collect", help="the figures of adapted bundles (their adapt.json) in one report")
+    gather.add_argument("bundles", nargs="+")
+    gather.add_argument("--note", default="")
+    gather.add_argument("--out", required=True)
     args = parser.parse_args()
-    make(args) if args.command == "make" else trial(args)
+    {"make": make, "trial": trial, "collect": collect}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:  # common: its --
     from ferlab.inference.adapt import DEFAULT_VAL_FRACTION, MIN_TRAIN_FACES, MIN_VAL_FACES
     from ferlab.inference.detect import DEFAULT_DETECTOR, DETECTORS
     from ferlab.inference.images import DEFAULT_MAX_PIXELS
-    from ferlab.training.finetune import LAYERS, MAX_EPOCHS, MIN_EPOCHS, Recipe
+    from ferlab.training.finetune import BATCH_NORM, LAYERS, MAX_EPOCHS, MIN_EPOCHS, Recipe
 
     cmd = sub.add_parser(
         "adapt",
@@ -62,14 +62,28 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:  # common: its --
         "--learning-rate", type=float, default=Recipe().learning_rate, metavar="R", help="peak AdamW rate (default: %(default)g)"
     )
     cmd.add_argument(
-        "--layers", choices=LAYERS, default=Recipe().layers, help="what trains: all (batch norm frozen), dense, head (default: %(default)s)"
+        "--layers",
+        choices=LAYERS,
+        default=Recipe().layers,
+        help="what trains: every layer, the two dense layers, the last (default: %(default)s)",
+    )
+    cmd.add_argument(
+        "--batch-norm",
+        choices=BATCH_NORM,
+        default=Recipe().batch_norm,
+        help="batch normalisation: the model's statistics (frozen), re-estimated on your faces first (renormalised), "
+        "or trained with --layers all (default: %(default)s)",
     )
     cmd.add_argument("--seed", type=int, default=0, help="the split's and training's seed (default: %(default)s)")
     cmd.add_argument("--out", metavar="DIR", help="the adapted bundle's folder (default: ./<DATA name>_adapted)")
     faces = cmd.add_argument_group("faces")
     faces.add_argument("--face-crop", action="store_true", help="the images already are face crops: no detection")
     faces.add_argument("--largest-face", action="store_true", help="take the largest face of an image with several")
-    faces.add_argument("--skip-unusable", action="store_true", help="leave out images that cannot be read or hold no face (counted)")
+    faces.add_argument(
+        "--skip-unusable",
+        action="store_true",
+        help="leave out (and count) images that cannot be read, hold no face or several, or are labelled outside the emotions",
+    )
     faces.add_argument("--detector", choices=DETECTORS, default=DEFAULT_DETECTOR, help="face detector (default: %(default)s)")
     faces.add_argument(
         "--max-pixels", type=positive, default=DEFAULT_MAX_PIXELS, metavar="N", help="refuse larger images (default: %(default)s)"
@@ -97,7 +111,9 @@ def run(args) -> int:
     from ferlab.lifecycle.adapted import figures_line
     from ferlab.training.finetune import Recipe
 
-    recipe = dataclasses.replace(Recipe(), epochs=args.epochs, learning_rate=args.learning_rate, layers=args.layers, seed=args.seed)
+    recipe = dataclasses.replace(
+        Recipe(), epochs=args.epochs, learning_rate=args.learning_rate, layers=args.layers, batch_norm=args.batch_norm, seed=args.seed
+    )
     say = (lambda text: print(text, file=sys.stderr, flush=True)) if not args.quiet else (lambda text: None)
     result = adapt(
         args.data,

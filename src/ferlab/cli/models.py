@@ -33,7 +33,9 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:  # common: unused
         "promote",
         help="move `production` to a version (default: the candidate) if it is not worse",
         description="Promotes only if PrivateTest accuracy and macro-F1 are not worse than "
-        "production's; --force --reason overrides and records why.",
+        "production's; a version made by `ferlab adapt` only if it beats production on the validation part of "
+        "the user's faces it was scored on (production must be the version it was adapted from); "
+        "--force --reason overrides and records why.",
     )
     promote.add_argument("version", nargs="?", help="version number (default: the one with alias `candidate`)")
     promote.add_argument("--force", action="store_true", help="promote even if the gate refuses")

@@ -423,7 +423,8 @@ def _fit_and_score(files, chosen, train_faces, y_train, val_faces, y_val, recipe
 
     epochs = recipe.epochs_for(len(y_train))
     print_fn(
-        f"fine-tuning on {len(y_train)} faces ({recipe.layers} layers, {epochs} epochs, rate {recipe.learning_rate:g}); "
+        f"fine-tuning on {len(y_train)} faces (batch norm {recipe.batch_norm}, {recipe.layers} layers, {epochs} epochs, "
+        f"rate {recipe.learning_rate:g}); "
         f"validating on {len(y_val)}"
     )
     tuned = finetune.fine_tune(model, train_faces, y_train, recipe, print_fn=print_fn)

@@ -145,8 +145,9 @@ def locate(source: str | os.PathLike) -> ModelFiles:
     text = os.fspath(source)
     from ferlab.lifecycle.registry import is_uri
 
-    if pretrained.is_uri(text):
-        h5, folder = None, pretrained.verified_folder(text)
+    if pretrained.is_uri(text):  # a shipped model may hold its .h5 beside the TFLite file (what `ferlab adapt` fine-tunes)
+        folder = pretrained.verified_folder(text)
+        h5 = folder / BUNDLE_MODEL
     elif is_uri(text):
         found = _load_registered(text)
         h5, folder = (None if found.suffix == ".tflite" else found), found.parent

@@ -61,9 +61,10 @@ def card(report: dict) -> str:
 - Fine-tuned by `ferlab adapt` from `{parent["label"]}` on {data["faces"]["train"]:,} faces of `{data["source"]}`
   (set digest `{data["sha256"][:16]}`), validated on {data["faces"]["val"]:,} ({data["split"]}).
 - Emotions (outputs, in order): {", ".join(report["emotions"])}.
-- Recipe: layers `{recipe["layers"]}`, {report["epochs"]} epochs, AdamW at {recipe["learning_rate"]:g} (cosine decay),
-  batch {recipe["batch_size"]}, class weights `{recipe["class_weights"]}`, augmentation as adapt.json states;
-  {report["train_seconds"] / 60:.1f} minutes of training. Temperature {report["temperature"]:.3f}, fitted on the validation part.
+- Recipe: batch normalisation `{recipe["batch_norm"]}`, layers `{recipe["layers"]}` trained, {report["epochs"]} epochs,
+  AdamW at {recipe["learning_rate"]:g} (cosine decay), batch {recipe["batch_size"]}, class weights `{recipe["class_weights"]}`,
+  augmentation as adapt.json states; {report["train_seconds"] / 60:.1f} minutes of training.
+- Temperature {report["temperature"]:.3f}, fitted on the validation part (in the weights of every format).
 - Input: as the parent's (`preprocessing.json`): one 48x48 grey face, grey levels / 255.
 
 ## On the user's validation part (flip test-time augmentation)
