@@ -272,7 +272,10 @@ def local_model_file(name: str, alias: str) -> str:
     local = _call(f"models:/{name}@{alias}", mlflow.artifacts.download_artifacts, f"models:/{name}@{alias}")
     from pathlib import Path
 
-    found = sorted(Path(local).rglob("*.h5")) or sorted(Path(local).rglob("model.tflite"))
+    def model_files(pattern: str) -> list[Path]:  # not the copy of the ferlab package under code/ (it holds the shipped models)
+        return sorted(p for p in Path(local).rglob(pattern) if "code" not in p.relative_to(local).parts)
+
+    found = model_files("*.h5") or model_files("model.tflite")
     if not found:
         raise FerlabError(f"models:/{name}@{alias} holds no .h5 or .tflite model; package it again with `dvc repro`.")
     return str(found[0])
