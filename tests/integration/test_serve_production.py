@@ -64,6 +64,8 @@ def guarded(tiny_bundle, tmp_path_factory):
         1,
         "--max-explain-pixels",
         400_000,
+        "--cors-origin",
+        "https://app.example",
         env={"FERLAB_API_KEYS": ENV_KEY},
     )
     yield server
@@ -97,10 +99,18 @@ def test_keys_guard_every_endpoint_but_health_and_the_page(guarded):
     assert any(line["status"] == 401 and line["key"] is None for line in lines)
 
 
-def test_security_headers_and_no_cors_for_foreign_pages(guarded):
+def test_security_headers_and_cors_only_for_the_origins_allowed(guarded):
     status, headers, _ = call(guarded, "GET", "/v1/model", headers={"Origin": "https://evil.example"}, key=KEYS["alice"])
     assert status == 200
     assert "access-control-allow-origin" not in headers
+    status, headers, _ = call(guarded, "GET", "/v1/model", headers={"Origin": "https://app.example"}, key=KEYS["alice"])
+    assert status == 200 and headers["access-control-allow-origin"] == "https://app.example"
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    preflight["Access-Control-Request-Headers"] = "authorization"
+    status, headers, _ = call(guarded, "OPTIONS", "/v1/predict", headers=preflight)
+    assert status == 200 and "authorization" in headers["access-control-allow-headers"].lower()
+    status, headers, _ = call(guarded, "GET", "/v1/model", headers={"Origin": "https://app.example"})
+    assert status == 401 and headers["access-control-allow-origin"] == "https://app.example"  # the page can read why
     assert headers["x-content-type-options"] == "nosniff" and headers["x-frame-options"] == "DENY"
     assert headers["content-security-policy"].startswith("default-src 'none'") and headers["cache-control"] == "no-store"
     status, headers, _ = call(guarded, "GET", "/")
