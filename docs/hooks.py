@@ -8,6 +8,8 @@ A page asks for a part with a line `<!-- generated: NAME -->`; the build puts th
     recipe-trials      reports/recipe_trials.md (written by benchmarks/recipe_trials.py)
     benchmark-summary  reports/benchmarks/summary.md (written by benchmarks/summary.py)
     cli-reference      `ferlab ... --help` of every command (ferlab.cli.main.build_parser)
+    adapt-runs         `ferlab adapt` before and after, from reports/benchmarks/adapt_camera_a.json
+    adapt-recipes      the fine-tuning recipes tried, from reports/benchmarks/adapt_recipe_camera_b.json
 
 The figures in reports/ that the pages show are copied into the site's images/.
 The README holds the headline and pretrained tables between `<!-- generated: NAME -->` and `<!-- end: NAME -->`:
@@ -28,6 +30,7 @@ IMAGES = {
     "images/evaluate_confusion_matrix.png": "reports/figures/evaluate_confusion_matrix.png",
     "images/reliability.png": "reports/evaluate/reliability.png",
     "images/astronaut_heatmaps.png": "reports/explain/astronaut.png",
+    "images/adapt_confusion_before_after.png": "reports/figures/adapt_confusion_before_after.png",
 }
 HELP_COLUMNS = "100"
 
@@ -209,6 +212,57 @@ def cli_reference() -> str:
             os.environ["COLUMNS"] = before
 
 
+ADAPT_RUNS = "reports/benchmarks/adapt_camera_a.json"
+ADAPT_RECIPES = "reports/benchmarks/adapt_recipe_camera_b.json"
+
+
+def _interval(values: list[float], points: bool = False) -> str:
+    return f"{100 * values[0]:+.2f} to {100 * values[1]:+.2f}" if points else f"{100 * values[0]:.2f}-{100 * values[1]:.2f}"
+
+
+def adapt_runs(root: Path = ROOT) -> str:
+    """`ferlab adapt` before and after on the held-out part and on PrivateTest, one row per run."""
+    data = _json(ADAPT_RUNS, root)
+    rows = [
+        "| run | faces (train / held out) | held out: before | after | gain (95% interval) | macro-F1 before -> after "
+        "| PrivateTest: before | after | minutes |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, run in data["runs"].items():
+        v, t, faces = run["validation"], run["privatetest"], run["dataset"]["faces"]
+        rows.append(
+            f"| `{name}` | {faces['train']:,} / {faces['val']:,} "
+            f"| {_pct(v['before']['accuracy'])} ({_interval(v['before']['accuracy_ci'])}) "
+            f"| {_pct(v['after']['accuracy'])} ({_interval(v['after']['accuracy_ci'])}) "
+            f"| {100 * v['gain']['accuracy']:+.2f} ({_interval(v['gain']['accuracy_ci'], True)}) "
+            f"| {v['before']['macro_f1']:.3f} -> {v['after']['macro_f1']:.3f} "
+            f"| {_pct(t['before']['accuracy'])} | {_pct(t['after']['accuracy'])} | {run['minutes']:.1f} |"
+        )
+    note = f"From `{ADAPT_RUNS}` (CPU: {data['cpu']}). {data['note']}"
+    return "\n".join(rows) + "\n\n" + textwrap.fill(note, 110, break_long_words=False, break_on_hyphens=False) + "\n"
+
+
+def adapt_recipes(root: Path = ROOT) -> str:
+    """The recipes benchmarks/adapt_recipe.py tried, with the held-out and PrivateTest accuracy of each."""
+    data = _json(ADAPT_RECIPES, root)
+    rows = [
+        "| recipe | layers trained | batch norm | rate | epochs | held out | macro-F1 | PrivateTest | training s |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+        f"| before (the parent) | | | | | {_pct(data['before']['val_accuracy'])} | {data['before']['val_macro_f1']:.3f} "
+        f"| {_pct(data['before']['test_accuracy'])} | |",
+    ]
+    for name, t in data["trials"].items():
+        r = t["recipe"]
+        label = f"**{name}**" if name == data.get("chosen") else name
+        trained = r["layers"] if t["epochs"] else "none"
+        rows.append(
+            f"| {label} | {trained} | {r['batch_norm']} | {r['learning_rate']:g} | {t['epochs']} | {_pct(t['val_accuracy'])} "
+            f"| {t['val_macro_f1']:.3f} | {_pct(t['test_accuracy'])} | {t['train_seconds']:.0f} |"
+        )
+    note = f"From `{ADAPT_RECIPES}`: {data['faces']:,} faces, {data['train']:,} trained on, {data['val']:,} held out. {data['note']}"
+    return "\n".join(rows) + "\n\n" + textwrap.fill(note, 110, break_long_words=False, break_on_hyphens=False) + "\n"
+
+
 PARTS = {
     "headline": headline,
     "pretrained": pretrained,
@@ -216,6 +270,8 @@ PARTS = {
     "recipe-trials": recipe_trials,
     "benchmark-summary": benchmark_summary,
     "cli-reference": cli_reference,
+    "adapt-runs": adapt_runs,
+    "adapt-recipes": adapt_recipes,
 }
 
 

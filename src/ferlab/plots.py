@@ -100,6 +100,7 @@ def confusion_pair(before, after, path, titles: tuple[str, str], emotions=EMOTIO
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 5.2))
     for ax, matrix, title in zip(axes, (before, after), titles):
         shown = _confusion_panel(ax, matrix, title, emotions)
+    axes[1].set_ylabel("")
     fig.colorbar(shown, ax=axes, fraction=0.025)
     if suptitle:
         fig.suptitle(suptitle)

@@ -73,13 +73,15 @@ def write_faces(root: Path, faces, labels, names=None) -> Path:
 
 @pytest.fixture
 def grey_set(tmp_path):
-    """12 grey 48x48 images of each of happy, sad, neutral (enough to train on, too few to split)."""
+    """Grey 48x48 images in emotion folders, as many of each as asked."""
 
     def make(root: Path, counts: dict[str, int]) -> Path:
         for emotion, n in counts.items():
             (root / emotion).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                cv2.imwrite(str(root / emotion / f"{i}.png"), np.full((48, 48), 40 + 10 * i, np.uint8))
+                grey = np.full((48, 48), 40 + 10 * i, np.uint8)
+                grey[0, 0] = 30 * EMOTIONS.index(emotion)  # every file differs (copies of one file stay on one side of the split)
+                cv2.imwrite(str(root / emotion / f"{i}.png"), grey)
         return root
 
     return make
@@ -256,8 +258,10 @@ def test_adapt_to_three_emotions_writes_a_bundle_the_tools_load_and_registers_a_
         "MODEL_CARD.md",
         "adapt.json",
         "split.csv",
+        "held_out.csv",
         *adapted.FIGURES,
     }
+    assert len((bundle / "held_out.csv").read_text().splitlines()) == 1 + 27
     assert [e["name"] for e in json.loads((bundle / "labels.json").read_text())["emotions"]] == ["happy", "sad", "neutral"]
     import h5py
 

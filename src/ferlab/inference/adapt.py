@@ -332,7 +332,10 @@ def adapt(
         from ferlab.data.split import stratified_split
 
         grouped = data_set.groups is not None and any(data_set.groups)
-        mask = stratified_split(found.labels, fraction, seed=recipe.seed, groups=found.groups if grouped else None)
+        groups = found.groups if grouped else None
+        if groups is None and len(set(found.digests)) < len(found.digests):
+            groups = found.digests  # copies of one file stay on one side
+        mask = stratified_split(found.labels, fraction, seed=recipe.seed, groups=groups)
         train_faces, val_faces = found.faces[~mask], found.faces[mask]
         train_labels = [lab for lab, m in zip(found.labels, mask) if not m]
         val_labels = [lab for lab, m in zip(found.labels, mask) if m]

@@ -4,7 +4,7 @@ its own emotions, report and figures) and, with --log, an MLflow run and a regis
 The bundle (`write_bundle`): model.h5 (temperature fitted on the user's validation part, in the weights),
 model.tflite (float16), labels.json (the model's emotions, in output order), preprocessing.json (the
 parent's crop contract), MODEL_CARD.md, adapt.json (every figure), confusion_before_after.png,
-recall_before_after.png and split.csv (each image's path, label, group and side; no pixels).
+recall_before_after.png, split.csv (each image's path, label, group and side; no pixels) and held_out.csv.
 
 The registered version (`log_and_register`) is tagged with its parent, the user set's digest and size and
 the before/after figures (TAGS); the run has the user set as its dataset input (paths and labels, never
@@ -22,6 +22,7 @@ EXPERIMENT = "ferlab-adaptations"
 REPORT = "adapt.json"
 FIGURES = ("confusion_before_after.png", "recall_before_after.png")
 SPLIT_TABLE = "split.csv"
+HELD_OUT_TABLE = "held_out.csv"  # path,label of the validation part: `ferlab evaluate held_out.csv --model <bundle>`
 # registry tags of an adapted version (the gate of `ferlab models promote` reads the adapt.* ones)
 PARENT_VERSION = "adapt.parent_version"
 VAL_ACCURACY_BEFORE, VAL_ACCURACY_AFTER = "adapt.val_accuracy_before", "adapt.val_accuracy_after"
@@ -81,10 +82,16 @@ selected on it, so its figures are not biased upwards by a selection.
 
 
 def write_split_table(path: Path, rows: list[tuple[str, str, str, str]]) -> None:
+    """split.csv (path, label, group, part) and, beside it, held_out.csv: the validation part as
+    `ferlab evaluate` reads a CSV (absolute paths)."""
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "label", "group", "part"])
         writer.writerows(rows)
+    with open(path.with_name(HELD_OUT_TABLE), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "label"])
+        writer.writerows((str(Path(p).resolve()), label) for p, label, _, part in rows if part == "val")
 
 
 def write_bundle(
