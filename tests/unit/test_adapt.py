@@ -391,5 +391,17 @@ def test_the_cli_says_it_in_one_sentence(tmp_path, grey_set, tiny_model_path, mo
     assert not (tmp_path / "data_adapted").exists()
 
 
+def test_tables_of_the_seven_refuse_a_model_of_fewer_emotions():
+    from ferlab.inference import face_rows
+    from ferlab.inference.predict import Face
+
+    seven = Face((0, 0, 48, 48), None, {e: 1 / 7 for e in EMOTIONS})
+    assert len(face_rows.rows_of("a.png", [seven])[0]) == len(face_rows.FIELDS)
+    three = Face((0, 0, 48, 48), None, {"happy": 0.5, "sad": 0.3, "neutral": 0.2})
+    for rows in (face_rows.rows_of, face_rows.csv_rows_of):
+        with pytest.raises(FerlabError, match="this model answers with happy, sad, neutral"):
+            rows("a.png", [three])
+
+
 def test_adapt_module_minimums_are_what_the_messages_say():
     assert (adapt_mod.MIN_TRAIN_FACES, adapt_mod.MIN_VAL_FACES) == (10, 5)

@@ -35,8 +35,20 @@ def arrow_schema():
     return pa.schema([(name, getattr(pa, arrow)()) for name, arrow, _ in COLUMNS])
 
 
+def _of_the_seven(found: list[Face] | FerlabError) -> None:
+    """The columns are FER2013's seven emotions: a model that answers with others (ferlab adapt --emotions) is
+    refused in one sentence, never written under the wrong names."""
+    if found and not isinstance(found, FerlabError) and tuple(found[0].probabilities) != EMOTIONS:
+        raise FerlabError(
+            f"ferlab batch and the Spark scorer write a column for each of FER2013's seven emotions, and this model "
+            f"answers with {', '.join(found[0].probabilities)} (adapted to fewer emotions); score its images with "
+            "`ferlab detect --csv`, which names its own columns."
+        )
+
+
 def rows_of(path: str, found: list[Face] | FerlabError) -> list[list]:
     """The typed rows of one image: its faces, largest first, or one row saying no face or why it was not read."""
+    _of_the_seven(found)
     if isinstance(found, FerlabError):
         return [[path, None, *[None] * len(Face.ROW_FIELDS), str(found)]]
     if not found:
@@ -46,6 +58,7 @@ def rows_of(path: str, found: list[Face] | FerlabError) -> list[list]:
 
 def csv_rows_of(path: str, found: list[Face] | FerlabError) -> list[list]:
     """rows_of as `ferlab detect --csv` writes a face (Face.to_row); empty cells for null."""
+    _of_the_seven(found)
     if isinstance(found, FerlabError):
         return [[path, "", *[""] * len(Face.ROW_FIELDS), str(found)]]
     if not found:
