@@ -79,7 +79,7 @@ def grey_set(tmp_path):
         for emotion, n in counts.items():
             (root / emotion).mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                grey = np.full((48, 48), 40 + 10 * i, np.uint8)
+                grey = np.full((48, 48), 40 + (8 * i) % 200, np.uint8)
                 grey[0, 0] = 30 * EMOTIONS.index(emotion)  # every file differs (copies of one file stay on one side of the split)
                 cv2.imwrite(str(root / emotion / f"{i}.png"), grey)
         return root
@@ -369,6 +369,31 @@ def test_an_interrupted_registration_leaves_no_version(registry_uri, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         registry.register("emo", "file:///nowhere", tags={"a": "b"})
     assert client.search_model_versions("name='emo'") == []
+
+
+def test_ctrl_c_while_adapting_leaves_no_bundle_and_no_version(tmp_path, registry_uri, grey_set, tiny_model_path, monkeypatch):
+    from ferlab.training import finetune
+
+    data = grey_set(tmp_path / "data", {"happy": 25, "sad": 25})
+    kwargs = dict(model=str(tiny_model_path), emotions="happy,sad", face_crop=True, privatetest=False, log=True, name="emo")
+    kwargs |= dict(out=tmp_path / "out", print_fn=lambda _: None, progress=False)
+
+    def interrupted(*args, **kw):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:  # while training
+        patch.setattr(finetune, "fine_tune", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            adapt(str(data), **kwargs)
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")]
+    with monkeypatch.context() as patch:  # while registering, after the model was logged
+        patch.setattr(registry, "register", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            adapt(str(data), recipe=finetune.Recipe(epochs=1), **kwargs)
+    client = MlflowClient()
+    assert not client.search_registered_models("name='emo'") or not client.search_model_versions("name='emo'")
+    (run,) = client.search_runs([client.get_experiment_by_name(adapted.EXPERIMENT).experiment_id])
+    assert run.info.status == "KILLED"
 
 
 def test_ctrl_c_waits_for_the_registration():
