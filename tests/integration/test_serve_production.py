@@ -142,6 +142,7 @@ def test_caps_on_faces_and_on_explained_pixels(guarded):
 
 def test_metrics_count_requests_models_batches_and_emotions(guarded):
     call(guarded, "POST", "/v1/predict", jpeg(astronaut_scene()), JPEG, key=ENV_KEY)
+    call(guarded, "GET", "/v1/model")  # no key: a 401
     status, headers, text = call(guarded, "GET", "/metrics", key=ENV_KEY)
     assert status == 200 and headers["content-type"].startswith("text/plain")
     samples = {}

@@ -96,7 +96,8 @@ def _rendered(recognizer, image: np.ndarray, detections, probabilities: np.ndarr
 
     from ferlab.inference.predict import explanations
 
-    found = explanations(detections, probabilities, maps, method, recognizer.regions(image, detections))
+    emotions = tuple(getattr(recognizer, "emotions", None) or EMOTIONS)
+    found = explanations(detections, probabilities, maps, method, recognizer.regions(image, detections), emotions)
     return [{**e.to_dict(), "heatmap_png": base64.b64encode(cv2.imencode(".png", e.overlay())[1].tobytes()).decode("ascii")} for e in found]
 
 
@@ -234,13 +235,14 @@ def _image_routes(app: FastAPI, service: Service) -> None:
             detections, crops, image = await generation.croppers.run(data)
             detections, crops, omitted = _largest(detections, crops, settings.max_faces)
             clock.lap("detect")
-            probabilities = await generation.batcher.classify(crops) if len(crops) else np.zeros((0, len(EMOTIONS)), np.float32)
+            emotions = generation.emotions
+            probabilities = await generation.batcher.classify(crops) if len(crops) else np.zeros((0, len(emotions)), np.float32)
             clock.lap("classify")
             if service.face_log is not None:  # queues copies of the faces; the log's own thread writes them
                 service.face_log.observe(generation.recognizer, detections, crops, probabilities, generation.version)
-        service.metrics.answered(generation.version, probabilities)
+        service.metrics.answered(generation.version, probabilities, emotions)
         request.state.faces, request.state.model_version = len(crops), generation.version
-        faces = assemble([detections], probabilities)[0]
+        faces = assemble([detections], probabilities, emotions)[0]
         return _answer(generation, [face.to_dict() for face in faces], omitted, image, clock.total())
 
     @app.post("/v1/explain", summary="Faces, their emotions and heat maps of what each emotion rests on", openapi_extra=EXPLAIN_DOC)

@@ -42,12 +42,12 @@ class ServiceMetrics:
             self.model.remove(*_model_labels(previous))
         self.model.labels(*_model_labels(info)).set(1)
 
-    def answered(self, version, probabilities: np.ndarray) -> None:
+    def answered(self, version, probabilities: np.ndarray, emotions: tuple[str, ...] = EMOTIONS) -> None:
         self.answers_by_version.labels(str(version)).inc()
         self.faces_per_image.observe(len(probabilities))
         if len(probabilities):
             for index, count in zip(*np.unique(probabilities.argmax(axis=1), return_counts=True)):
-                self.emotions.labels(EMOTIONS[index]).inc(int(count))
+                self.emotions.labels(emotions[index]).inc(int(count))
             for top in probabilities.max(axis=1):
                 self.top_probability.observe(float(top))
 

@@ -146,6 +146,10 @@ class Generation:
         self.retired = False
 
     @property
+    def emotions(self) -> tuple[str, ...]:
+        return tuple(self.info["emotions"])
+
+    @property
     def version(self):
         return self.info.get("version")
 
@@ -200,7 +204,7 @@ class Service:
         info["runtime"] = getattr(getattr(recognizer, "classifier", None), "runtime", None)
         info["tta"] = getattr(recognizer, "tta", None)
         info["filling_faces"] = bool(getattr(recognizer, "fill_pad", 0))
-        info["emotions"] = list(EMOTIONS)
+        info["emotions"] = list(getattr(recognizer, "emotions", EMOTIONS))  # the bundle's declared emotions (ferlab adapt --emotions)
         generation = Generation(recognizer, info, token, self.settings, self.metrics)
         try:
             await generation.start()
