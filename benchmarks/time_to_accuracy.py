@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from params_overrides import overridden  # benchmarks/ is the script's folder, so on sys.path
 from vs_fer import cpu_name  # benchmarks/ is the script's folder, so on sys.path
 
 from ferlab.contract import normalize
 from ferlab.data import arrays as arrays_mod
 from ferlab.fileio import read_json, write_json
+from ferlab.training.carry import overridden
 
 OUT = Path("reports/benchmarks/time_to_accuracy.json")
 PAPER = {"accuracy": 0.6538, "hours": 17, "epochs": 100}
