@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SUBSET = ("happy", "sad", "neutral")  # the emotions of subset_bundle
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -116,6 +117,23 @@ def tiny_bundle(tiny_model_path, tmp_path_factory) -> Path:
     (bundle / "model.h5").write_bytes(tiny_model_path.read_bytes())
     to_tflite(load_h5(tiny_model_path), bundle / "model.tflite")
     (bundle / "preprocessing.json").write_text(json.dumps({"face_margin": 0.0, "align": False}))
+    return bundle
+
+
+@pytest.fixture(scope="session")
+def subset_bundle(tiny_model_path, tmp_path_factory) -> Path:
+    """A bundle of a model for happy, sad and neutral alone, in that order (what `ferlab adapt --emotions` makes):
+    the tiny model's head cut to those columns, its .h5, TFLite file and labels.json."""
+    from ferlab.lifecycle.export import to_tflite
+    from ferlab.training.finetune import with_emotions
+    from ferlab.training.model_io import load_h5, save_h5
+
+    bundle = tmp_path_factory.mktemp("subset_bundle")
+    model = with_emotions(load_h5(tiny_model_path), [3, 4, 6])
+    save_h5(model, bundle / "model.h5")
+    to_tflite(model, bundle / "model.tflite")
+    (bundle / "preprocessing.json").write_text(json.dumps({"face_margin": 0.0, "align": False}))
+    (bundle / "labels.json").write_text(json.dumps({"emotions": [{"id": i, "name": e} for i, e in enumerate(SUBSET)]}))
     return bundle
 
 

@@ -147,6 +147,28 @@ def test_csv_of_paths_and_parquet_of_images_give_the_same_rows_as_the_folder(tmp
             assert a["confidence"] == f"{b['confidence']:.4f}" and a["x"] == str(b["x"])
 
 
+def test_a_model_of_fewer_emotions_writes_its_own_columns(tmp_path, photos, subset_bundle):
+    subset = ["happy", "sad", "neutral"]
+    for output in ("faces.parquet", "faces.csv"):
+        result = batch("photos", output, "--model", subset_bundle, "--workers", 2, "--part-size", 2, cwd=tmp_path)
+        assert result.returncode == 1 and "7 images, 4 faces; 1 without a face, 2 unreadable" in result.stdout, result.stderr
+    assert pq.read_table(tmp_path / "faces.parquet").column_names == [*COLUMNS[:8], *subset, "error"]
+    with open(tmp_path / "faces.csv") as f:
+        assert next(csv.reader(f)) == [*COLUMNS[:8], *subset, "error"]
+    detected = subprocess.run(
+        [sys.executable, "-m", "ferlab.cli", "detect", *(f"photos/{n}" for n in FACES), "--json", "--model", subset_bundle],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env(),
+    )
+    found = rows_by_path(tmp_path / "faces.parquet")
+    for image in json.loads(detected.stdout):
+        ((face,), (row,)) = image["faces"], found[Path(image["path"]).name]
+        assert list(face["probabilities"]) == subset and row["emotion"] == face["emotion"] in subset
+        assert [row[e] for e in subset] == pytest.approx([face["probabilities"][e] for e in subset], abs=1e-6)
+
+
 def test_bad_input_and_output_are_one_sentence(tmp_path, photos, tiny_bundle):
     (tmp_path / "wrong.csv").write_text("file,label\na.jpg,happy\n")
     pq.write_table(pa.table({"id": [1, 2]}), tmp_path / "wrong.parquet")

@@ -248,6 +248,29 @@ def test_explain_on_litert_uses_occlusion(tiny_bundle, tmp_path, astronaut_jpeg)
     assert gradcam[0] == 400 and "Grad-CAM needs the gradients of a Keras model" in gradcam[1]["detail"]
 
 
+def test_a_model_of_fewer_emotions_is_served_with_its_own(subset_bundle, tmp_path, astronaut_jpeg):
+    subset = ["happy", "sad", "neutral"]
+    server = start_server(subset_bundle, tmp_path / "serve.log")
+    try:
+        info = request(server, "GET", "/v1/model")[1]
+        predicted = post_image(server, astronaut_jpeg)
+        explained = request(server, "POST", "/v1/explain", astronaut_jpeg, {"Content-Type": "image/jpeg"})
+        metrics = request(server, "GET", "/metrics")[1]
+    finally:
+        stop_server(server)
+    assert info["emotions"] == subset
+    status, answer = predicted
+    assert status == 200, answer
+    (face,) = answer["faces"]
+    assert list(face["probabilities"]) == subset and sum(face["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    (expected,) = EmotionRecognizer.load(subset_bundle).predict(astronaut_jpeg)
+    assert face["emotion"] == expected.emotion and face["probabilities"] == pytest.approx(expected.probabilities, abs=1e-4)
+    assert explained[0] == 200 and list(explained[1]["faces"][0]["probabilities"]) == subset
+    series = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("ferlab_predicted_emotions_total{"))
+    assert series == {f'ferlab_predicted_emotions_total{{emotion="{e}"}}': ("1.0" if e == face["emotion"] else "0.0") for e in subset}
+    assert "Traceback" not in server.log_tail()
+
+
 # ---- the other endpoints --------------------------------------------------------------------------
 
 

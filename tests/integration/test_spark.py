@@ -14,7 +14,7 @@ import pytest
 
 from ferlab.contract import EMOTIONS
 from ferlab.errors import FerlabError
-from ferlab.inference import face_rows
+from ferlab.inference.face_rows import SEVEN
 from integration.photo_set import FACES, NO_FACE, UNREADABLE, write_photos
 
 INSTALL = '`apt-get install -y --no-install-recommends default-jre-headless` (Debian/Ubuntu) and `pip install -e ".[dev]"` (pyspark)'
@@ -49,7 +49,7 @@ def test_photos_give_the_rows_of_ferlab_batch(spark, tmp_path, tiny_bundle):
     photos = write_photos(tmp_path / "photos")
     images = spark.read.format("binaryFile").load(str(photos)).repartition(2)
     faces = score_images(images, model=str(tiny_bundle))
-    assert tuple(faces.columns) == face_rows.FIELDS
+    assert tuple(faces.columns) == SEVEN.fields
     rows = {}
     for row in faces.collect():
         rows.setdefault(os.path.basename(row["path"]), []).append(row.asDict())
@@ -65,6 +65,22 @@ def test_photos_give_the_rows_of_ferlab_batch(spark, tmp_path, tiny_bundle):
     assert rows[NO_FACE][0]["face"] is None and rows[NO_FACE][0]["error"] is None
     for name in unreadable:
         assert rows[name][0]["face"] is None and name in rows[name][0]["error"]
+
+
+def test_a_model_of_fewer_emotions_gives_its_own_columns(spark, tmp_path, subset_bundle):
+    from ferlab.inference.predict import EmotionRecognizer
+    from ferlab.inference.spark import score_images
+
+    photos = write_photos(tmp_path / "photos")
+    images = spark.read.format("binaryFile").load(str(photos))
+    faces = score_images(images, model=str(subset_bundle))
+    assert tuple(faces.columns)[-4:] == ("happy", "sad", "neutral", "error") and "angry" not in faces.columns
+    rows = {os.path.basename(r["path"]): r.asDict() for r in faces.collect() if r["face"] == 0}
+    recognizer = EmotionRecognizer.load(subset_bundle)
+    for name in FACES:
+        (face,) = recognizer.predict(photos / name)
+        assert [rows[name][e] for e in ("happy", "sad", "neutral")] == pytest.approx(list(face.probabilities.values()), abs=1e-6)
+        assert rows[name]["emotion"] == face.emotion
 
 
 def test_a_wrong_model_is_one_sentence_before_any_job(spark, tmp_path):

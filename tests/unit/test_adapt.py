@@ -3,6 +3,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -416,16 +418,52 @@ def test_the_cli_says_it_in_one_sentence(tmp_path, grey_set, tiny_model_path, mo
     assert not (tmp_path / "data_adapted").exists()
 
 
-def test_tables_of_the_seven_refuse_a_model_of_fewer_emotions():
-    from ferlab.inference import face_rows
+def test_tables_of_a_model_of_fewer_emotions_have_its_columns_and_refuse_another_models_faces():
+    from ferlab.inference.face_rows import SEVEN, FaceRows
     from ferlab.inference.predict import Face
 
+    three = FaceRows(("happy", "sad", "neutral"))
+    assert three.fields[-4:] == ("happy", "sad", "neutral", "error") and "angry" not in three.fields
+    assert three.spark_schema.endswith("`happy` double, `sad` double, `neutral` double, `error` string")
+    face = Face((0, 0, 48, 48), None, {"happy": 0.5, "sad": 0.3, "neutral": 0.2})
+    (row,) = three.rows_of("a.png", [face])
+    assert len(row) == len(three.fields) and row[-4:] == [0.5, 0.3, 0.2, None]
+    assert three.table(three.rows_of("b.png", []) + [row]).column("sad").to_pylist() == [None, 0.3]
+    assert three.csv_text(three.csv_rows_of("a.png", [face])).splitlines()[1].endswith("happy,0.5000,0.3000,0.2000,")
+    for rows in (SEVEN.rows_of, SEVEN.csv_rows_of):  # never a face under another model's column names
+        with pytest.raises(FerlabError, match="a face has the probabilities of happy, sad, neutral and this table's columns are angry"):
+            rows("a.png", [face])
     seven = Face((0, 0, 48, 48), None, {e: 1 / 7 for e in EMOTIONS})
-    assert len(face_rows.rows_of("a.png", [seven])[0]) == len(face_rows.FIELDS)
-    three = Face((0, 0, 48, 48), None, {"happy": 0.5, "sad": 0.3, "neutral": 0.2})
-    for rows in (face_rows.rows_of, face_rows.csv_rows_of):
-        with pytest.raises(FerlabError, match="this model answers with happy, sad, neutral"):
-            rows("a.png", [three])
+    with pytest.raises(FerlabError, match="this table's columns are happy, sad, neutral"):
+        three.rows_of("a.png", [seven])
+
+
+def test_adapt_runs_on_tensorflow_whatever_keras_backend_says(tmp_path):
+    pytest.importorskip("jax")
+    script = """
+import sys
+from ferlab.errors import FerlabError
+from ferlab.inference.adapt import adapt
+if sys.argv[1] == "keras-first":
+    import keras
+    print(keras.backend.backend())
+try:
+    adapt("no such folder")
+except FerlabError as err:
+    print(err)
+import keras
+print(keras.backend.backend())
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    outputs = [
+        subprocess.run([sys.executable, "-c", script, case], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        for case in ("adapt-first", "keras-first")
+    ]
+    first, second = (out.stdout.strip().splitlines() for out in outputs)
+    assert first[-1] == "tensorflow" and "no such folder" in first[0], outputs[0].stderr
+    assert second[0] == "jax" and second[1].startswith(
+        "ferlab adapt fine-tunes on TensorFlow but Keras already runs on jax in this process"
+    ), outputs[1].stderr
 
 
 def test_adapt_module_minimums_are_what_the_messages_say():

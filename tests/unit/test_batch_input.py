@@ -5,7 +5,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from ferlab.errors import FerlabError
-from ferlab.inference import batch_input, face_rows
+from ferlab.inference import batch_input
+from ferlab.inference.face_rows import SEVEN
 from ferlab.inference.predict import Face
 
 
@@ -48,12 +49,12 @@ def test_tables_that_are_not_inputs_say_why(tmp_path):
 def test_rows_tell_no_face_from_not_read_and_keep_detects_columns():
     face = Face((1, 2, 30, 30), None, {e: 1 / 7 for e in Face.ROW_FIELDS[6:]})
     found = {"a.jpg": [face, face], "b.jpg": [], "c.jpg": FerlabError("c.jpg is bad.")}
-    table = face_rows.table([row for path, faces in found.items() for row in face_rows.rows_of(path, faces)]).to_pylist()
+    table = SEVEN.table([row for path, faces in found.items() for row in SEVEN.rows_of(path, faces)]).to_pylist()
     assert [(r["path"], r["face"], r["x"], r["error"]) for r in table] == [
         ("a.jpg", 0, 1, None),
         ("a.jpg", 1, 1, None),
         ("b.jpg", None, None, None),
         ("c.jpg", None, None, "c.jpg is bad."),
     ]
-    assert face_rows.csv_rows_of("a.jpg", [face])[0][2:-1] == face.to_row()  # the CSV writes a face as ferlab detect --csv does
-    assert "`happy` double" in face_rows.SPARK_SCHEMA and face_rows.SPARK_SCHEMA.startswith("`path` string, `face` int")
+    assert SEVEN.csv_rows_of("a.jpg", [face])[0][2:-1] == face.to_row()  # the CSV writes a face as ferlab detect --csv does
+    assert "`happy` double" in SEVEN.spark_schema and SEVEN.spark_schema.startswith("`path` string, `face` int")

@@ -94,6 +94,13 @@ def test_ship_refuses_an_unknown_name_and_an_incomplete_bundle(tmp_path, fer_fac
         shipping.ship("fast", tmp_path, faces, labels, faces, PROVENANCE, root=tmp_path)
 
 
+def test_ship_refuses_a_model_of_fewer_emotions(subset_bundle, tmp_path, fer_faces):
+    faces, labels = fer_faces
+    with pytest.raises(FerlabError, match=r"answers with happy, sad, neutral; a shipped model answers with FER2013's seven"):
+        shipping.ship("fast", subset_bundle, faces, labels, faces, PROVENANCE, root=tmp_path)
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
 def test_a_damaged_or_missing_file_is_refused_before_use(shipped_root, tmp_path, monkeypatch):
     root = tmp_path / "shipped"
     shutil.copytree(shipped_root, root)

@@ -83,7 +83,7 @@ def add_command(sub, common: argparse.ArgumentParser) -> None:
         help="score many images into a Parquet or CSV file, one row per face, on every core",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Find and classify the faces of many images, in worker processes, into one Parquet or CSV file:\n"
-        "path, face (0 = the largest), x, y, w, h, confidence, emotion, the 7 probabilities, error.\n"
+        "path, face (0 = the largest), x, y, w, h, confidence, emotion, a probability per emotion of the model, error.\n"
         "An image without a face gives one row with an empty face; an unreadable one, a row with its error.\n"
         "Parts are written as they finish (OUTPUT.parts/): after Ctrl+C or a kill, the same command resumes.",
         epilog="examples:\n"

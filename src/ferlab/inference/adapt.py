@@ -280,8 +280,10 @@ def adapt(
     of `name` (default: the registered model of `model`, else package.registered_model). `recipe`: a
     ferlab.training.finetune.Recipe (default: the measured one). Nothing is written when an input is wrong."""
     from ferlab.inference.predict import EmotionRecognizer
-    from ferlab.training import finetune
+    from ferlab.training import engine, finetune
 
+    # the fine-tuning runs on tf.data and TensorFlow's determinism, whatever KERAS_BACKEND says
+    engine.select("tensorflow", needed_by="ferlab adapt fine-tunes on TensorFlow but")
     started = time.monotonic()
     if val is not None and val_fraction is not None:
         raise FerlabError("give either --val or --val-fraction, not both.")

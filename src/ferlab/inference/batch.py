@@ -24,8 +24,8 @@ from typing import Callable
 
 from ferlab.errors import FerlabError
 from ferlab.fileio import atomic_path, read_json, write_json
-from ferlab.inference import face_rows
 from ferlab.inference.batch_input import BatchInput
+from ferlab.inference.face_rows import FaceRows
 from ferlab.inference.options import RecognizerOptions
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -41,6 +41,7 @@ WHAT = {
     "format": "output format",
     "options": "set of model options",
     "model": "model",
+    "emotions": "model",
 }
 
 
@@ -72,6 +73,13 @@ def model_identity(model: str | None) -> dict:
     return {"source": str(model), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
 
 
+def model_emotions(model: str | None) -> tuple[str, ...]:
+    """The emotions the model answers with (its bundle's labels.json), read without loading it."""
+    from ferlab.inference.sources import locate, resolve
+
+    return locate(resolve(model).source).emotions
+
+
 class BatchJob:
     def __init__(
         self,
@@ -86,6 +94,7 @@ class BatchJob:
         self.options = options
         self.parts = images.parts(part_size)
         self.parts_dir = Path(f"{self.output}.parts")
+        self.rows = FaceRows(model_emotions(options.model))  # the table's columns: the model's own emotions
         self.manifest = {
             "input": images.source,
             "images": len(images.keys),
@@ -94,6 +103,7 @@ class BatchJob:
             "format": self.format,
             "options": asdict(options),
             "model": model_identity(options.model),
+            "emotions": list(self.rows.emotions),
         }
 
     def part_path(self, index: int) -> Path:
@@ -172,7 +182,7 @@ class BatchJob:
             if self.format == "parquet":
                 import pyarrow.parquet as pq
 
-                with pq.ParquetWriter(tmp, face_rows.arrow_schema()) as writer:
+                with pq.ParquetWriter(tmp, self.rows.arrow_schema()) as writer:
                     for i in range(len(self.parts)):
                         part = pq.read_table(self.part_path(i))
                         _count(summary, part.column("face").to_pylist(), part.column("error").to_pylist())
@@ -181,7 +191,7 @@ class BatchJob:
                 import csv
 
                 with open(tmp, "w", newline="") as out:
-                    out.write(face_rows.csv_text([]))
+                    out.write(self.rows.csv_text([]))
                     for i in range(len(self.parts)):
                         text = self.part_path(i).read_text()
                         body = text[text.index("\n") + 1 :]
@@ -203,17 +213,17 @@ def _count(summary: Summary, faces: list, errors: list) -> None:
 # ---- the worker processes --------------------------------------------------------------------
 
 
-def write_part(path: Path, fmt: str, rows: list[list], csv_rows: list[list]) -> None:
+def write_part(path: Path, fmt: str, table: FaceRows, rows: list[list], csv_rows: list[list]) -> None:
     with atomic_path(path) as tmp:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            pq.write_table(face_rows.table(rows), tmp)
+            pq.write_table(table.table(rows), tmp)
         else:
-            tmp.write_text(face_rows.csv_text(csv_rows))
+            tmp.write_text(table.csv_text(csv_rows))
 
 
-def _worker(wid: int, options: RecognizerOptions, threads: int, fmt: str, parts_dir: str, tasks, results) -> None:
+def _worker(wid: int, options: RecognizerOptions, table: FaceRows, threads: int, fmt: str, parts_dir: str, tasks, results) -> None:
     """Score parts until the queue says stop. Messages: ready, start (part), read (one image),
     unreadable (its sentence), done (part), failed (a sentence that stops the run)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the main process's to handle
@@ -226,18 +236,22 @@ def _worker(wid: int, options: RecognizerOptions, threads: int, fmt: str, parts_
 
     try:
         recognizer = options.load(threads)
+        if recognizer.emotions != table.emotions:
+            raise FerlabError(
+                f"the model now answers with {', '.join(recognizer.emotions)}, not {', '.join(table.emotions)} as when this run started"
+            )
         results.put(("ready", wid))
         while (task := tasks.get()) is not None:
             index, part = task
             results.put(("start", wid, index))
             rows, csv_rows = [], []
             for key, (_, _, found) in zip(part.keys, recognizer.predict_files(part.load(), options.face_crop, on_read=read)):
-                rows += face_rows.rows_of(key, found)
+                rows += table.rows_of(key, found)
                 if fmt == "csv":
-                    csv_rows += face_rows.csv_rows_of(key, found)
+                    csv_rows += table.csv_rows_of(key, found)
                 if isinstance(found, FerlabError):
                     results.put(("unreadable", wid, str(found)))
-            write_part(Path(parts_dir) / f"part-{index:06d}.{fmt}", fmt, rows, csv_rows)
+            write_part(Path(parts_dir) / f"part-{index:06d}.{fmt}", fmt, table, rows, csv_rows)
             results.put(("done", wid, index))
     except FerlabError as err:
         results.put(("failed", wid, str(err)))
@@ -260,7 +274,7 @@ class _Pool:
         context = multiprocessing.get_context("spawn")  # fresh interpreters: no TensorFlow or LiteRT state forked
         self.tasks, self.results = context.Queue(), context.Queue()
         threads = max(1, (os.cpu_count() or 1) // workers)
-        args = (job.options, threads, job.format, str(job.parts_dir), self.tasks, self.results)
+        args = (job.options, job.rows, threads, job.format, str(job.parts_dir), self.tasks, self.results)
         self.procs = [context.Process(target=_worker, args=(w + 1, *args), daemon=True) for w in range(workers)]
         self.busy: dict[int, tuple[int, int, float]] = {}  # worker -> (part, images done in it, time of its last word)
 

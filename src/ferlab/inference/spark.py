@@ -1,7 +1,7 @@
 """Photos -> faces on Spark: the rows of `ferlab batch` (ferlab.inference.face_rows) as a DataFrame.
 
     images = spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg").option("recursiveFileLookup", "true").load("photos/")
-    faces = score_images(images, model="models/bundle")   # path, face, x, y, w, h, confidence, emotion, 7 probabilities, error
+    faces = score_images(images, model="models/bundle")   # path, face, x, y, w, h, confidence, emotion, a probability per emotion, error
     faces.write.mode("overwrite").parquet("faces.parquet")
 
 Each Python worker of an executor loads the detector and the classifier once (with one thread:
@@ -18,7 +18,7 @@ model itself, `mlflow.pyfunc.spark_udf` (README, "On Spark").
 import warnings
 from typing import Iterator
 
-from ferlab.inference import face_rows
+from ferlab.inference.face_rows import FaceRows
 from ferlab.inference.options import RecognizerOptions
 
 _loaded: dict[RecognizerOptions, object] = {}  # per Python worker process: the recognisers it has loaded
@@ -30,7 +30,7 @@ def _recognizer(options: RecognizerOptions):
     return _loaded[options]
 
 
-def _scorer(options: RecognizerOptions, path_col: str, content_col: str):
+def _scorer(options: RecognizerOptions, table: FaceRows, path_col: str, content_col: str):
     def score(batches: Iterator) -> Iterator:
         recognizer = _recognizer(options)
         for batch in batches:
@@ -38,15 +38,16 @@ def _scorer(options: RecognizerOptions, path_col: str, content_col: str):
             images = list(zip(keys, batch.column(content_col).to_pylist()))
             rows = []
             for key, (_, _, found) in zip(keys, recognizer.predict_files(images, options.face_crop)):
-                rows += face_rows.rows_of(key, found)
-            yield from face_rows.table(rows).to_batches()
+                rows += table.rows_of(key, found)
+            yield from table.table(rows).to_batches()
 
     return score
 
 
 def score_images(images, model: str | None = None, path_col: str = "path", content_col: str = "content", **options):
     """A DataFrame of encoded images (`path_col`, binary `content_col`: what Spark's binaryFile
-    source gives) -> a DataFrame of faces, one row per face (face_rows.SPARK_SCHEMA).
+    source gives) -> a DataFrame of faces, one row per face (ferlab.inference.face_rows: a probability column
+    for each emotion the model answers with).
 
     options: detector, align, max_pixels, runtime, tta, face_crop, filling_faces (RecognizerOptions). The
     model is loaded once here first, so a wrong model fails at once with its one sentence."""
@@ -58,8 +59,8 @@ def score_images(images, model: str | None = None, path_col: str = "path", conte
     if Path(model).exists():
         model = str(Path(model).resolve())  # the executors' working folder is not the driver's
     chosen = RecognizerOptions(model=model, **options)
-    chosen.load()
+    table = FaceRows(chosen.load().emotions)
     with warnings.catch_warnings():
         # pyspark's advice about pandas 3 concerns its pandas paths; this one passes Arrow batches
         warnings.simplefilter("ignore", FutureWarning)
-        return images.select(path_col, content_col).mapInArrow(_scorer(chosen, path_col, content_col), face_rows.SPARK_SCHEMA)
+        return images.select(path_col, content_col).mapInArrow(_scorer(chosen, table, path_col, content_col), table.spark_schema)

@@ -100,6 +100,7 @@ def ship(
     for file in ("model.h5", *COPIED):
         if not (bundle / file).is_file():
             raise FerlabError(f"{bundle} has no {file}; ship a bundle made by the package stage (`dvc repro`).")
+    _check_seven(bundle)
     model = load_h5(bundle / "model.h5")
     float32 = {m: round(s["accuracy"], 4) for m, s in score_split(model, x_test, y_test, ("none", "flip")).scores.items()}
     log(f"float32 .h5: PrivateTest {float32['none']:.4f} one view, {float32['flip']:.4f} flip")
@@ -149,6 +150,19 @@ def ship(
     pretrained._verified.discard(pretrained.folder_of(name, root))
     log(f"shipped {pretrained.PREFIX}{name} ({chosen}) in {pretrained.folder_of(name, root)}")
     return card
+
+
+def _check_seven(bundle: Path) -> None:
+    """A shipped model answers with FER2013's seven emotions (it is scored on PrivateTest and stands in for any model)."""
+    try:
+        declared = tuple(e["name"] for e in sorted(read_json(bundle / "labels.json")["emotions"], key=lambda e: int(e["id"])))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise FerlabError(f"{bundle / 'labels.json'} is unreadable ({err}); rebuild the bundle with `dvc repro`.") from None
+    if declared != EMOTIONS:
+        raise FerlabError(
+            f"{bundle} answers with {', '.join(declared)}; a shipped model answers with FER2013's seven emotions in their order "
+            "and is scored on PrivateTest, so ship a bundle of the pipeline's (`dvc repro`), not one of `ferlab adapt --emotions`."
+        )
 
 
 def provenance_of_checkout(command: str, hardware: str | None) -> dict:

@@ -34,13 +34,13 @@ class ServiceMetrics:
         self.model = Gauge("ferlab_model_info", "The model serving now (1)", ["name", "version", "source"], registry=r)
         self.answers_by_version = Counter("ferlab_answers_by_model", "Image requests answered, by model version", ["version"], registry=r)
         self.swaps = Counter("ferlab_model_reloads", "Model reloads, by outcome (swapped, unchanged, failed)", ["outcome"], registry=r)
-        for emotion in EMOTIONS:  # every series exists from the start, at 0
-            self.emotions.labels(emotion)
 
     def serving(self, info: dict, previous: dict | None = None) -> None:
         if previous is not None:
             self.model.remove(*_model_labels(previous))
         self.model.labels(*_model_labels(info)).set(1)
+        for emotion in info.get("emotions", EMOTIONS):  # each of the model's emotions has its series from the start, at 0
+            self.emotions.labels(emotion)
 
     def answered(self, version, probabilities: np.ndarray, emotions: tuple[str, ...] = EMOTIONS) -> None:
         self.answers_by_version.labels(str(version)).inc()

@@ -17,26 +17,28 @@ from ferlab.errors import FerlabError
 ENGINES = ("tensorflow", "jax")
 
 
-def select(engine: str, env=os.environ) -> None:
+def select(engine: str, env=os.environ, needed_by: str | None = None) -> None:
     """Make Keras, when first imported, run on `engine`; a Keras already imported on another
-    backend is a clear error (the choice cannot change inside a process)."""
+    backend is a clear error (the choice cannot change inside a process). needed_by: who needs it,
+    as the error names it (default: train.engine)."""
     if engine not in ENGINES:
         raise FerlabError(f"train.engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if "keras" in sys.modules:
-        check(engine)
+        check(engine, needed_by)
         return
     env["KERAS_BACKEND"] = engine
 
 
-def check(engine: str) -> None:
+def check(engine: str, needed_by: str | None = None) -> None:
     import keras
 
     backend = keras.backend.backend()
     if backend != engine:
+        who = needed_by or f"train.engine is {engine} but"
+        where = "its own process" if needed_by else "its own process (python src/stages/train.py or dvc exp run)"
         raise FerlabError(
-            f"train.engine is {engine} but Keras already runs on {backend} in this process: Keras chooses its "
-            f"backend when first imported; run training in its own process (python src/stages/train.py or dvc exp run), "
-            f"or set KERAS_BACKEND={engine} before Python starts."
+            f"{who} Keras already runs on {backend} in this process: Keras chooses its backend when first imported; "
+            f"run it in {where}, or set KERAS_BACKEND={engine} before Python starts."
         )
 
 
