@@ -38,6 +38,12 @@ def errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("error: ")]
 
 
+def detected_faces(model: Path, cwd: Path) -> list[dict]:
+    """`ferlab detect --json` of the photos with faces, for comparison."""
+    command = [sys.executable, "-m", "ferlab.cli", "detect", *(f"photos/{n}" for n in FACES), "--json", "--model", str(model)]
+    return json.loads(subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env(), check=True).stdout)
+
+
 def rows_by_path(path: Path) -> dict[str, list[dict]]:
     table = pq.read_table(path).to_pylist() if path.suffix == ".parquet" else list(csv.DictReader(open(path)))
     found: dict[str, list[dict]] = {}
@@ -99,14 +105,7 @@ def test_a_folder_gives_one_row_per_face_with_what_detect_reports(tmp_path, phot
         (row,) = found[name]
         assert row["face"] is None and row["emotion"] is None and f"photos/{name}" in row["error"]
 
-    detected = subprocess.run(
-        [sys.executable, "-m", "ferlab.cli", "detect", *(f"photos/{n}" for n in FACES), "--json", "--model", tiny_bundle],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env(),
-    )
-    for image in json.loads(detected.stdout):
+    for image in detected_faces(tiny_bundle, cwd=tmp_path):
         (face,) = image["faces"]
         (row,) = found[Path(image["path"]).name]
         assert row["face"] == 0 and row["error"] is None
@@ -155,15 +154,8 @@ def test_a_model_of_fewer_emotions_writes_its_own_columns(tmp_path, photos, subs
     assert pq.read_table(tmp_path / "faces.parquet").column_names == [*COLUMNS[:8], *subset, "error"]
     with open(tmp_path / "faces.csv") as f:
         assert next(csv.reader(f)) == [*COLUMNS[:8], *subset, "error"]
-    detected = subprocess.run(
-        [sys.executable, "-m", "ferlab.cli", "detect", *(f"photos/{n}" for n in FACES), "--json", "--model", subset_bundle],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env(),
-    )
     found = rows_by_path(tmp_path / "faces.parquet")
-    for image in json.loads(detected.stdout):
+    for image in detected_faces(subset_bundle, cwd=tmp_path):
         ((face,), (row,)) = image["faces"], found[Path(image["path"]).name]
         assert list(face["probabilities"]) == subset and row["emotion"] == face["emotion"] in subset
         assert [row[e] for e in subset] == pytest.approx([face["probabilities"][e] for e in subset], abs=1e-6)
