@@ -62,22 +62,14 @@ def output_format(output: str | os.PathLike) -> str:
     return FORMATS[suffix]
 
 
-def model_identity(model: str | None) -> dict:
-    """The model source and, for local files, their sizes and times: a different model at the same path is a different job."""
-    from ferlab.inference.sources import resolve
+def model_identity(model: str) -> dict:
+    """The model source (resolved) and, for local files, their sizes and times: a different model at the same path is a
+    different job."""
     from ferlab.lifecycle import pretrained
 
-    model = resolve(model).source
     path = pretrained.verified_folder(model) if pretrained.is_uri(model) else Path(model)
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
     return {"source": str(model), "files": {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}}
-
-
-def model_emotions(model: str | None) -> tuple[str, ...]:
-    """The emotions the model answers with (its bundle's labels.json), read without loading it."""
-    from ferlab.inference.sources import locate, resolve
-
-    return locate(resolve(model).source).emotions
 
 
 class BatchJob:
@@ -94,7 +86,10 @@ class BatchJob:
         self.options = options
         self.parts = images.parts(part_size)
         self.parts_dir = Path(f"{self.output}.parts")
-        self.rows = FaceRows(model_emotions(options.model))  # the table's columns: the model's own emotions
+        from ferlab.inference.sources import locate, resolve
+
+        source = resolve(options.model).source
+        self.rows = FaceRows(locate(source).emotions)  # the table's columns: the model's own (its labels.json), not loading it
         self.manifest = {
             "input": images.source,
             "images": len(images.keys),
@@ -102,7 +97,7 @@ class BatchJob:
             "part_size": part_size,
             "format": self.format,
             "options": asdict(options),
-            "model": model_identity(options.model),
+            "model": model_identity(source),
             "emotions": list(self.rows.emotions),
         }
 
